@@ -1,0 +1,113 @@
+"""What the planner takes in: a card, a link, a layout of cards, and a workload. Plain SI numbers.
+
+These are built from profiles, presets and flags by the caller; the planner never reads files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["GpuSpec", "LinkSpec", "Layout", "Workload", "STRATEGIES", "COMM_MODELS"]
+
+STRATEGIES = ("pp", "tp", "hybrid")
+COMM_MODELS = ("seed", "ring")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One card: memory bandwidth BW, FLOP/s F at the weight dtype (and which mode that is), memory."""
+
+    name: str
+    memory_bandwidth_Bps: float
+    flops: float
+    memory_bytes: float
+    flops_mode: str = ""
+
+    def __post_init__(self):
+        _positive("memory_bandwidth_Bps", self.memory_bandwidth_Bps)
+        _positive("flops", self.flops)
+        _positive("memory_bytes", self.memory_bytes)
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A link: latency alpha (s) and bandwidth beta (B/s, per direction); a transfer costs alpha + S/beta.
+
+    ``beta_Bps`` may be ``math.inf`` (an ideal link, as the solvers use to isolate the other terms).
+    """
+
+    name: str
+    alpha_s: float
+    beta_Bps: float
+
+    def __post_init__(self):
+        if not (isinstance(self.alpha_s, (int, float)) and math.isfinite(self.alpha_s) and self.alpha_s >= 0):
+            raise ValueError(f"alpha_s: must be a finite number >= 0, got {self.alpha_s!r}")
+        if not (isinstance(self.beta_Bps, (int, float)) and self.beta_Bps > 0):  # inf: an ideal link
+            raise ValueError(f"beta_Bps: must be a positive number, got {self.beta_Bps!r}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the cards are used: ``tp`` cards per tensor-parallel group, ``pp`` pipeline stages
+    (cards = tp·pp), and ``cards_per_host`` (cards beyond it sit on other hosts, over the network).
+
+    ``strategy`` is pp (tp = 1), tp (pp = 1) or hybrid (TP inside stages, PP across them).
+    """
+
+    strategy: str
+    tp: int
+    pp: int
+    cards_per_host: int | None = None
+
+    @property
+    def cards(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def per_host(self) -> int:
+        return self.cards if self.cards_per_host is None else self.cards_per_host
+
+    @classmethod
+    def of(cls, strategy: str, cards: int, tp: int | None = None, pp: int | None = None,
+           cards_per_host: int | None = None) -> "Layout":
+        """The layout of ``strategy`` over ``cards`` cards; ``tp`` or ``pp`` is needed for hybrid."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        if strategy == "pp":
+            tp, pp = 1, cards
+        elif strategy == "tp":
+            tp, pp = cards, 1
+        else:
+            if tp is None and pp is None:
+                raise ValueError("tp: hybrid needs --tp or --pp")
+            if tp is None:
+                tp = cards // pp if pp and cards % pp == 0 else None
+                if tp is None:
+                    raise ValueError(f"pp: {pp} does not divide cards ({cards})")
+            if pp is None:
+                pp = cards // tp if cards % tp == 0 else None
+                if pp is None:
+                    raise ValueError(f"tp: {tp} does not divide cards ({cards})")
+            if tp * pp != cards:
+                raise ValueError(f"tp: tp x pp = {tp} x {pp} = {tp * pp}, not the {cards} cards")
+        return cls(strategy, tp, pp, cards_per_host)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One decode step's inputs: batch B, context tokens per sequence, bytes per weight w, per KV
+    value, per activation value; ``kv_cache_bytes`` replaces B·context·(KV bytes per token) when set."""
+
+    batch: int
+    context_tokens: int = 0
+    bytes_per_weight: float = 2.0
+    kv_bytes_per_value: float = 2.0
+    act_bytes: float = 2.0
+    kv_cache_bytes: float | None = None

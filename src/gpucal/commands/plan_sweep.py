@@ -1,0 +1,67 @@
+"""``gpucal plan --sweep``: many configurations at once (batch x cards x strategy), one row each.
+
+Configurations a strategy cannot run (a TP degree that does not divide the heads, more stages than
+layers) are left out; configurations that do not fit in memory stay in, with ``fits`` false.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpucal import render
+from gpucal.errors import InputError
+from gpucal.plan import LinkSpec, sweep
+from gpucal.units import format_time
+
+__all__ = ["build_sweep", "show_sweep", "MAX_TABLE_ROWS"]
+
+MAX_TABLE_ROWS = 200
+
+
+def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards: list[int]) -> dict[str, Any]:
+    from gpucal.commands.plan import SWEEP_FORMAT, inputs_dict
+
+    if "hybrid" in strategies and args.tp is None:
+        raise InputError("--tp: a hybrid sweep needs the TP degree (--tp N); cards are then swept in multiples of it")
+    per_host = args.cards_per_host
+    if per_host is not None and max(cards) > per_host and r["net"] is None:
+        raise InputError(f"--net: required when --cards ({max(cards)}) exceeds --cards-per-host ({per_host})")
+    if r["link"] is None and max(cards) > 1 and (per_host is None or per_host > 1):
+        raise InputError(f"--link: required: {r['gpu'].document.origin} names no default link (plan_defaults.link)")
+    inputs = inputs_dict(args, r, strategies, cards, args.tp, None, batches)
+    inputs["cards_per_host"] = per_host
+    try:
+        result = sweep(
+            r["model"], r["gpu"].spec, batches=batches, cards=cards, strategies=tuple(dict.fromkeys(strategies)),
+            hybrid_tp=args.tp, link=r["link"].spec if r["link"] else LinkSpec("none", 0.0, float("inf")),
+            net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm,
+            context_tokens=args.context, bytes_per_weight=inputs["bytes_per_weight"],
+            kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],
+            kv_cache_bytes=args.kv_bytes,
+        )
+    except ValueError as exc:
+        raise InputError(f"--sweep: {exc}") from None
+    if len(result) == 0:
+        raise InputError("--sweep: no configuration can run: every TP degree fails to divide the heads, "
+                         "or every pipeline has more stages than layers")
+    return {"schema": SWEEP_FORMAT, "count": len(result), "rows": [result.row(i) for i in range(len(result))],
+            "inputs": inputs}
+
+
+def show_sweep(result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    inputs = result["inputs"]
+    title = (f"{inputs['model']['name']} on {inputs['gpu']['name']} ({inputs['dtype']}, {inputs['comm_model']} comm): "
+             f"{result['count']} configurations")
+    body = [
+        (row["strategy"], row["cards"], f"{row['tp']}x{row['pp']}", row["batch"], format_time(row["token_latency_s"]),
+         render.number(row["tokens_per_s"]), render.number(row["aggregate_tokens_per_s"]), row["bound"],
+         render.percent(row["comm_share_frac"]), "yes" if row["fits"] else "no")
+        for row in rows[:MAX_TABLE_ROWS]
+    ]
+    render.print_table(
+        ("strategy", "cards", "tp x pp", "batch", "latency", "tok/s/seq", "tok/s all", "bound", "comm", "fits"),
+        body, title=title, right=(1, 3, 4, 5, 6, 8),
+    )
+    if len(rows) > MAX_TABLE_ROWS:
+        render.line(f"... {len(rows) - MAX_TABLE_ROWS} more configurations; --json prints them all")

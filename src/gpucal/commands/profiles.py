@@ -1,0 +1,162 @@
+"""``gpucal profiles list|show|validate``: the shipped profiles, link presets and model presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpucal import profile as profiles
+from gpucal import render
+from gpucal.errors import InputError, ProfileError
+from gpucal.inputs import resolve_document, suggest
+from gpucal.plan.models import PRESETS
+from gpucal.units import format_bytes, format_flops, format_rate, format_time
+
+__all__ = ["add_parser", "run_list", "run_show", "run_validate"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profiles", help="list, show and validate hardware profiles and link presets",
+                       description="Built-in GPU profiles (datasheet, the article's), link presets and model presets.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    ls = verbs.add_parser("list", help="every built-in profile, link preset and model preset")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(run=run_list)
+    show = verbs.add_parser("show", help="one profile or link preset, by name or file")
+    show.add_argument("name", metavar="NAME|FILE")
+    show.add_argument("--json", action="store_true", help="print the document itself")
+    show.set_defaults(run=run_show)
+    val = verbs.add_parser("validate", help="check a file against the schema (exit 2 with the first error)")
+    val.add_argument("file", metavar="FILE")
+    val.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    val.set_defaults(run=run_validate)
+
+
+def _catalog() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {"profiles": [], "links": [], "models": []}
+    for name, folder in profiles.builtin_names("profile").items():
+        doc = profiles.load_builtin("profile", name)
+        device = doc.data["devices"][0]
+        out["profiles"].append({"name": name, "folder": folder, "source": doc.data["source"],
+                                "title": doc.data["title"], "memory_bandwidth_Bps": device["memory_bandwidth_Bps"]["value"],
+                                "memory_bytes": device["memory_bytes"]["value"]})
+    for name in profiles.builtin_names("link"):
+        doc = profiles.load_builtin("link", name)
+        out["links"].append({"name": name, "kind": doc.data["kind"], "title": doc.data["title"],
+                             "alpha_s": doc.data["alpha_s"]["value"], "beta_Bps": doc.data["beta_Bps"]["value"],
+                             "sources": sorted({doc.data["alpha_s"]["source"], doc.data["beta_Bps"]["source"]})})
+    for model in PRESETS.values():
+        out["models"].append({"name": model.name, "params": model.params, "layers": model.layers,
+                              "hidden": model.hidden, "heads": model.heads, "kv_heads": model.kv_heads})
+    return out
+
+
+def run_list(args) -> int:
+    catalog = _catalog()
+    if args.json:
+        render.print_json(catalog)
+        return 0
+    out = render.console()
+    out.print(render.table(
+        ("GPU profile", "source", "memory bandwidth", "memory", "title"),
+        [(p["name"], p["source"], format_rate(p["memory_bandwidth_Bps"]), format_bytes(p["memory_bytes"]), p["title"])
+         for p in catalog["profiles"]], right=(2, 3)))
+    out.print(render.table(
+        ("link preset", "kind", "alpha", "beta", "sources"),
+        [(l["name"], l["kind"], format_time(l["alpha_s"]), format_rate(l["beta_Bps"]), " + ".join(l["sources"]))
+         for l in catalog["links"]], right=(2, 3)))
+    out.print(render.table(
+        ("model preset", "params", "layers", "hidden", "heads / KV heads"),
+        [(m["name"], f"{m['params'] / 1e9:.4g}e9", m["layers"], m["hidden"], f"{m['heads']} / {m['kv_heads']}")
+         for m in catalog["models"]], right=(1, 2, 3)))
+    return 0
+
+
+def _load_any(text: str) -> profiles.Document:
+    if profiles.looks_like_path(text):
+        try:
+            return profiles.load(text)
+        except ProfileError as exc:
+            raise InputError(str(exc)) from None
+    for kind in ("profile", "link"):
+        if text in profiles.builtin_names(kind):
+            return resolve_document(text, "NAME", kind)
+    names = list(profiles.builtin_names("profile")) + list(profiles.builtin_names("link"))
+    raise InputError(f"NAME: unknown profile or link preset {text!r}{suggest(text, names)} "
+                     "(gpucal profiles list shows them all)")
+
+
+def _value(q: dict | None, fmt) -> str:
+    if q is None:
+        return "-"
+    if q["value"] is None:
+        return f"unknown: {q.get('reason', '')}"
+    return fmt(q["value"])
+
+
+def _cite(q: dict | None) -> str:
+    if q is None:
+        return ""
+    return q["source"] + (f" ({q['ref']})" if q.get("ref") else "")
+
+
+def _profile_rows(data: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for i, d in enumerate(data["devices"]):
+        prefix = f"[{i}] " if len(data["devices"]) > 1 else ""
+        rows.append((f"{prefix}memory", _value(d["memory_bytes"], format_bytes), _cite(d["memory_bytes"])))
+        rows.append((f"{prefix}memory bandwidth", _value(d["memory_bandwidth_Bps"], format_rate),
+                     _cite(d["memory_bandwidth_Bps"])))
+        for table, label in (("dense_flops", ""), ("sparse_flops", "sparse ")):
+            for mode, q in d.get(table, {}).items():
+                rows.append((f"{prefix}{label}{mode}", _value(q, format_flops), _cite(q)))
+        host = d.get("host_link")
+        if host:
+            rows.append((f"{prefix}host link", f"PCIe Gen{host['pcie_generation']['value']} "
+                         f"x{host['pcie_width']['value']}", _cite(host["pcie_generation"])))
+        peer = d.get("peer_link")
+        if peer:
+            p2p = peer["p2p_supported"]
+            text = {True: "P2P", False: "no P2P", None: "P2P unknown"}[p2p["value"]]
+            if peer.get("bandwidth_Bps"):
+                text += f", {format_rate(peer['bandwidth_Bps']['value'])} per direction"
+            rows.append((f"{prefix}peer link", f"{peer['kind']}: {text}", _cite(p2p)))
+    if data.get("plan_defaults", {}).get("link"):
+        rows.append(("planner's default link", data["plan_defaults"]["link"], "plan_defaults.link"))
+    return rows
+
+
+def run_show(args) -> int:
+    doc = _load_any(args.name)
+    if args.json:
+        render.print_json(doc.data)
+        return 0
+    data = doc.data
+    out = render.console()
+    render.line(f"{doc.name}: {data.get('title', '')} [{data['schema']}, from {doc.origin}]")
+    if doc.kind == "profile":
+        rows = _profile_rows(data)
+    elif doc.kind == "link":
+        rows = [("alpha", _value(data["alpha_s"], format_time), _cite(data["alpha_s"])),
+                ("beta", _value(data["beta_Bps"], format_rate), _cite(data["beta_Bps"]))]
+    else:
+        rows = [(k, str(v), "") for k, v in data.items() if k not in ("schema", "name", "notes")]
+    out.print(render.table(("field", "value", "source"), rows, right=(1,)))
+    for note in data.get("notes", []):
+        render.line(f"note: {note}")
+    for key, ref in data.get("documents", {}).items():
+        render.line(f"[{key}] {ref['title']}" + (f", {ref['section']}" if ref.get("section") else "")
+                  + (f" <{ref['url']}>" if ref.get("url") else ""))
+    return 0
+
+
+def run_validate(args) -> int:
+    try:
+        doc = profiles.load(args.file)
+    except ProfileError as exc:
+        raise InputError(str(exc)) from None
+    if args.json:
+        render.print_json({"file": args.file, "valid": True, "schema": doc.data["schema"], "name": doc.name})
+    else:
+        render.line(f"{args.file}: valid {doc.data['schema']} ({doc.kind} {doc.name})")
+    return 0

@@ -1,0 +1,217 @@
+"""From what a user types (names, files, ``alpha=30us,beta=32GB/s``) to the planner's inputs.
+
+Every failure is an ``InputError`` whose message starts with the flag it came from, suggests close
+matches for unknown names, and names the file and field for bad files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpucal import profile as profiles
+from gpucal.errors import InputError, ProfileError
+from gpucal.plan.models import PRESETS, ModelSpec, model_from_dict, model_from_hf_config
+from gpucal.plan.spec import GpuSpec, LinkSpec
+from gpucal.units import UnitError, parse_positive, parse_quantity
+
+__all__ = [
+    "DTYPES",
+    "DEFAULT_FLOPS_MODE",
+    "GpuChoice",
+    "LinkChoice",
+    "suggest",
+    "resolve_document",
+    "resolve_gpu",
+    "resolve_link",
+    "resolve_model",
+]
+
+# Bytes per value of each weight dtype, and the FLOP/s entry used for it when nothing else is named.
+DTYPES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "fp32": 4.0}
+DEFAULT_FLOPS_MODE = {"fp16": "fp16_fp32acc", "bf16": "bf16_fp32acc", "fp8": "fp8_fp32acc", "fp32": "fp32"}
+
+
+def suggest(name: str, names) -> str:
+    """'; did you mean a, b?' for the names closest to ``name``, or ''."""
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def resolve_document(text: str, flag: str, kind: str, listing: str = "gpucal profiles list") -> profiles.Document:
+    """The document named ``text`` (a built-in name or a file path) that must be of ``kind``."""
+    if profiles.looks_like_path(text):
+        try:
+            doc = profiles.load(text)
+        except ProfileError as exc:
+            raise InputError(f"{flag}: {exc}") from None
+    else:
+        names = profiles.builtin_names(kind)
+        if text not in names:
+            raise InputError(f"{flag}: unknown {kind} {text!r}{suggest(text, names)} ({listing} shows them all)")
+        doc = profiles.load_builtin(kind, text)
+    if doc.kind != kind:
+        raise InputError(f"{flag}: {text} is a {doc.kind} document ({doc.data['schema']}), not a {kind}")
+    return doc
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    """The card the planner uses, and where each of its numbers came from."""
+
+    spec: GpuSpec
+    document: profiles.Document
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_link(self) -> str | None:
+        return self.document.data.get("plan_defaults", {}).get("link")
+
+
+def _provenance(quantity: dict, profile_name: str) -> str:
+    text = f"{profile_name}: {quantity['source']}"
+    return f"{text} ({quantity['ref']})" if quantity.get("ref") else text
+
+
+def _flops_entry(device: dict, doc: profiles.Document, dtype: str, mode: str | None) -> tuple[str, dict]:
+    named = mode is not None
+    if mode is None:
+        mode = device.get("plan_flops_mode", {}).get(dtype, DEFAULT_FLOPS_MODE[dtype])
+    sparse = mode.startswith("sparse:")
+    key = mode.removeprefix("sparse:")
+    table = device.get("sparse_flops" if sparse else "dense_flops", {})
+    flag = "--flops-mode" if named else "--dtype"
+    if key not in table:
+        have = ", ".join(sorted(device.get("dense_flops", {}))) or "none"
+        kind = "sparse " if sparse else ""
+        raise InputError(f"{flag}: {doc.name} has no {kind}FLOP/s entry {key!r} (dense entries: {have}); "
+                         "pick one with --flops-mode or give --flops")
+    entry = table[key]
+    if entry["value"] is None:
+        raise InputError(f"{flag}: {doc.name} has no {key} rate: {entry.get('reason', 'unknown')}; give --flops")
+    return mode, entry
+
+
+def resolve_gpu(text: str, *, dtype: str = "fp16", flops_mode: str | None = None,
+                overrides: dict[str, float] | None = None) -> GpuChoice:
+    """The card of profile ``text`` at weight ``dtype``, with ``overrides`` (memory_bandwidth_Bps,
+    flops, memory_bytes) taking precedence over the profile's values."""
+    doc = resolve_document(text, "--gpu", "profile")
+    device = doc.data["devices"][0]
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    sources: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for key in ("memory_bandwidth_Bps", "memory_bytes"):
+        quantity = device[key]
+        if key in overrides:
+            values[key], sources[key] = overrides[key], "flag"
+        elif quantity["value"] is None:
+            raise InputError(f"--gpu: {doc.origin}: devices[0].{key}: unknown ({quantity.get('reason')}); "
+                             f"give --{'mem-bw' if key == 'memory_bandwidth_Bps' else 'mem-bytes'}")
+        else:
+            values[key], sources[key] = float(quantity["value"]), _provenance(quantity, doc.name)
+    if "flops" in overrides:
+        mode, values["flops"], sources["flops"] = "flag", overrides["flops"], "flag"
+    else:
+        mode, entry = _flops_entry(device, doc, dtype, flops_mode)
+        values["flops"], sources["flops"] = float(entry["value"]), _provenance(entry, doc.name)
+    spec = GpuSpec(name=doc.name, flops_mode=mode, **values)
+    return GpuChoice(spec=spec, document=doc, sources=sources)
+
+
+@dataclass(frozen=True)
+class LinkChoice:
+    """A link for the planner and where its alpha and beta came from."""
+
+    spec: LinkSpec
+    source: str
+
+
+def _inline_link(text: str, flag: str) -> LinkChoice:
+    parts: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in ("alpha", "beta") or key in parts:
+            raise InputError(f"{flag}: expected alpha=TIME,beta=RATE such as alpha=30us,beta=32GB/s, got {text!r}")
+        parts[key] = value.strip()
+    missing = [k for k in ("alpha", "beta") if k not in parts]
+    if missing:
+        raise InputError(f"{flag}: {missing[0]} is missing; expected alpha=TIME,beta=RATE such as alpha=30us,beta=32GB/s")
+    try:
+        alpha = parse_quantity(parts["alpha"], "time")
+    except UnitError as exc:
+        raise InputError(f"{flag}: alpha: {exc}") from None
+    if alpha < 0:
+        raise InputError(f"{flag}: alpha: must not be negative, got {parts['alpha']!r}")
+    try:
+        beta = parse_positive(parts["beta"], "rate")
+    except UnitError as exc:
+        raise InputError(f"{flag}: beta: {exc}") from None
+    return LinkChoice(LinkSpec(text, alpha, beta), "flag")
+
+
+def resolve_link(text: str, flag: str = "--link") -> LinkChoice:
+    """A link preset name, a ``gpucal.link/1`` file, or ``alpha=...,beta=...``."""
+    if "=" in text:
+        return _inline_link(text, flag)
+    doc = resolve_document(text, flag, "link")
+    alpha, beta = doc.data["alpha_s"], doc.data["beta_Bps"]
+    if alpha["value"] is None:
+        raise InputError(f"{flag}: {doc.origin}: alpha_s: unknown ({alpha.get('reason')}); give alpha=...,beta=...")
+    source = " + ".join(sorted({alpha["source"], beta["source"]}))
+    return LinkChoice(LinkSpec(doc.name, float(alpha["value"]), float(beta["value"])), source)
+
+
+def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
+    """A preset name, a ``gpucal.model/1`` file, or a Hugging Face ``config.json``; then ``overrides``
+    (params, layers, hidden)."""
+    if text in PRESETS:
+        model = PRESETS[text]
+    elif os.path.isdir(text) and os.path.isfile(os.path.join(text, "config.json")):
+        return resolve_model(os.path.join(text, "config.json"), overrides)
+    elif profiles.looks_like_path(text):
+        try:
+            data = profiles.parse(_read(text), text)
+        except ProfileError as exc:
+            raise InputError(f"--model: {exc}") from None
+        if isinstance(data, dict) and "schema" in data:
+            try:
+                doc = profiles.validate(data, text)
+            except ProfileError as exc:
+                raise InputError(f"--model: {exc}") from None
+            if doc.kind != "model":
+                raise InputError(f"--model: {text} is a {doc.kind} document ({data['schema']}), not a model")
+            model = model_from_dict(doc.data, doc.name)
+        elif isinstance(data, dict):
+            stem = os.path.basename(os.path.dirname(os.path.abspath(text))) if text.endswith("config.json") else \
+                os.path.basename(text).removesuffix(".json")
+            try:
+                model = model_from_hf_config(data, stem)
+            except ValueError as exc:
+                raise InputError(f"--model: {text}: {exc}") from None
+        else:
+            raise InputError(f"--model: {text}: expected a JSON object at the top level")
+    else:
+        raise InputError(f"--model: unknown model {text!r}{suggest(text, PRESETS)} "
+                         "(presets: " + ", ".join(PRESETS) + "; or a gpucal.model/1 file or a config.json)")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if overrides:
+        try:
+            model = replace(model, **overrides)
+        except ValueError as exc:
+            raise InputError(f"--{str(exc).split(':')[0]}: {exc}") from None
+    return model
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except IsADirectoryError:
+        raise InputError(f"--model: {path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"--model: {path}: cannot read: {exc.strerror or exc}") from None
+
