@@ -1,4 +1,4 @@
-"""What the planner takes in: a card, a link, a layout of cards, and a workload. Plain SI numbers.
+"""What the planner takes in: a card, a link and a layout of cards. Plain SI numbers.
 
 These are built from profiles, presets and flags by the caller; the planner never reads files.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GpuSpec", "LinkSpec", "Layout", "Workload", "STRATEGIES", "COMM_MODELS"]
+__all__ = ["GpuSpec", "LinkSpec", "Layout", "STRATEGIES", "COMM_MODELS"]
 
 STRATEGIES = ("pp", "tp", "hybrid")
 COMM_MODELS = ("seed", "ring")
@@ -98,16 +98,3 @@ class Layout:
             if tp * pp != cards:
                 raise ValueError(f"tp: tp x pp = {tp} x {pp} = {tp * pp}, not the {cards} cards")
         return cls(strategy, tp, pp, cards_per_host)
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One decode step's inputs: batch B, context tokens per sequence, bytes per weight w, per KV
-    value, per activation value; ``kv_cache_bytes`` replaces B·context·(KV bytes per token) when set."""
-
-    batch: int
-    context_tokens: int = 0
-    bytes_per_weight: float = 2.0
-    kv_bytes_per_value: float = 2.0
-    act_bytes: float = 2.0
-    kv_cache_bytes: float | None = None

@@ -23,7 +23,7 @@ linear in the layers) and the largest stage (ceil(L/pp) layers) sets memory per 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -76,9 +76,6 @@ class Step:
             value = np.asarray(getattr(self, f.name))[index]
             out[f.name] = value.item() if hasattr(value, "item") else value
         return out
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _link_arrays(on_net, link: LinkSpec, net: LinkSpec | None):
@@ -169,40 +166,37 @@ def evaluate(
     needed = weights_card + kv_card + act_card
     min_cards = np.maximum(eq.min_cards_by_capacity(weights + kv_total + act_card, gpu.memory_bytes), 1)
 
+    terms = {
+        "memory_time_s": mem_t,
+        "compute_time_s": comp_t,
+        "card_time_s": card_t,
+        "bound": np.where(mem_t >= comp_t, "memory", "compute"),
+        "balance_batch": balance,
+        "transfer_bytes": nbytes,
+        "tp_exchanges": exchanges,
+        "tp_exchange_time_s": exchange_t,
+        "tp_comm_time_s": tp_comm,
+        "pp_hops": hops,
+        "pp_network_hops": net_hops,
+        "pp_comm_time_s": pp_comm,
+        "comm_time_s": comm_t,
+        "token_latency_s": latency,
+        "tokens_per_s": 1.0 / latency,
+        "aggregate_tokens_per_s": aggregate,
+        "comm_share_frac": comm_t / latency,
+        "compute_utilization_frac": comp_t / card_t,
+        "batch_over_balance": batch / balance,
+        "weights_bytes": weights,
+        "weights_bytes_per_card": weights_card,
+        "kv_bytes_per_token": kv_token,
+        "kv_cache_bytes": kv_total,
+        "kv_bytes_per_card": kv_card,
+        "activation_bytes_per_card": act_card,
+        "memory_bytes_per_card_needed": needed,
+        "fits": needed <= gpu.memory_bytes,
+        "min_cards": min_cards,
+        "min_tp_degree": eq.smallest_tp_degree(min_cards, model.heads, model.kv_heads),
+        "hosts": -(-cards // per_host),
+    }
     shape = np.broadcast_shapes(batch.shape, tp.shape, pp.shape)
-
-    def full(x):
-        return np.broadcast_to(x, shape)
-
-    return Step(
-        memory_time_s=full(mem_t),
-        compute_time_s=full(comp_t),
-        card_time_s=full(card_t),
-        bound=full(np.where(mem_t >= comp_t, "memory", "compute")),
-        balance_batch=full(balance),
-        transfer_bytes=full(nbytes),
-        tp_exchanges=full(exchanges),
-        tp_exchange_time_s=full(exchange_t),
-        tp_comm_time_s=full(tp_comm),
-        pp_hops=full(hops),
-        pp_network_hops=full(net_hops),
-        pp_comm_time_s=full(pp_comm),
-        comm_time_s=full(comm_t),
-        token_latency_s=full(latency),
-        tokens_per_s=full(1.0 / latency),
-        aggregate_tokens_per_s=full(aggregate),
-        comm_share_frac=full(comm_t / latency),
-        compute_utilization_frac=full(comp_t / card_t),
-        batch_over_balance=full(batch / balance),
-        weights_bytes=full(weights),
-        weights_bytes_per_card=full(weights_card),
-        kv_bytes_per_token=full(kv_token),
-        kv_cache_bytes=full(kv_total),
-        kv_bytes_per_card=full(kv_card),
-        activation_bytes_per_card=full(act_card),
-        memory_bytes_per_card_needed=full(needed),
-        fits=full(needed <= gpu.memory_bytes),
-        min_cards=full(min_cards),
-        min_tp_degree=full(eq.smallest_tp_degree(min_cards, model.heads, model.kv_heads)),
-        hosts=full(-(-cards // per_host)),
-    )
+    return Step(**{name: np.broadcast_to(value, shape) for name, value in terms.items()})

@@ -145,6 +145,10 @@ BAD = [
     (["--sweep", "depth=1:4"], "--sweep", "expected batch=RANGE"),
     (["--gpu", "/no/such/file.json"], "--gpu", "cannot read"),
     (["--target-tps", "0"], "--target-tps", "greater than zero"),
+    (["--pp", "2"], "--pp", "only with --strategy hybrid"),
+    (["--nic", "eth1g"], "--nic", "only with --target-tps"),
+    (["--sweep", "batch=1:8", "--target-tps", "5"], "--target-tps", "drop --sweep"),
+    (["--nic", "warp9", "--target-tps", "5"], "--nic", "unknown link"),
 ]
 
 
@@ -197,3 +201,33 @@ def test_planning_imports_neither_numba_nor_cupy():
             "print(rc, heavy, file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stderr.strip() == "0 []", out.stderr
+
+
+def test_a_link_file_and_a_nic_preset(tmp_path):
+    link = json.loads(run_gpucal("profiles", "show", "seed-pcie4", "--json").stdout)
+    link.update(name="my-link")
+    link["alpha_s"] = {"value": 15e-6, "source": "estimate", "note": "a guess"}
+    path = tmp_path / "link.json"
+    path.write_text(json.dumps(link))
+    result = plan_json("plan", "--gpu", "seed-rtx4090", "--model", "seed-70b", "--cards", "8", "--strategy", "tp",
+                       "--batch", "1", "--link", str(path), "--target-tps", "50", "--nic", "pcie5-x16")
+    assert result["inputs"]["link"] == {"name": "my-link", "alpha_s": 15e-6, "beta_Bps": 32e9,
+                                        "source": "article + estimate"}
+    assert result["tp_comm_time_s"] == 160 * (15e-6 + 16384 / 32e9)
+    assert result["target"]["solved_link"] == "link" and result["target"]["nic_beta_Bps"] > 63e9
+
+
+def test_the_articles_capacity_cases_with_a_40GB_kv_cache():
+    three = plan_json("plan", "--gpu", "seed-h100", "--model", "seed-70b", "--cards", "3", "--strategy", "pp",
+                      "--batch", "1", "--kv-bytes", "40GB")
+    assert (three["min_cards"], three["min_tp_degree"], three["fits"]) == (3, 4, True)
+    assert three["kv_cache_bytes"] == 40e9
+    two = run_gpucal("plan", "--gpu", "seed-h100", "--model", "seed-70b", "--cards", "2", "--strategy", "pp",
+                     "--batch", "1", "--kv-bytes", "40GB")
+    assert two.returncode == 2 and "--cards" in two.stderr and "at least 3 cards" in two.stderr
+
+
+def test_version_and_missing_command():
+    assert run_gpucal("--version").stdout.strip().startswith("gpucal ")
+    out = run_gpucal()
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1

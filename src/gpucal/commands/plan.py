@@ -15,6 +15,7 @@ from gpucal.inputs import DTYPES, LinkChoice, resolve_gpu, resolve_link, resolve
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.spec import COMM_MODELS, STRATEGIES
 from gpucal.plan.sweep import valid_tp
+from gpucal.units import UnitError, parse_positive
 
 __all__ = ["add_parser", "build", "run"]
 
@@ -204,8 +205,6 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
 
 def resolve_nic(text: str) -> float:
     """A NIC speed: a link preset's beta, or a rate such as 100Gbit/s."""
-    from gpucal.units import UnitError, parse_positive
-
     try:
         return parse_positive(text, "rate")
     except UnitError:
@@ -224,6 +223,12 @@ def build(args) -> dict[str, Any]:
     for flag, value in (("--strategy", strategies), ("--batch", batches), ("--cards", cards)):
         if value is None:
             raise InputError(f"{flag}: required (or sweep it with --sweep {flag[2:]}=...)")
+    if "hybrid" not in strategies and (args.tp or args.pp):
+        raise InputError(f"{'--tp' if args.tp else '--pp'}: only with --strategy hybrid (pp and tp use all --cards)")
+    if args.nic and args.target_tps is None:
+        raise InputError("--nic: only with --target-tps (it sizes the NICs a target needs)")
+    if sweeps and args.target_tps is not None:
+        raise InputError("--target-tps: plans one configuration; drop --sweep to use it")
     if sweeps:
         from gpucal.commands.plan_sweep import build_sweep
 
