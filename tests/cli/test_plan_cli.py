@@ -231,3 +231,37 @@ def test_version_and_missing_command():
     assert run_gpucal("--version").stdout.strip().startswith("gpucal ")
     out = run_gpucal()
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_overrides_turn_datasheet_inputs_into_the_articles():
+    result = plan_json("plan", "--gpu", "rtx4090", "--model", "llama-2-70b", "--params", "70e9", "--layers", "80",
+                       "--hidden", "8192", "--mem-bw", "1TB/s", "--flops", "330e12", "--mem-bytes", "24GB",
+                       "--cards", "8", "--strategy", "tp", "--batch", "1", "--link", "alpha=30us,beta=32GB/s")
+    assert result["token_latency_s"] == 0.02238192
+    gpu = result["inputs"]["gpu"]
+    assert gpu["flops_mode"] == "flag" and gpu["sources"] == {"memory_bandwidth_Bps": "flag", "memory_bytes": "flag",
+                                                              "flops": "flag"}
+
+
+def test_dtypes_and_flops_modes():
+    base = ["plan", "--gpu", "h100-sxm", "--model", "llama-3.1-70b", "--cards", "4", "--strategy", "tp", "--batch",
+            "16", "--context", "4096"]
+    fp16 = plan_json(*base)
+    fp8 = plan_json(*base, "--dtype", "fp8")
+    assert fp8["inputs"]["gpu"]["flops"] == 1978.9e12 and fp8["inputs"]["bytes_per_weight"] == 1.0
+    assert fp8["weights_bytes_per_card"] == fp16["weights_bytes_per_card"] / 2
+    assert fp8["kv_bytes_per_card"] == fp16["kv_bytes_per_card"] / 2  # the KV cache follows --dtype
+    kv16 = plan_json(*base, "--dtype", "fp8", "--kv-dtype", "fp16")
+    assert kv16["kv_bytes_per_card"] == fp16["kv_bytes_per_card"]
+    acc16 = plan_json("plan", "--gpu", "rtx4090", "--model", "seed-70b", "--cards", "8", "--strategy", "pp",
+                      "--batch", "1", "--flops-mode", "fp16_fp16acc")
+    assert acc16["inputs"]["gpu"]["flops"] == 330.3e12
+    sparse = plan_json("plan", "--gpu", "h100-sxm", "--model", "seed-70b", "--cards", "8", "--strategy", "tp",
+                       "--batch", "1", "--flops-mode", "sparse:fp16_fp32acc")
+    assert sparse["inputs"]["gpu"]["flops"] == 1979e12 and sparse["balance_batch"] == pytest.approx(590.746, rel=1e-5)
+
+
+def test_hybrid_by_pipeline_stages():
+    result = plan_json("plan", "--gpu", "a100-sxm-80gb", "--model", "llama-2-70b", "--cards", "8", "--strategy",
+                       "hybrid", "--pp", "2", "--batch", "8")
+    assert (result["inputs"]["tp"], result["inputs"]["pp"], result["pp_hops"]) == (4, 2, 2)
