@@ -10,7 +10,7 @@ relative 1e-9 (the article's batch 60 meets 5 tokens/s exactly: 0.2 s per token)
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["TARGET_RTOL", "max_batch_for_target", "required_beta_for_target", "nics_needed"]
 

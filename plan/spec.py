@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GpuSpec", "LinkSpec", "Layout", "STRATEGIES", "COMM_MODELS"]
+__all__ = ["GpuSpec", "LinkSpec", "NO_LINK", "Layout", "STRATEGIES", "COMM_MODELS"]
 
 STRATEGIES = ("pp", "tp", "hybrid")
 COMM_MODELS = ("seed", "ring")
@@ -53,6 +53,9 @@ class LinkSpec:
             raise ValueError(f"beta_Bps: must be a positive number, got {self.beta_Bps!r}")
 
 
+NO_LINK = LinkSpec("none", 0.0, math.inf)  # where nothing crosses a link (one card, or one card per host)
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the cards are used: ``tp`` cards per tensor-parallel group, ``pp`` pipeline stages
@@ -76,7 +79,7 @@ class Layout:
 
     @classmethod
     def of(cls, strategy: str, cards: int, tp: int | None = None, pp: int | None = None,
-           cards_per_host: int | None = None) -> "Layout":
+           cards_per_host: int | None = None) -> Layout:
         """The layout of ``strategy`` over ``cards`` cards; ``tp`` or ``pp`` is needed for hybrid."""
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")

@@ -40,7 +40,7 @@ def suggest(name: str, names) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
-def resolve_document(text: str, flag: str, kind: str, listing: str = "gpucal profiles list") -> profiles.Document:
+def resolve_document(text: str, flag: str, kind: str) -> profiles.Document:
     """The document named ``text`` (a built-in name or a file path) that must be of ``kind``."""
     if profiles.looks_like_path(text):
         try:
@@ -50,7 +50,7 @@ def resolve_document(text: str, flag: str, kind: str, listing: str = "gpucal pro
     else:
         names = profiles.builtin_names(kind)
         if text not in names:
-            raise InputError(f"{flag}: unknown {kind} {text!r}{suggest(text, names)} ({listing} shows them all)")
+            raise InputError(f"{flag}: unknown {kind} {text!r}{suggest(text, names)} (gpucal profiles list shows them all)")
         doc = profiles.load_builtin(kind, text)
     if doc.kind != kind:
         raise InputError(f"{flag}: {text} is a {doc.kind} document ({doc.data['schema']}), not a {kind}")
@@ -174,7 +174,7 @@ def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSp
         return resolve_model(os.path.join(text, "config.json"), overrides)
     elif profiles.looks_like_path(text):
         try:
-            data = profiles.parse(_read(text), text)
+            data = profiles.read(text)
         except ProfileError as exc:
             raise InputError(f"--model: {exc}") from None
         if isinstance(data, dict) and "schema" in data:
@@ -204,14 +204,3 @@ def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSp
         except ValueError as exc:
             raise InputError(f"--{str(exc).split(':')[0]}: {exc}") from None
     return model
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except IsADirectoryError:
-        raise InputError(f"--model: {path}: is a folder, not a file") from None
-    except OSError as exc:
-        raise InputError(f"--model: {path}: cannot read: {exc.strerror or exc}") from None
-

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from gpucal.errors import ProfileError, ProfileExistsError
 
@@ -138,8 +139,8 @@ def validate(data: Any, origin: str) -> Document:
     return Document(kind=kind, name=data["name"], origin=origin, data=data)
 
 
-def load(path: str | os.PathLike) -> Document:
-    """Read, parse and validate the document at ``path``."""
+def read(path: str | os.PathLike) -> Any:
+    """Read and parse the JSON file at ``path`` (not validated). Errors name the file."""
     origin = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -147,7 +148,12 @@ def load(path: str | os.PathLike) -> Document:
         raise ProfileError(origin, None, "is a folder, not a file") from None
     except OSError as exc:
         raise ProfileError(origin, None, f"cannot read: {exc.strerror or exc}") from None
-    return validate(parse(raw, origin), origin)
+    return parse(raw, origin)
+
+
+def load(path: str | os.PathLike) -> Document:
+    """Read, parse and validate the document at ``path``."""
+    return validate(read(path), str(path))
 
 
 def builtin_names(kind: str) -> dict[str, str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 __all__ = ["JSON_DIGITS", "console", "line", "json_ready", "print_json", "table", "print_table", "number", "percent"]
 

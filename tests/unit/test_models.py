@@ -1,6 +1,5 @@
 """Model presets against their published parameter counts; Hugging Face configs; model files."""
 
-import json
 
 import pytest
 

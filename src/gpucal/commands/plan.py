@@ -6,14 +6,13 @@ of ``--json``); ``run(args)`` renders it. Bad input raises ``InputError`` naming
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from gpucal.commands.args import nonnegative_int, positive_int, quantity, sweep_spec
 from gpucal.errors import InputError
 from gpucal.inputs import DTYPES, LinkChoice, resolve_gpu, resolve_link, resolve_model
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target
-from gpucal.plan.spec import COMM_MODELS, STRATEGIES
+from gpucal.plan.spec import COMM_MODELS, NO_LINK, STRATEGIES
 from gpucal.plan.sweep import valid_tp
 from gpucal.units import UnitError, parse_positive
 
@@ -122,7 +121,7 @@ def _step(r: dict, inputs: dict, **changes):
               net=r["net"].spec if r["net"] else None)
     kw.update(changes)
     if kw["link"] is None:
-        kw["link"] = LinkSpec("none", 0.0, math.inf)  # one card: nothing crosses a link
+        kw["link"] = NO_LINK
     return evaluate(r["model"], r["gpu"].spec, cards_per_host=inputs["cards_per_host"], comm=inputs["comm_model"],
                     context_tokens=inputs["context_tokens"], bytes_per_weight=inputs["bytes_per_weight"],
                     kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],

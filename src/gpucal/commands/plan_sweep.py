@@ -10,7 +10,8 @@ from typing import Any
 
 from gpucal import render
 from gpucal.errors import InputError
-from gpucal.plan import LinkSpec, sweep
+from gpucal.plan import sweep
+from gpucal.plan.spec import NO_LINK
 from gpucal.units import format_time
 
 __all__ = ["build_sweep", "show_sweep", "MAX_TABLE_ROWS"]
@@ -33,7 +34,7 @@ def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards:
     try:
         result = sweep(
             r["model"], r["gpu"].spec, batches=batches, cards=cards, strategies=tuple(dict.fromkeys(strategies)),
-            hybrid_tp=args.tp, link=r["link"].spec if r["link"] else LinkSpec("none", 0.0, float("inf")),
+            hybrid_tp=args.tp, link=r["link"].spec if r["link"] else NO_LINK,
             net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm,
             context_tokens=args.context, bytes_per_weight=inputs["bytes_per_weight"],
             kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],
