@@ -25,7 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
-    from gpucal.commands import plan, profiles
+    from gpucal.commands import info, plan, probe, profiles
 
     parser = ArgumentParser(
         prog="gpucal",
@@ -34,6 +34,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpucal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
+    info.add_parser(sub)
+    probe.add_parser(sub)
     plan.add_parser(sub)
     profiles.add_parser(sub)
     return parser

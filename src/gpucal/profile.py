@@ -178,6 +178,18 @@ def load_builtin(kind: str, name: str) -> Document:
     return validate(parse(entry.read_bytes(), origin), origin)
 
 
+def datasheet_for(device_name: str) -> Document | None:
+    """The built-in datasheet profile whose device has this name (as the driver reports it), if any."""
+    wanted = device_name.strip().lower()
+    for name, folder in builtin_names("profile").items():
+        if folder != "datasheet":
+            continue
+        doc = load_builtin("profile", name)
+        if any(d.get("name", "").lower() == wanted for d in doc.data["devices"]):
+            return doc
+    return None
+
+
 def looks_like_path(text: str) -> bool:
     """True when ``text`` names a file rather than a built-in: a path separator or a .json suffix."""
     return text.endswith(".json") or os.sep in text or "/" in text or Path(text).is_file()

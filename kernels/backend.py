@@ -1,0 +1,240 @@
+"""The device layer: one ``Backend`` interface, one implementation per engine, and how one is chosen.
+
+| backend     | where                                   | kernels                 | clock            |
+|-------------|-----------------------------------------|-------------------------|------------------|
+| cupy        | real GPU (preferred)                    | RawKernel + cuBLAS      | CUDA events      |
+| numba       | real GPU through numba-cuda             | Numba kernels           | CUDA events      |
+| simulator   | CPU: numba-cuda, NUMBA_ENABLE_CUDASIM=1 | Numba kernels           | host clock       |
+
+A backend owns arrays, launches kernels and times ``k`` launches; it knows nothing of statistics.
+CuPy and Numba are imported only when a backend is asked for (``import gpucal`` needs neither).
+``select("auto")`` tries cupy, then numba; with no device it raises ``NoDeviceError`` whose one line
+says what each backend reported and how to run on the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from collections.abc import Callable
+
+import numpy as np
+
+from gpucal.errors import GpucalError, InputError
+
+__all__ = ["Backend", "BackendReport", "DeviceInfo", "NoDeviceError", "BACKENDS", "SIM_FLAG", "report",
+           "select"]
+
+BACKENDS = ("cupy", "numba", "simulator")
+SIM_FLAG = "NUMBA_ENABLE_CUDASIM"
+
+
+class NoDeviceError(GpucalError):
+    """No backend can run here (exit code 1: a device failure, not bad input)."""
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    name: str
+    available: bool
+    detail: str  # the version when available, else why not
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Facts about one device, each ``None`` where neither NVML nor the runtime can say.
+
+    ``sources`` names, per fact, where it came from (``nvml`` or ``runtime``)."""
+
+    index: int
+    name: str
+    uuid: str | None = None
+    compute_capability: str | None = None
+    sm_count: int | None = None
+    memory_bytes: int | None = None
+    l2_bytes: int | None = None
+    memory_clock_hz: float | None = None  # the maximum memory clock
+    memory_bus_width_bits: int | None = None
+    pci_bus_id: str | None = None
+    pcie_generation: int | None = None
+    pcie_generation_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    sources: dict = field(default_factory=dict)
+
+    @property
+    def theoretical_memory_Bps(self) -> float | None:
+        """memory clock × bus width × 2 (double data rate), in B/s."""
+        if not self.memory_clock_hz or not self.memory_bus_width_bits:
+            return None
+        return self.memory_clock_hz * self.memory_bus_width_bits / 8.0 * 2.0
+
+
+def merge_nvml(info: DeviceInfo) -> DeviceInfo:
+    """``info`` completed with NVML's facts for the same device (matched by PCI bus id or UUID)."""
+    from dataclasses import replace
+
+    from gpucal.kernels.nvml import nvml_device_for
+
+    nv = nvml_device_for(info.pci_bus_id, info.uuid)
+    if nv is None:
+        return info
+    updates, sources = {}, dict(info.sources)
+    for name in ("uuid", "memory_bus_width_bits", "pcie_generation", "pcie_generation_max", "pcie_width",
+                 "pcie_width_max", "memory_bytes"):
+        if getattr(info, name) is None and getattr(nv, name) is not None:
+            updates[name] = getattr(nv, name)
+            sources[name] = "nvml"
+    if nv.memory_clock_max_hz:  # NVML's maximum memory clock is the one the peak is quoted at
+        updates["memory_clock_hz"] = nv.memory_clock_max_hz
+        sources["memory_clock_hz"] = "nvml"
+    return replace(info, sources=sources, **updates)
+
+
+class Backend:
+    """The interface every backend implements. Arrays are the backend's own (CuPy, Numba device arrays
+    or, on the simulator, its fake device arrays); ``xp`` is the array module references run in."""
+
+    name = "base"
+    simulated = False  # True: results are labelled simulated, never presented as measurements
+    clock = "host"  # how time_k measures: "cuda-events" or "host"
+    xp = np
+
+    # devices
+    def devices(self) -> list[DeviceInfo]:
+        raise NotImplementedError
+
+    def device(self) -> DeviceInfo:
+        return self.devices()[self.device_index]
+
+    device_index = 0
+
+    def versions(self) -> dict[str, str | None]:
+        return {}
+
+    # arrays
+    def to_device(self, host: np.ndarray):
+        raise NotImplementedError
+
+    def to_host(self, array) -> np.ndarray:
+        raise NotImplementedError
+
+    def empty(self, shape, dtype):
+        raise NotImplementedError
+
+    def to_xp(self, array):
+        """A device array as an array of ``xp`` (for references and checks)."""
+        return self.to_host(array)
+
+    def random_uniform(self, shape, dtype_name: str, seed: int):
+        """Uniform values in [-1, 1) rounded to ``dtype_name``, in its storage type, on the device."""
+        from gpucal.kernels.dtypes import to_storage
+
+        values = np.random.default_rng(seed).random(shape, dtype=np.float32) * 2.0 - 1.0
+        return self.to_device(to_storage(values, dtype_name))
+
+    def random_words(self, n_words: int, seed: int):
+        """Random 32-bit words on the device."""
+        words = np.random.default_rng(seed).integers(0, 2**32, n_words, dtype=np.uint64).astype(np.uint32)
+        return self.to_device(words)
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    # timing
+    def time_k(self, launch: Callable[[], None], k: int) -> float:
+        """Seconds that ``k`` back-to-back calls of ``launch`` take on the device."""
+        raise NotImplementedError
+
+    # kernels
+    gemv_dtypes: tuple[str, ...] = ()
+
+    def gemv_launcher(self, w, x, y, batch: int, dtype: str) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def stream_launcher(self, kind: str, arrays: dict) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def stream_partials(self, n_words: int) -> int:
+        """How many 32-bit partial results the ``read`` kernel writes for ``n_words``."""
+        raise NotImplementedError
+
+    def gemm_modes(self) -> dict[str, str]:
+        """GEMM modes this backend runs, each with the library and path that runs it."""
+        raise NotImplementedError
+
+    def gemm_launcher(self, a, b, c, mode: str) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def gemm_output_dtype(self, mode: str) -> str:
+        from gpucal.kernels.reference import GEMM_MODES
+
+        return GEMM_MODES[mode].dtype_out
+
+
+def _cupy_report() -> tuple[BackendReport, object]:
+    try:
+        from gpucal.kernels.cupy_backend import CupyBackend, cupy_status
+    except ImportError as exc:
+        return BackendReport("cupy", False, f"not installed ({exc.name or exc}); pip install 'gpucal[cuda13]'"), None
+    ok, detail = cupy_status()
+    return BackendReport("cupy", ok, detail), (CupyBackend if ok else None)
+
+
+def _numba_report(simulated: bool) -> tuple[BackendReport, object]:
+    name = "simulator" if simulated else "numba"
+    flag_set = os.environ.get(SIM_FLAG, "0") not in ("", "0")
+    if "numba" in sys.modules:
+        import numba
+
+        flag_set = bool(numba.config.ENABLE_CUDASIM)
+    if simulated and not flag_set:
+        return BackendReport(name, False, f"{SIM_FLAG}=1 must be set before numba is imported"), None
+    if not simulated and flag_set:
+        return BackendReport(name, False, f"{SIM_FLAG}=1 is set (that is the simulator backend)"), None
+    try:
+        from gpucal.kernels.numba_backend import NumbaBackend, numba_status
+    except ImportError as exc:
+        return BackendReport(name, False, f"not installed ({exc})"), None
+    ok, detail = numba_status(simulated)
+    return BackendReport(name, ok, detail), (NumbaBackend if ok else None)
+
+
+def report(names=BACKENDS) -> list[BackendReport]:
+    """What each backend says here (imports CuPy and numba as needed)."""
+    out = []
+    for name in names:
+        out.append(_cupy_report()[0] if name == "cupy" else _numba_report(name == "simulator")[0])
+    return out
+
+
+def use_simulator() -> None:
+    """Set the simulator flag for this process; refuse when numba was already imported without it."""
+    if "numba" in sys.modules:
+        import numba
+
+        if not numba.config.ENABLE_CUDASIM:
+            raise InputError(f"--backend simulator: numba was imported without {SIM_FLAG}=1; "
+                             f"run with {SIM_FLAG}=1 in the environment")
+        return
+    os.environ[SIM_FLAG] = "1"
+
+
+def select(name: str = "auto", device: int = 0) -> Backend:
+    """The backend called ``name`` (or the first that works, for ``auto``), on device ``device``."""
+    if name not in ("auto",) + BACKENDS:
+        raise InputError(f"--backend: unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+    if name == "simulator":
+        use_simulator()
+    candidates = ("cupy", "numba") if name == "auto" else (name,)
+    reports = []
+    for candidate in candidates:
+        rep, cls = _cupy_report() if candidate == "cupy" else _numba_report(candidate == "simulator")
+        reports.append(rep)
+        if cls is not None:
+            return cls(device=device) if candidate == "cupy" else cls(simulated=candidate == "simulator",
+                                                                      device=device)
+    said = "; ".join(f"{r.name}: {r.detail}" for r in reports)
+    raise NoDeviceError(f"no GPU backend can run here ({said}); to check the kernels on the CPU, "
+                        "use --backend simulator")

@@ -1,0 +1,129 @@
+"""What every probe shares: the result record, the registry, and the verify-then-time step.
+
+A probe is one module with a frozen config, ``applicable(backend) -> reason | None`` and
+``run(backend, config) -> list[Result]``, registered here by name (a second registration of a name
+raises). Probes never print and never exit: the CLI renders their results.
+
+Each measured case is verified outside the timed window first; a failed check gives status ``failed``
+with the worst element and no number. Rates are derived once, here, from the declared work:
+``bytes/s = bytes moved / median time`` and ``FLOP/s = flop / median time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+
+from gpucal.kernels.backend import Backend
+from gpucal.kernels.nvml import ClockState, read_clocks
+from gpucal.kernels.reference import Check, Work
+from gpucal.probes.timing import POLICY_GPU, POLICY_SIMULATOR, Policy, Timing, measure
+
+__all__ = ["Result", "Probe", "PROBES", "register", "get", "timed_case", "policy_for", "STATUSES"]
+
+STATUSES = ("passed", "waived", "failed", "error")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured case. ``metrics`` holds the derived rates (``*_Bps``, ``*_flops``, ``*_frac``) under
+    the named ``byte_convention``; ``source`` is ``measured`` on a GPU and ``simulated`` otherwise."""
+
+    probe: str
+    case: str
+    status: str
+    backend: str
+    source: str
+    device: str
+    params: dict = field(default_factory=dict)
+    work: Work | None = None
+    timing: Timing | None = None
+    check: Check | None = None
+    metrics: dict = field(default_factory=dict)
+    byte_convention: str | None = None
+    library: str | None = None
+    reason: str | None = None
+    clocks_before: ClockState | None = None
+    clocks_after: ClockState | None = None
+
+    @property
+    def throttled(self) -> bool:
+        return any(c is not None and c.throttled for c in (self.clocks_before, self.clocks_after))
+
+    @property
+    def noisy(self) -> bool:
+        return self.timing is not None and self.timing.noisy
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["timing"] = self.timing.summary() if self.timing else None
+        out["throttled"] = self.throttled
+        out["noisy"] = self.noisy
+        return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    description: str
+    config_type: type
+    applicable: Callable[[Backend], str | None]
+    run: Callable[[Backend, object], list[Result]]
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def register(probe: Probe) -> Probe:
+    if probe.name in PROBES:
+        raise ValueError(f"probe {probe.name!r} is registered twice")
+    PROBES[probe.name] = probe
+    return probe
+
+
+def get(name: str) -> Probe:
+    _load_all()
+    return PROBES[name]
+
+
+def _load_all() -> None:
+    from gpucal.probes import flops, membw  # noqa: F401 - registers them
+
+
+def all_probes() -> dict[str, Probe]:
+    _load_all()
+    return dict(PROBES)
+
+
+def policy_for(backend: Backend, budget_s: float | None = None) -> Policy:
+    from dataclasses import replace
+
+    policy = POLICY_SIMULATOR if backend.simulated else POLICY_GPU
+    return replace(policy, budget_s=budget_s) if budget_s is not None else policy
+
+
+def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work, launch: Callable[[], None],
+               verify: Callable[[], Check], metrics: Callable[[Timing], dict], byte_convention: str | None,
+               policy: Policy, library: str | None = None) -> Result:
+    """Run ``launch`` once, ``verify`` its output, then time it; a failed check is never timed."""
+    device = backend.device()
+    base = dict(probe=probe, case=case, backend=backend.name, source="simulated" if backend.simulated else "measured",
+                device=device.name, params=params, work=work, byte_convention=byte_convention, library=library)
+    try:
+        launch()
+        backend.synchronize()
+        check = verify()
+    except Exception as exc:  # a device error: reported on the case, the run goes on
+        return Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base)
+    if not check.ok:
+        return Result(status="failed", check=check, reason="verification failed: "
+                      f"at index {check.index} got {check.got!r}, expected {check.expected!r} "
+                      f"(tolerance {check.tolerance!r})", **base)
+    before = read_clocks(device.pci_bus_id) if not backend.simulated else None
+    try:
+        timing = measure(lambda k: backend.time_k(launch, k), policy, clock_name=backend.clock)
+    except Exception as exc:  # TimingError, or a device error while timing
+        return Result(status="error", check=check, reason=f"timing: {type(exc).__name__}: {exc}", **base)
+    after = read_clocks(device.pci_bus_id) if not backend.simulated else None
+    return Result(status="passed", check=check, timing=timing, metrics=metrics(timing),
+                  clocks_before=before, clocks_after=after, **base)

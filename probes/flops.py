@@ -1,0 +1,114 @@
+"""``flops``: matrix multiply FLOP/s per dtype and accumulate mode, at a plateau size and at decode shapes.
+
+C (m×n) = A (m×k)·B (k×n), 2·m·n·k FLOP. The plateau is a square size large enough to saturate the
+device (8192³ on a GPU); the decode shapes are m = batch (1…16) against n = k = 8192, where the GEMM is
+memory-bound, so their results also carry ``dram_Bps`` (bytes of A + B + C over t).
+``efficiency_frac`` compares with the dense datasheet rate of the mode in the built-in datasheet profile
+whose device name matches (fp64 against the fp64 tensor-core rate where the profile has one, since
+cuBLAS runs DGEMM there); sparse rates are never used. Which library and mode ran is in ``library``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpucal.kernels.backend import Backend
+from gpucal.kernels.dtypes import DTYPES, to_float64
+from gpucal.kernels.reference import GEMM_MODES, Check, check_close, gemm_reference, gemm_tolerance, gemm_work
+from gpucal.probes.base import Probe, Result, policy_for, register, timed_case
+
+__all__ = ["FlopsConfig", "run", "applicable", "datasheet_peak"]
+
+SIM_SIZES = (19, 32)
+SIM_DECODE_K = 24
+PEAK_KEYS = {"fp64": ("fp64_tensor", "fp64")}
+
+
+@dataclass(frozen=True)
+class FlopsConfig:
+    modes: tuple[str, ...] | None = None  # default: every mode the backend runs
+    sizes: tuple[int, ...] | None = None  # square sizes; default (8192,) on a GPU
+    decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    decode_k: int | None = None  # n = k of the decode shapes; default 8192 on a GPU
+    budget_s: float | None = None
+    seed: int = 0
+
+
+def applicable(backend: Backend) -> str | None:
+    return None
+
+
+def datasheet_peak(device_name: str, mode: str) -> tuple[float, str] | None:
+    """(dense FLOP/s, "profile: key") for ``mode`` from the matching datasheet profile, if any."""
+    from gpucal.profile import datasheet_for
+
+    doc = datasheet_for(device_name)
+    if doc is None:
+        return None
+    dense = doc.data["devices"][0].get("dense_flops", {})
+    for key in PEAK_KEYS.get(mode, (mode,)):
+        q = dense.get(key)
+        if q and q.get("value"):
+            return float(q["value"]), f"{doc.name}: dense_flops.{key}"
+    return None
+
+
+def _case(backend: Backend, mode: str, m: int, n: int, k: int, library: str, config: FlopsConfig) -> Result:
+    xp = backend.xp
+    gm = GEMM_MODES[mode]
+    out_dtype = backend.gemm_output_dtype(mode)
+    seed = config.seed + 7 * m + 13 * n + k
+    a = backend.random_uniform((m, k), gm.dtype_in, seed)
+    b = backend.random_uniform((k, n), gm.dtype_in, seed + 1)
+    poison = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan),
+              "fp64": np.float64(np.nan)}[out_dtype]
+    c = backend.to_device(np.full((m, n), poison, dtype=DTYPES[out_dtype].storage)) if xp is np \
+        else xp.full((m, n), poison, dtype=DTYPES[out_dtype].storage)
+    work = gemm_work(m, n, k, mode)
+    if out_dtype != gm.dtype_out:  # the Numba kernel writes fp32
+        work = type(work)(work.bytes_read, m * n * DTYPES[out_dtype].itemsize_bytes, work.flop)
+    launch = backend.gemm_launcher(a, b, c, mode)
+    peak = datasheet_peak(backend.device().name, mode)
+    check_mode = type(gm)(gm.name, gm.dtype_in, out_dtype, gm.acc, gm.eps_product)
+
+    def verify() -> Check:
+        ref, abs_product = gemm_reference(backend.to_xp(a), backend.to_xp(b), gm.dtype_in, xp)
+        tol = gemm_tolerance(check_mode, k, abs_product, ref, xp)
+        return check_close(to_float64(backend.to_xp(c), out_dtype, xp), ref, tol,
+                           "float64 reference, (eps_product + 8·eps_acc·sqrt(k))·|A||B| + eps_out·|C|", xp)
+
+    def metrics(timing) -> dict:
+        t = timing.median_s
+        flops = work.flop / t
+        return {"flops": flops, "dram_Bps": work.bytes_moved / t,
+                "efficiency_frac": flops / peak[0] if peak else None, "peak_flops": peak[0] if peak else None,
+                "peak_ref": peak[1] if peak else None}
+
+    return timed_case(backend, "flops", f"gemm-{mode}-{m}x{n}x{k}", {"mode": mode, "m": m, "n": n, "k": k},
+                      work, launch, verify, metrics, "flops = 2mnk/t; dram_Bps = (bytes of A + B + C)/t",
+                      policy_for(backend, config.budget_s), library=library)
+
+
+def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
+    offered = backend.gemm_modes()
+    results = []
+    sizes = config.sizes or (SIM_SIZES if backend.simulated else (8192,))
+    decode_k = config.decode_k or (SIM_DECODE_K if backend.simulated else 8192)
+    for mode in config.modes or tuple(offered):
+        if mode not in offered:
+            results.append(Result("flops", f"gemm-{mode}", "waived", backend.name,
+                                  "simulated" if backend.simulated else "measured", backend.device().name,
+                                  reason=f"the {backend.name} backend does not run {mode} "
+                                         f"(it runs {', '.join(offered)})"))
+            continue
+        for size in sizes:
+            results.append(_case(backend, mode, size, size, size, offered[mode], config))
+        for batch in config.decode_batches:
+            results.append(_case(backend, mode, batch, decode_k, decode_k, offered[mode], config))
+    return results
+
+
+PROBE = register(Probe("flops", "matrix multiply FLOP/s per dtype and accumulate mode (plateau and decode shapes)",
+                       FlopsConfig, applicable, run))

@@ -1,0 +1,76 @@
+"""``gpucal info``: the backends, the driver, and what each device is."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+
+from gpucal import render
+from gpucal.units import format_bytes, format_rate
+
+__all__ = ["add_parser", "run", "collect"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="devices, driver and the backends available here",
+                       description="What this machine has: each backend's status, the driver, and each device's "
+                                   "facts (from NVML and the CUDA runtime). Runs without a GPU too.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def collect() -> dict:
+    from gpucal.kernels import backend as backends
+    from gpucal.kernels.nvml import nvml_devices, nvml_status
+
+    reports = backends.report(("cupy", "numba"))
+    nvml_ok, nvml_detail, versions = nvml_status()
+    out = {"host": platform.node(), "backends": [asdict(r) for r in reports],
+           "nvml": {"available": nvml_ok, "detail": nvml_detail, **versions}, "devices": [], "runtime": {}}
+    live = next((r.name for r in reports if r.available), None)
+    if live:
+        be = backends.select(live)
+        out["runtime"] = {"backend": live, **be.versions()}
+        for d in be.devices():
+            row = asdict(d)
+            row["theoretical_memory_Bps"] = d.theoretical_memory_Bps
+            out["devices"].append(row)
+    elif nvml_ok:  # a driver without a usable runtime backend: NVML still knows the devices
+        out["devices"] = [asdict(d) for d in nvml_devices()]
+    return out
+
+
+def _pcie(d: dict) -> str:
+    if d.get("pcie_generation") is None:
+        return "-"
+    text = f"Gen{d['pcie_generation']} x{d.get('pcie_width')}"
+    if d.get("pcie_generation_max") is not None:
+        text += f" (max Gen{d['pcie_generation_max']} x{d.get('pcie_width_max')})"
+    return text
+
+
+def run(args) -> int:
+    data = collect()
+    if args.json:
+        render.print_json(data)
+        return 0
+    out = render.console()
+    render.line(f"host {data['host']}", out)
+    nv = data["nvml"]
+    render.line(f"NVML: {nv['detail']}" + (f"; driver {nv.get('driver_version')}, CUDA {nv.get('cuda_driver_version')}"
+                                          if nv["available"] else ""), out)
+    out.print(render.table(("backend", "available", "detail"),
+                           [(b["name"], "yes" if b["available"] else "no", b["detail"]) for b in data["backends"]]))
+    if not data["devices"]:
+        render.line("no GPU here: gpucal probe ... --backend simulator checks the kernels on the CPU", out)
+        return 0
+    rows = []
+    for d in data["devices"]:
+        peak = d.get("theoretical_memory_Bps")
+        rows.append((d["index"], d.get("name"), d.get("compute_capability") or "-", d.get("sm_count") or "-",
+                     format_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "-",
+                     format_bytes(d["l2_bytes"]) if d.get("l2_bytes") else "-",
+                     format_rate(peak) if peak else "-", _pcie(d), d.get("uuid") or "-"))
+    out.print(render.table(("#", "device", "cc", "SMs", "memory", "L2", "memory peak", "PCIe", "UUID"), rows,
+                           right=(0, 3, 4, 5, 6)))
+    return 0

@@ -1,0 +1,186 @@
+"""``gpucal probe NAME``: run one probe and show its results (``gpucal probe --list`` lists them)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gpucal import render
+from gpucal.errors import InputError
+from gpucal.units import UnitError, format_flops, format_rate, format_time, parse_positive
+
+__all__ = ["add_parser", "run", "results_table", "backend_arg"]
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v, 10) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return values
+
+
+def backend_arg(p) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "cupy", "numba", "simulator"),
+                   help="device layer: cupy (preferred), numba, or the Numba simulator on the CPU "
+                        "(checks kernels; no GPU figures). Default: auto (cupy, then numba)")
+    p.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("probe", help="run one probe: membw, flops (gpucal probe --list)",
+                       description="Run one probe: verified, timed measurements with their statistics.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the probe (gpucal probe --list)")
+    p.add_argument("--list", action="store_true", help="list the probes and exit")
+    backend_arg(p)
+    p.add_argument("--dtype", type=_names, metavar="LIST",
+                   help="membw: GEMV dtypes (fp16,bf16,fp32); flops: dtypes or modes "
+                        "(fp64,fp32,tf32,fp16,bf16 or e.g. fp16_fp16acc). Default: all the backend has")
+    p.add_argument("--sizes", metavar="LIST",
+                   help="membw: bytes per stream buffer (e.g. 512MiB,1GiB); flops: square GEMM sizes (e.g. 4096,8192)")
+    p.add_argument("--batches", type=_int_list, metavar="LIST",
+                   help="GEMV batches (membw) and decode-shape m (flops); default 1,2,4,8,16")
+    p.add_argument("--kernels", type=_names, metavar="LIST", help="membw: copy,read,write,triad,gemv (default all)")
+    p.add_argument("--gemv-shape", metavar="MxK", help="membw: rows and columns of the GEMV weight (default from the L2)")
+    p.add_argument("--budget", type=float, metavar="S", help="seconds of sampling per case at most (default 2)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(run=run)
+
+
+def _config(args, name: str):
+    from gpucal.kernels.reference import GEMM_MODES
+    from gpucal.probes import flops, membw
+
+    extra = {}
+    if args.batches:
+        extra["batches" if name == "membw" else "decode_batches"] = args.batches
+    if args.budget is not None:
+        if args.budget <= 0:
+            raise InputError(f"--budget: must be positive, got {args.budget}")
+        extra["budget_s"] = args.budget
+    if name == "membw":
+        if args.dtype:
+            bad = [d for d in args.dtype if d not in ("fp16", "bf16", "fp32")]
+            if bad:
+                raise InputError(f"--dtype: unknown GEMV dtype {bad[0]!r} (choose from fp16, bf16, fp32)")
+            extra["dtypes"] = args.dtype
+        if args.kernels:
+            bad = [k for k in args.kernels if k not in membw.KERNELS]
+            if bad:
+                raise InputError(f"--kernels: unknown kernel {bad[0]!r} (choose from {', '.join(membw.KERNELS)})")
+            extra["kernels"] = args.kernels
+        if args.sizes:
+            try:
+                sizes = tuple(int(parse_positive(v, "bytes")) for v in args.sizes.split(","))
+            except UnitError as exc:
+                raise InputError(f"--sizes: {exc}") from None
+            if any(s % 16 for s in sizes):
+                raise InputError("--sizes: each stream buffer must be a multiple of 16 bytes")
+            extra["stream_sizes"] = sizes
+        if args.gemv_shape:
+            try:
+                m, k = (int(v) for v in args.gemv_shape.lower().split("x"))
+                assert m > 0 and k > 0
+            except (ValueError, AssertionError):
+                raise InputError(f"--gemv-shape: expected MxK with positive whole numbers, got {args.gemv_shape!r}") from None
+            extra["gemv_shape"] = (m, k)
+        return membw.MembwConfig(**extra)
+    if args.kernels or args.gemv_shape:
+        raise InputError(f"--{'kernels' if args.kernels else 'gemv-shape'}: only the membw probe takes it")
+    if args.dtype:
+        modes = []
+        for d in args.dtype:
+            found = [m for m in GEMM_MODES if m == d or GEMM_MODES[m].dtype_in == d and m != "tf32"]
+            if not found:
+                raise InputError(f"--dtype: unknown dtype or mode {d!r} (modes: {', '.join(GEMM_MODES)})")
+            modes += [m for m in found if m not in modes]
+        extra["modes"] = tuple(modes)
+    if args.sizes:
+        try:
+            extra["sizes"] = _int_list(args.sizes)
+        except argparse.ArgumentTypeError as exc:
+            raise InputError(f"--sizes: {exc}") from None
+    return flops.FlopsConfig(**extra)
+
+
+def _rate(r) -> str:
+    m = r.metrics
+    parts = []
+    if "copy_Bps" in m:
+        parts.append(f"copy {format_rate(m['copy_Bps'])}")
+    if "dram_Bps" in m:
+        parts.append(f"DRAM {format_rate(m['dram_Bps'])}")
+    if "flops" in m and r.probe == "flops":
+        parts.insert(0, format_flops(m["flops"]))
+    return ", ".join(parts)
+
+
+def results_table(results):
+    rows = []
+    for r in results:
+        t = r.timing
+        notes = [x for x in ("noisy" if r.noisy else "", "throttled" if r.throttled else "") if x]
+        if r.status != "passed":
+            notes.append(r.reason or "")
+        eff = r.metrics.get("efficiency_frac")
+        rows.append((r.case, r.status, format_time(t.median_s) if t else "-",
+                     f"{format_time(t.p10_s)}–{format_time(t.p90_s)}" if t else "-",
+                     f"{100 * t.cv:.2g} %" if t else "-", t.n if t else "-", _rate(r) or "-",
+                     render.percent(eff) if eff is not None else "-", "; ".join(notes)))
+    return render.table(("case", "status", "median", "p10–p90", "CV", "n", "rate", "of peak", "notes"), rows,
+                        right=(2, 4, 5, 7))
+
+
+def run(args) -> int:
+    from gpucal.kernels.backend import select
+    from gpucal.probes.base import all_probes
+
+    probes = all_probes()
+    if args.list or not args.name:
+        if args.json:
+            render.print_json({name: p.description for name, p in probes.items()})
+        else:
+            render.print_table(("probe", "what it measures"), [(n, p.description) for n, p in probes.items()])
+        return 0
+    if args.name not in probes:
+        raise InputError(f"NAME: unknown probe {args.name!r} (choose from {', '.join(probes)})")
+    config = _config(args, args.name)
+    backend = select(args.backend, args.device)
+    probe = probes[args.name]
+    waived = probe.applicable(backend)
+    if waived:
+        raise InputError(f"--backend: the {args.name} probe cannot run on {backend.name}: {waived}")
+    show = sys.stderr.isatty() and not args.json
+    if show:
+        with render.console(stderr=True).status(f"gpucal probe {args.name} on {backend.name} ..."):
+            results = probe.run(backend, config)
+    else:
+        results = probe.run(backend, config)
+    device = backend.device()
+    failed = any(r.status in ("failed", "error") for r in results)
+    if args.json:
+        render.print_json({"probe": args.name, "backend": backend.name, "simulated": backend.simulated,
+                           "device": device.name, "versions": backend.versions(),
+                           "results": [r.to_dict() for r in results]})
+        return 1 if failed else 0
+    out = render.console()
+    render.line(f"gpucal probe {args.name}: backend {backend.name}, device {device.name}", out)
+    out.print(results_table(results))
+    conventions = sorted({r.byte_convention for r in results if r.byte_convention})
+    for c in conventions:
+        render.line(f"bytes: {c}", out)
+    render.line("statistic: median of n samples (each of k back-to-back runs), after warm-up; every output verified "
+                "before timing", out)
+    if backend.simulated:
+        render.line("simulated: the Numba simulator runs kernels on the CPU; these times check nothing but that "
+                    "the kernels ran, and are no GPU figures", out)
+    return 1 if failed else 0

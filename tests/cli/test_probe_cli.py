@@ -1,0 +1,78 @@
+"""``gpucal probe`` and ``gpucal info`` as users run them, on a machine without a GPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SIMULATOR, run_gpucal
+
+needs_simulator = pytest.mark.skipif(not SIMULATOR, reason="NUMBA_ENABLE_CUDASIM=0 in this run")
+
+
+def test_probe_list():
+    proc = run_gpucal("probe", "--list", "--json")
+    assert proc.returncode == 0
+    assert set(json.loads(proc.stdout)) == {"membw", "flops"}
+    text = run_gpucal("probe", "--list").stdout
+    assert "membw" in text and "flops" in text
+
+
+def test_info_without_a_gpu_reports_each_backend():
+    proc = run_gpucal("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    names = [b["name"] for b in data["backends"]]
+    assert names == ["cupy", "numba"]
+    if not any(b["available"] for b in data["backends"]):
+        assert data["devices"] == [] and all(b["detail"] for b in data["backends"])
+        assert "--backend simulator" in run_gpucal("info").stdout
+
+
+def test_auto_backend_without_a_gpu_is_one_line_naming_each_backend_and_the_simulator():
+    proc = run_gpucal("probe", "membw")
+    if proc.returncode == 0:
+        pytest.skip("a GPU is present")
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cupy:" in lines[0] and "numba:" in lines[0] and "--backend simulator" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@needs_simulator
+def test_probe_on_the_simulator_is_verified_and_labelled_simulated():
+    proc = run_gpucal("probe", "membw", "--backend", "simulator", "--kernels", "copy,gemv", "--dtype", "fp16",
+                      "--sizes", "1KiB", "--batches", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["simulated"] is True and data["backend"] == "simulator"
+    cases = {r["case"]: r for r in data["results"]}
+    assert set(cases) == {"copy-1024B", "gemv-fp16-b2"}
+    for r in cases.values():
+        assert r["status"] == "passed" and r["source"] == "simulated" and r["check"]["ok"]
+        assert r["timing"]["statistic"] == "median" and r["timing"]["n"] == len(r["timing"]["samples_s"])
+    assert cases["copy-1024B"]["byte_convention"].startswith("copy_Bps = n/t, dram_Bps = 2n/t")
+    table = run_gpucal("probe", "flops", "--backend", "simulator", "--dtype", "fp32", "--sizes", "8", "--batches", "1")
+    assert table.returncode == 0, table.stderr
+    assert "gemm-fp32-8x8x8" in table.stdout and "simulated:" in table.stdout
+
+
+@pytest.mark.parametrize("args,flag", [
+    (("probe", "nope"), "NAME"),
+    (("probe", "membw", "--backend", "simulator", "--kernels", "copy,scale"), "--kernels"),
+    (("probe", "membw", "--backend", "simulator", "--sizes", "15"), "--sizes"),
+    (("probe", "membw", "--backend", "simulator", "--sizes", "1 parsec"), "--sizes"),
+    (("probe", "membw", "--backend", "simulator", "--dtype", "fp8"), "--dtype"),
+    (("probe", "membw", "--backend", "simulator", "--gemv-shape", "8by8"), "--gemv-shape"),
+    (("probe", "flops", "--backend", "simulator", "--kernels", "copy"), "--kernels"),
+    (("probe", "flops", "--backend", "simulator", "--dtype", "int4"), "--dtype"),
+    (("probe", "flops", "--backend", "simulator", "--budget", "-1"), "--budget"),
+    (("probe", "membw", "--backend", "tpu"), "--backend"),
+    (("probe", "membw", "--batches", "0"), "--batches"),
+])
+def test_bad_input_is_one_line_naming_the_flag_with_exit_2(args, flag):
+    proc = run_gpucal(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in proc.stderr
