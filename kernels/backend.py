@@ -123,6 +123,10 @@ class Backend:
     def empty(self, shape, dtype):
         raise NotImplementedError
 
+    def full(self, shape, dtype, value):
+        """An array of ``value`` on the device (outputs are poisoned with it before a kernel runs)."""
+        return self.to_device(np.full(shape, value, dtype=dtype))
+
     def to_xp(self, array):
         """A device array as an array of ``xp`` (for references and checks)."""
         return self.to_host(array)

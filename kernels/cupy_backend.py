@@ -112,6 +112,9 @@ class CupyBackend(Backend):
     def to_xp(self, array):
         return array
 
+    def full(self, shape, dtype, value):
+        return cupy.full(shape, value, dtype=dtype)
+
     def empty(self, shape, dtype):
         return cupy.empty(shape, dtype=dtype)
 

@@ -64,8 +64,7 @@ def _case(backend: Backend, mode: str, m: int, n: int, k: int, library: str, con
     b = backend.random_uniform((k, n), gm.dtype_in, seed + 1)
     poison = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan),
               "fp64": np.float64(np.nan)}[out_dtype]
-    c = backend.to_device(np.full((m, n), poison, dtype=DTYPES[out_dtype].storage)) if xp is np \
-        else xp.full((m, n), poison, dtype=DTYPES[out_dtype].storage)
+    c = backend.full((m, n), DTYPES[out_dtype].storage, poison)
     work = gemm_work(m, n, k, mode)
     if out_dtype != gm.dtype_out:  # the Numba kernel writes fp32
         work = type(work)(work.bytes_read, m * n * DTYPES[out_dtype].itemsize_bytes, work.flop)

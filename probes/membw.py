@@ -69,9 +69,10 @@ def write_pattern(n_words: int, seed: int, xp=np):
     return (((i * HASH) & 0xFFFFFFFF) ^ seed).astype(xp.uint32)
 
 
-def _full(backend: Backend, shape, dtype, value):
-    return backend.to_device(np.full(shape, value, dtype=dtype)) if backend.xp is np \
-        else backend.xp.full(shape, value, dtype=dtype)
+def _complement(backend: Backend, words):
+    """Every bit of ``words`` (an ``xp`` array) flipped, on the device: a poison no correct output equals."""
+    flipped = ~words
+    return flipped if backend.xp is not np else backend.to_device(flipped)
 
 
 def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig) -> Result:
@@ -82,15 +83,16 @@ def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig)
     if kind in ("copy", "read"):
         arrays["src"] = backend.random_words(n_words, seed)
     if kind == "copy":
-        arrays["dst"] = _full(backend, n_words, np.uint32, 0xDEADBEEF)
+        arrays["dst"] = _complement(backend, backend.to_xp(arrays["src"]))  # every word differs from src
     if kind == "read":
-        arrays["partial"] = _full(backend, backend.stream_partials(n_words), np.uint32, 0)
+        arrays["partial"] = backend.full(backend.stream_partials(n_words), np.uint32, 0)
     if kind == "write":
-        arrays["dst"], arrays["seed"] = _full(backend, n_words, np.uint32, 0), 0x5EED0000 + seed
+        arrays["seed"] = 0x5EED0000 + seed
+        arrays["dst"] = _complement(backend, write_pattern(n_words, arrays["seed"], xp))
     if kind == "triad":
         arrays["b"] = backend.random_uniform(n_words, "fp32", seed)
         arrays["c"] = backend.random_uniform(n_words, "fp32", seed + 1)
-        arrays["a"], arrays["scalar"] = _full(backend, n_words, np.float32, np.nan), 0.4375
+        arrays["a"], arrays["scalar"] = backend.full(n_words, np.float32, np.nan), 0.4375
     partial_bytes = arrays["partial"].size * 4 if kind == "read" else 0
     work = stream_work(kind, n_words * 4, partial_bytes)
     launch = backend.stream_launcher(kind, arrays)
@@ -138,7 +140,7 @@ def _gemv_case(backend: Backend, dtype: str, batch: int, m: int, k: int, config:
     w = backend.random_uniform((m, k), dtype, seed)
     x = backend.random_uniform((batch, k), dtype, seed + 1)
     nan_bits = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan)}[dtype]
-    y = _full(backend, (batch, m), DTYPES[dtype].storage, nan_bits)
+    y = backend.full((batch, m), DTYPES[dtype].storage, nan_bits)
     work = gemv_work(m, k, batch, dtype)
     launch = backend.gemv_launcher(w, x, y, batch, dtype)
     peak = backend.device().theoretical_memory_Bps

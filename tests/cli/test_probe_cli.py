@@ -58,6 +58,18 @@ def test_probe_on_the_simulator_is_verified_and_labelled_simulated():
     assert "gemm-fp32-8x8x8" in table.stdout and "simulated:" in table.stdout
 
 
+@needs_simulator
+def test_gemv_shape_budget_and_device_flags_reach_the_probe():
+    proc = run_gpucal("probe", "membw", "--backend", "simulator", "--device", "0", "--kernels", "gemv",
+                      "--dtype", "fp32", "--gemv-shape", "5x12", "--batches", "1", "--budget", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads(proc.stdout)["results"]
+    assert r["params"] == {"dtype": "fp32", "batch": 1, "m": 5, "k": 12} and r["status"] == "passed"
+    assert r["work"]["flop"] == 2 * 5 * 12
+    bad = run_gpucal("probe", "membw", "--backend", "simulator", "--device", "3")
+    assert bad.returncode == 2 and "--device" in bad.stderr
+
+
 @pytest.mark.parametrize("args,flag", [
     (("probe", "nope"), "NAME"),
     (("probe", "membw", "--backend", "simulator", "--kernels", "copy,scale"), "--kernels"),
