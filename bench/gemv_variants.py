@@ -22,8 +22,9 @@ def main(argv=None) -> int:
     import torch
 
     from gpucal.kernels.backend import select
-    from gpucal.kernels.cuda_src import GEMV_VARIANTS, gemv_rows_per_warp
+    from gpucal.kernels.cuda_src import GEMV_ROWS_PER_WARP, GEMV_VARIANTS
     from gpucal.probes.timing import measure
+    from gpu_check import torch_timer  # bench/ is the script's folder, so first on sys.path
 
     m, k = (int(v) for v in args.shape.split("x"))
     backend = select("cupy")
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
     tw, tx = torch.from_dlpack(w), torch.from_dlpack(x).reshape(k)
     ty = torch.empty(m, dtype=torch.float16, device="cuda")
     ref = (tw.double() @ tx.double()).cpu().numpy()
-    variants = {f"default (r{gemv_rows_per_warp(1)})": backend.gemv_launcher(w, x, y, 1, "fp16")}
+    scale = float((tw.double().abs() @ tx.double().abs()).max())  # |W|·|x|: what rounding errors scale with
+    variants = {f"default (r{GEMV_ROWS_PER_WARP})": backend.gemv_launcher(w, x, y, 1, "fp16")}
     for dtype, batch, unroll, rows in GEMV_VARIANTS:
         variants[f"u{unroll} r{rows}"] = backend.gemv_launcher(w, x, y, batch, dtype, variant=(unroll, rows))
     variants["torch.mv"] = lambda: torch.mv(tw, tx, out=ty)
@@ -43,16 +45,8 @@ def main(argv=None) -> int:
             launch()
             torch.cuda.synchronize()
             got = ty.double().cpu().numpy() if name == "torch.mv" else cupy.asnumpy(y[0]).astype("float64")
-            assert abs(got - ref).max() <= 2e-3 * abs(ref).max() + 0.05, f"{name} is wrong"
-            def run_k(kk, launch=launch):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(kk):
-                    launch()
-                end.record()
-                end.synchronize()
-                return start.elapsed_time(end) / 1e3
-            times[name].append(measure(run_k).median_s)
+            assert abs(got - ref).max() <= 2e-3 * scale, f"{name} is wrong"
+            times[name].append(measure(torch_timer(torch, launch)).median_s)
     bytes_moved = (m * k + k + m) * 2
     base = statistics.median(times["torch.mv"])
     print(f"fp16 GEMV {m}x{k}, batch 1, on {backend.device().name}; median over {args.rounds} interleaved rounds")

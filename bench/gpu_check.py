@@ -27,7 +27,8 @@ import sys
 import time
 
 
-def _torch_timer(torch, fn):
+def torch_timer(torch, fn):
+    """``run_k(k)``: seconds that k calls of ``fn`` take, by PyTorch's CUDA events."""
     def run_k(k: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -64,7 +65,7 @@ def compare_with_torch(torch, backend, copy_bytes: int, gemv_shape, gemm_n: int,
     td.copy_(ts.view(torch.int32))
     torch.cuda.synchronize()
     assert bool((dst == src).all()) and torch.equal(td, ts.view(torch.int32)), "a copy produced different bytes"
-    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), _torch_timer(torch, lambda: td.copy_(ts.view(torch.int32))), rounds)
+    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), torch_timer(torch, lambda: td.copy_(ts.view(torch.int32))), rounds)
     out["copy"] = {"bytes": copy_bytes, "ours_s": t_ours, "torch_s": t_torch, "ours_copy_Bps": copy_bytes / t_ours,
                    "torch_copy_Bps": copy_bytes / t_torch, "ratio": t_torch / t_ours}
     m, k = gemv_shape
@@ -81,7 +82,7 @@ def compare_with_torch(torch, backend, copy_bytes: int, gemv_shape, gemm_n: int,
     for name, got in (("gpucal", torch.from_dlpack(y).reshape(m)), ("torch.mv", ty)):
         err = float((got.double() - ref).abs().max())
         assert err <= 2e-3 * scale, f"{name} GEMV error {err} (scale {scale})"
-    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), _torch_timer(torch, lambda: torch.mv(tw, tx, out=ty)), rounds)
+    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), torch_timer(torch, lambda: torch.mv(tw, tx, out=ty)), rounds)
     gemv_bytes = (m * k + k + m) * 2
     out["gemv_fp16_b1"] = {"m": m, "k": k, "ours_s": t_ours, "torch_s": t_torch, "ours_dram_Bps": gemv_bytes / t_ours,
                            "torch_dram_Bps": gemv_bytes / t_torch, "ratio": t_torch / t_ours}
@@ -96,7 +97,7 @@ def compare_with_torch(torch, backend, copy_bytes: int, gemv_shape, gemm_n: int,
     torch.cuda.synchronize()
     diff = (torch.from_dlpack(c).view(torch.bfloat16).float() - tc.float()).abs().max().item()
     assert diff <= 0.05 * tc.float().abs().max().item(), f"gpucal and torch bf16 GEMMs differ by {diff}"
-    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), _torch_timer(torch, lambda: torch.matmul(ta, tb, out=tc)), rounds)
+    t_ours, t_torch = _interleaved(measure, policy, ours_k(ours), torch_timer(torch, lambda: torch.matmul(ta, tb, out=tc)), rounds)
     out["gemm_bf16"] = {"n": n, "ours_s": t_ours, "torch_s": t_torch, "ours_flops": 2 * n**3 / t_ours,
                         "torch_flops": 2 * n**3 / t_torch, "ratio": t_torch / t_ours}
     return out

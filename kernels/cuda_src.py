@@ -20,11 +20,14 @@ Every kernel's work and reference live in ``reference.py``; launch shapes in ``c
 
 from __future__ import annotations
 
-__all__ = ["SOURCE", "COPY_VARIANTS", "GEMV_VARIANTS", "GEMV_BATCHES", "GEMV_DTYPES", "KERNEL_NAMES", "GEMV_UNROLL", "gemv_kernel_name", "gemv_unroll", "gemv_rows_per_warp"]
+__all__ = ["SOURCE", "COPY_VARIANTS", "GEMV_VARIANTS", "GEMV_BATCHES", "GEMV_DTYPES", "GEMV_ROWS_PER_WARP",
+           "KERNEL_NAMES", "gemv_kernel_name", "gemv_variant_name"]
 
 GEMV_BATCHES = (1, 2, 4, 8, 16)
 GEMV_DTYPES = ("fp16", "bf16", "fp32")
-GEMV_UNROLL = 4
+# Rows of W per warp, at every batch: fastest at batch 1 on an H200 (docs/measurements.md), and at larger
+# batches each X vector loaded then serves 4 rows.
+GEMV_ROWS_PER_WARP = 4
 
 _PRELUDE = r"""
 typedef unsigned short u16;
@@ -152,7 +155,7 @@ __device__ __forceinline__ void gemv_rows(const uint4* __restrict__ W, const uin
 """
 
 _GEMV_INSTANCE = r"""
-extern "C" __global__ void __launch_bounds__(256) gemv_{name}_b{batch}(
+extern "C" __global__ void __launch_bounds__(256) {kernel}(
         const uint4* __restrict__ W, const uint4* __restrict__ X, void* __restrict__ Y, int m, int kv, int batch) {{
     {call};
 }}
@@ -241,33 +244,28 @@ COPY_VARIANTS = tuple(f"copy_{ld}_{st}_u{u}" for ld in ("plain", "stream", "noal
                       for u in (4, 8))
 
 
-def gemv_rows_per_warp(max_batch: int) -> int:
-    """Rows of W per warp: 4 at every batch (fastest at batch 1 on an H200, see docs/measurements.md;
-    at larger batches each X vector then serves 4 rows)."""
-    return 4
-
-
-def gemv_unroll(max_batch: int) -> int:
-    """W loads in flight per lane: 4 for batch 1 and 2; fewer as X's registers grow with the batch."""
-    return GEMV_UNROLL if max_batch <= 2 else (2 if max_batch <= 4 else 1)
-
-
 def gemv_kernel_name(dtype: str, max_batch: int) -> str:
     return f"gemv_{dtype}_b{max_batch}"
+
+
+def gemv_variant_name(dtype: str, batch: int, unroll: int, rows: int) -> str:
+    return f"gemv_{dtype}_b{batch}_u{unroll}_r{rows}"
+
+
+def _gemv_call(dtype: str, batch: int, unroll: int, rows: int) -> str:
+    if rows == 1:
+        return f"gemv<{_STRUCTS[dtype]}, {batch}, {unroll}>(W, X, Y, m, kv, batch)"
+    return f"gemv_rows<{_STRUCTS[dtype]}, {batch}, {rows}>(W, X, Y, m, kv, batch)"
 
 
 def _source() -> str:
     parts = [_PRELUDE]
     for name in GEMV_DTYPES:
         for batch in GEMV_BATCHES:
-            rows = gemv_rows_per_warp(batch)
-            call = (f"gemv<{_STRUCTS[name]}, {batch}, {gemv_unroll(batch)}>(W, X, Y, m, kv, batch)" if rows == 1
-                    else f"gemv_rows<{_STRUCTS[name]}, {batch}, {rows}>(W, X, Y, m, kv, batch)")
-            parts.append(_GEMV_INSTANCE.format(name=name, batch=batch, call=call))
-    for name, batch, unroll, rows in GEMV_VARIANTS:
-        call = (f"gemv<{_STRUCTS[name]}, {batch}, {unroll}>(W, X, Y, m, kv, batch)" if rows == 1
-                else f"gemv_rows<{_STRUCTS[name]}, {batch}, {rows}>(W, X, Y, m, kv, batch)")
-        parts.append(_GEMV_INSTANCE.format(name=name, batch=f"{batch}_u{unroll}_r{rows}", call=call))
+            parts.append(_GEMV_INSTANCE.format(kernel=gemv_kernel_name(name, batch),
+                                               call=_gemv_call(name, batch, 1, GEMV_ROWS_PER_WARP)))
+    for variant in GEMV_VARIANTS:
+        parts.append(_GEMV_INSTANCE.format(kernel=gemv_variant_name(*variant), call=_gemv_call(*variant)))
     parts.append(_COPY)
     for name in COPY_VARIANTS:
         _, ld, st, u = name.split("_")
@@ -278,5 +276,5 @@ def _source() -> str:
 
 SOURCE = _source()
 KERNEL_NAMES = tuple([gemv_kernel_name(d, b) for d in GEMV_DTYPES for b in GEMV_BATCHES]
-                     + [f"gemv_{d}_b{b}_u{u}_r{r}" for d, b, u, r in GEMV_VARIANTS]
+                     + [gemv_variant_name(*v) for v in GEMV_VARIANTS]
                      + list(COPY_VARIANTS) + ["stream_read", "stream_write", "stream_triad", "spin_wait"])

@@ -16,7 +16,8 @@ from cupy_backends.cuda.api import runtime as _rt
 
 from gpucal.errors import GpucalError, InputError
 from gpucal.kernels.backend import Backend, DeviceInfo, merge_nvml
-from gpucal.kernels.cuda_src import GEMV_BATCHES, GEMV_DTYPES, SOURCE, gemv_kernel_name, gemv_rows_per_warp
+from gpucal.kernels.cuda_src import (GEMV_BATCHES, GEMV_DTYPES, GEMV_ROWS_PER_WARP, SOURCE, gemv_kernel_name,
+                                     gemv_variant_name)
 
 __all__ = ["CupyBackend", "cupy_status", "BlockedStart"]
 
@@ -164,11 +165,11 @@ class CupyBackend(Backend):
             raise InputError(f"--sizes: the CuPy GEMV needs k divisible by {per_vec} for {dtype} (got k={k})")
         max_batch = next(b for b in GEMV_BATCHES if b >= batch)
         if variant:
-            fn = self.kernel(f"gemv_{dtype}_b{max_batch}_u{variant[0]}_r{variant[1]}")
+            fn = self.kernel(gemv_variant_name(dtype, max_batch, *variant))
             rows_per_block = THREADS // 32 * variant[1]
         else:
             fn = self.kernel(gemv_kernel_name(dtype, max_batch))
-            rows_per_block = THREADS // 32 * gemv_rows_per_warp(max_batch)
+            rows_per_block = THREADS // 32 * GEMV_ROWS_PER_WARP
         grid, args = (-(-m // rows_per_block),), (w, x, y, np.int32(m), np.int32(k // per_vec), np.int32(batch))
         return lambda: fn(grid, (THREADS,), args)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DType", "DTYPES", "dtype", "to_bf16_bits", "from_bf16_bits", "to_storage", "to_float64"]
+__all__ = ["DType", "DTYPES", "POISON", "dtype", "to_bf16_bits", "from_bf16_bits", "to_storage", "to_float64"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ DTYPES = {
     "fp32": DType("fp32", np.dtype(np.float32), 4, 2.0 ** -24),
     "fp64": DType("fp64", np.dtype(np.float64), 8, 2.0 ** -53),
 }
+
+
+# What outputs are filled with before a kernel runs (NaN, as stored): an element never written fails its check.
+POISON = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan), "fp64": np.float64(np.nan)}
 
 
 def dtype(name: str) -> DType:

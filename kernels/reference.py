@@ -76,7 +76,7 @@ STREAM_KINDS = ("copy", "read", "write", "triad")
 
 
 def stream_work(kind: str, n_bytes: int, partials_bytes: int = 0) -> Work:
-    """copy: read n, write n; read: read n (plus its small partial results); write: write n;
+    """copy: read n, write n; read: read n, write its partial results (4 B a block); write: write n;
     triad a = b + s·c over n bytes per array: read 2n, write n, 2 FLOP per element (fp32)."""
     if kind == "copy":
         return Work(n_bytes, n_bytes, 0)
@@ -95,16 +95,17 @@ def gemv_work(m: int, k: int, batch: int, dtype: str) -> Work:
     return Work((m * k + batch * k) * size, batch * m * size, 2 * m * k * batch)
 
 
-def gemm_work(m: int, n: int, k: int, mode: str) -> Work:
-    """C (m×n) = A (m×k) · B (k×n): A, B read once, C written once; 2·m·n·k FLOP."""
+def gemm_work(m: int, n: int, k: int, mode: str, dtype_out: str | None = None) -> Work:
+    """C (m×n) = A (m×k) · B (k×n): A, B read once, C written once (in ``dtype_out``, default the
+    mode's); 2·m·n·k FLOP."""
     gm = GEMM_MODES[mode]
-    size_in, size_out = DTYPES[gm.dtype_in].itemsize_bytes, DTYPES[gm.dtype_out].itemsize_bytes
+    size_in, size_out = DTYPES[gm.dtype_in].itemsize_bytes, DTYPES[dtype_out or gm.dtype_out].itemsize_bytes
     return Work((m * k + k * n) * size_in, m * n * size_out, 2 * m * n * k)
 
 
 def gemv_reference(w, x, dtype: str, xp=np):
-    """Y = X·Wᵀ in float64 from the stored W (m×k) and X (batch×k)."""
-    return to_float64(x, dtype, xp) @ to_float64(w, dtype, xp).T
+    """(Y = X·Wᵀ, |X|·|W|ᵀ) in float64 from the stored W (m×k) and X (batch×k)."""
+    return gemm_reference(x, w.T, dtype, xp)
 
 
 def gemm_reference(a, b, dtype_in: str, xp=np):

@@ -19,9 +19,20 @@ from gpucal.kernels.nvml import ClockState, read_clocks
 from gpucal.kernels.reference import Check, Work
 from gpucal.probes.timing import POLICY_GPU, POLICY_SIMULATOR, Policy, Timing, measure
 
-__all__ = ["Result", "Probe", "PROBES", "register", "get", "timed_case", "policy_for", "STATUSES"]
+__all__ = ["Result", "Probe", "Peak", "PROBES", "register", "all_probes", "timed_case", "waived", "policy_for",
+           "STATUSES"]
 
 STATUSES = ("passed", "waived", "failed", "error")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What a rate is compared with: ``metric`` (``dram_Bps`` or ``flops``), its peak value, and where
+    that value comes from."""
+
+    metric: str
+    value: float
+    ref: str
 
 
 @dataclass(frozen=True)
@@ -81,11 +92,6 @@ def register(probe: Probe) -> Probe:
     return probe
 
 
-def get(name: str) -> Probe:
-    _load_all()
-    return PROBES[name]
-
-
 def _load_all() -> None:
     from gpucal.probes import flops, membw  # noqa: F401 - registers them
 
@@ -102,13 +108,36 @@ def policy_for(backend: Backend, budget_s: float | None = None) -> Policy:
     return replace(policy, budget_s=budget_s) if budget_s is not None else policy
 
 
+def _source(backend: Backend) -> str:
+    return "simulated" if backend.simulated else "measured"
+
+
+def waived(backend: Backend, probe: str, case: str, reason: str) -> Result:
+    """A case this backend cannot run, with the reason."""
+    return Result(probe, case, "waived", backend.name, _source(backend), backend.device().name, reason=reason)
+
+
+def rates(work: Work, seconds: float, peak: Peak | None, extra: dict | None = None) -> dict:
+    """The rates of ``work`` done in ``seconds``: ``dram_Bps`` (bytes read + written over t), ``flops``
+    (where the work has FLOP), any ``extra`` rates, and ``efficiency_frac`` against ``peak``."""
+    out = {"dram_Bps": work.bytes_moved / seconds}
+    if work.flop:
+        out["flops"] = work.flop / seconds
+    out.update(extra or {})
+    out["efficiency_frac"] = out[peak.metric] / peak.value if peak else None
+    out["peak_value"] = peak.value if peak else None
+    out["peak_ref"] = peak.ref if peak else None
+    return out
+
+
 def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work, launch: Callable[[], None],
-               verify: Callable[[], Check], metrics: Callable[[Timing], dict], byte_convention: str | None,
-               policy: Policy, library: str | None = None) -> Result:
-    """Run ``launch`` once, ``verify`` its output, then time it; a failed check is never timed."""
+               verify: Callable[[], Check], byte_convention: str, policy: Policy, library: str | None = None,
+               peak: Peak | None = None, extra: Callable[[float], dict] | None = None) -> Result:
+    """Run ``launch`` once, ``verify`` its output, then time it (a failed check is never timed), and
+    derive the rates from the declared ``work`` and the median time (``extra(t)`` adds named ones)."""
     device = backend.device()
-    base = dict(probe=probe, case=case, backend=backend.name, source="simulated" if backend.simulated else "measured",
-                device=device.name, params=params, work=work, byte_convention=byte_convention, library=library)
+    base = dict(probe=probe, case=case, backend=backend.name, source=_source(backend), device=device.name,
+                params=params, work=work, byte_convention=byte_convention, library=library)
     try:
         launch()
         backend.synchronize()
@@ -125,5 +154,6 @@ def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work
     except Exception as exc:  # TimingError, or a device error while timing
         return Result(status="error", check=check, reason=f"timing: {type(exc).__name__}: {exc}", **base)
     after = read_clocks(device.pci_bus_id) if not backend.simulated else None
-    return Result(status="passed", check=check, timing=timing, metrics=metrics(timing),
+    t = timing.median_s
+    return Result(status="passed", check=check, timing=timing, metrics=rates(work, t, peak, extra(t) if extra else None),
                   clocks_before=before, clocks_after=after, **base)

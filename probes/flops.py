@@ -10,14 +10,12 @@ cuBLAS runs DGEMM there); sparse rates are never used. Which library and mode ra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, replace
 
 from gpucal.kernels.backend import Backend
-from gpucal.kernels.dtypes import DTYPES, to_float64
+from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import GEMM_MODES, Check, check_close, gemm_reference, gemm_tolerance, gemm_work
-from gpucal.probes.base import Probe, Result, policy_for, register, timed_case
+from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
 
 __all__ = ["FlopsConfig", "run", "applicable", "datasheet_peak"]
 
@@ -40,8 +38,8 @@ def applicable(backend: Backend) -> str | None:
     return None
 
 
-def datasheet_peak(device_name: str, mode: str) -> tuple[float, str] | None:
-    """(dense FLOP/s, "profile: key") for ``mode`` from the matching datasheet profile, if any."""
+def datasheet_peak(device_name: str, mode: str) -> Peak | None:
+    """The dense FLOP/s of ``mode`` in the matching datasheet profile, if any."""
     from gpucal.profile import datasheet_for
 
     doc = datasheet_for(device_name)
@@ -51,7 +49,7 @@ def datasheet_peak(device_name: str, mode: str) -> tuple[float, str] | None:
     for key in PEAK_KEYS.get(mode, (mode,)):
         q = dense.get(key)
         if q and q.get("value"):
-            return float(q["value"]), f"{doc.name}: dense_flops.{key}"
+            return Peak("flops", float(q["value"]), f"{doc.name}: dense_flops.{key}")
     return None
 
 
@@ -62,15 +60,10 @@ def _case(backend: Backend, mode: str, m: int, n: int, k: int, library: str, con
     seed = config.seed + 7 * m + 13 * n + k
     a = backend.random_uniform((m, k), gm.dtype_in, seed)
     b = backend.random_uniform((k, n), gm.dtype_in, seed + 1)
-    poison = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan),
-              "fp64": np.float64(np.nan)}[out_dtype]
-    c = backend.full((m, n), DTYPES[out_dtype].storage, poison)
-    work = gemm_work(m, n, k, mode)
-    if out_dtype != gm.dtype_out:  # the Numba kernel writes fp32
-        work = type(work)(work.bytes_read, m * n * DTYPES[out_dtype].itemsize_bytes, work.flop)
+    c = backend.full((m, n), DTYPES[out_dtype].storage, POISON[out_dtype])
+    work = gemm_work(m, n, k, mode, out_dtype)  # out_dtype: the Numba kernel writes fp32
     launch = backend.gemm_launcher(a, b, c, mode)
-    peak = datasheet_peak(backend.device().name, mode)
-    check_mode = type(gm)(gm.name, gm.dtype_in, out_dtype, gm.acc, gm.eps_product)
+    check_mode = replace(gm, dtype_out=out_dtype)
 
     def verify() -> Check:
         ref, abs_product = gemm_reference(backend.to_xp(a), backend.to_xp(b), gm.dtype_in, xp)
@@ -78,16 +71,10 @@ def _case(backend: Backend, mode: str, m: int, n: int, k: int, library: str, con
         return check_close(to_float64(backend.to_xp(c), out_dtype, xp), ref, tol,
                            "float64 reference, (eps_product + 8·eps_acc·sqrt(k))·|A||B| + eps_out·|C|", xp)
 
-    def metrics(timing) -> dict:
-        t = timing.median_s
-        flops = work.flop / t
-        return {"flops": flops, "dram_Bps": work.bytes_moved / t,
-                "efficiency_frac": flops / peak[0] if peak else None, "peak_flops": peak[0] if peak else None,
-                "peak_ref": peak[1] if peak else None}
-
     return timed_case(backend, "flops", f"gemm-{mode}-{m}x{n}x{k}", {"mode": mode, "m": m, "n": n, "k": k},
-                      work, launch, verify, metrics, "flops = 2mnk/t; dram_Bps = (bytes of A + B + C)/t",
-                      policy_for(backend, config.budget_s), library=library)
+                      work, launch, verify, "flops = 2mnk/t; dram_Bps = (bytes of A + B + C)/t",
+                      policy_for(backend, config.budget_s), library=library,
+                      peak=datasheet_peak(backend.device().name, mode))
 
 
 def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
@@ -97,10 +84,8 @@ def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
     decode_k = config.decode_k or (SIM_DECODE_K if backend.simulated else 8192)
     for mode in config.modes or tuple(offered):
         if mode not in offered:
-            results.append(Result("flops", f"gemm-{mode}", "waived", backend.name,
-                                  "simulated" if backend.simulated else "measured", backend.device().name,
-                                  reason=f"the {backend.name} backend does not run {mode} "
-                                         f"(it runs {', '.join(offered)})"))
+            results.append(waived(backend, "flops", f"gemm-{mode}", f"the {backend.name} backend does not run "
+                                  f"{mode} (it runs {', '.join(offered)})"))
             continue
         for size in sizes:
             results.append(_case(backend, mode, size, size, size, offered[mode], config))

@@ -2,7 +2,7 @@
 
 Byte conventions (each result names its own):
 - copy of n bytes: ``copy_Bps = n/t`` and ``dram_Bps = 2n/t`` (read + written);
-- read of n bytes: ``dram_Bps = n/t``; write of n bytes: ``dram_Bps = n/t``;
+- read of n bytes: ``dram_Bps = (n + partials)/t`` (4 B of result per block); write: ``dram_Bps = n/t``;
 - triad a = b + s·c over n bytes per array: ``dram_Bps = 3n/t`` (two read, one written);
 - GEMV: ``dram_Bps = (bytes of W + X + Y)/t`` (W dominates).
 ``efficiency_frac`` is ``dram_Bps`` over the theoretical peak (memory clock × bus width × 2), where the
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpucal.kernels.backend import Backend
-from gpucal.kernels.dtypes import DTYPES
+from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, check_exact, gemm_tolerance, gemv_reference,
                                       gemv_work, stream_work)
-from gpucal.probes.base import Probe, Result, policy_for, register, timed_case
+from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
 
 __all__ = ["MembwConfig", "run", "applicable", "STREAM_KERNELS", "default_stream_bytes", "default_gemv_shape",
            "write_pattern"]
@@ -69,6 +69,11 @@ def write_pattern(n_words: int, seed: int, xp=np):
     return (((i * HASH) & 0xFFFFFFFF) ^ seed).astype(xp.uint32)
 
 
+def memory_peak(backend: Backend) -> Peak | None:
+    peak = backend.device().theoretical_memory_Bps
+    return Peak("dram_Bps", peak, "memory clock x bus width x 2") if peak else None
+
+
 def _complement(backend: Backend, words):
     """Every bit of ``words`` (an ``xp`` array) flipped, on the device: a poison no correct output equals."""
     flipped = ~words
@@ -77,7 +82,6 @@ def _complement(backend: Backend, words):
 
 def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig) -> Result:
     xp, n_words = backend.xp, n_bytes // 4
-    peak = backend.device().theoretical_memory_Bps
     seed = config.seed + 1
     arrays: dict = {}
     if kind in ("copy", "read"):
@@ -92,7 +96,7 @@ def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig)
     if kind == "triad":
         arrays["b"] = backend.random_uniform(n_words, "fp32", seed)
         arrays["c"] = backend.random_uniform(n_words, "fp32", seed + 1)
-        arrays["a"], arrays["scalar"] = backend.full(n_words, np.float32, np.nan), 0.4375
+        arrays["a"], arrays["scalar"] = backend.full(n_words, np.float32, POISON["fp32"]), 0.4375
     partial_bytes = arrays["partial"].size * 4 if kind == "read" else 0
     work = stream_work(kind, n_words * 4, partial_bytes)
     launch = backend.stream_launcher(kind, arrays)
@@ -112,22 +116,14 @@ def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig)
         tol = DTYPES["fp32"].eps * 2 * (xp.abs(b) + xp.abs(arrays["scalar"] * c)) + np.finfo(np.float64).tiny
         return check_close(get(arrays["a"]).astype(xp.float64), ref, tol, "float64 reference, 2 ulp", xp)
 
-    def metrics(timing) -> dict:
-        t = timing.median_s
-        factor = {"copy": 2, "read": 1, "write": 1, "triad": 3}[kind]
-        out = {"dram_Bps": factor * n_words * 4 / t}
-        if kind == "copy":
-            out["copy_Bps"] = n_words * 4 / t
-        if kind == "triad":
-            out["flops"] = work.flop / t
-        out["efficiency_frac"] = out["dram_Bps"] / peak if peak else None
-        return out
-
     convention = {"copy": "copy_Bps = n/t, dram_Bps = 2n/t (n bytes copied)",
-                  "read": "dram_Bps = n/t (n bytes read)", "write": "dram_Bps = n/t (n bytes written)",
+                  "read": "dram_Bps = (n + partials)/t (n bytes read, 4 B written per block)",
+                  "write": "dram_Bps = n/t (n bytes written)",
                   "triad": "dram_Bps = 3n/t (n bytes per array: two read, one written)"}[kind]
-    return timed_case(backend, "membw", f"{kind}-{n_words * 4}B", {"bytes_per_buffer": n_words * 4}, work, launch, verify, metrics,
-                      convention, policy_for(backend, config.budget_s), library=_library(backend))
+    copy_rate = (lambda t: {"copy_Bps": n_words * 4 / t}) if kind == "copy" else None
+    return timed_case(backend, "membw", f"{kind}-{n_words * 4}B", {"bytes_per_buffer": n_words * 4}, work, launch,
+                      verify, convention, policy_for(backend, config.budget_s), library=_library(backend),
+                      peak=memory_peak(backend), extra=copy_rate)
 
 
 def _library(backend: Backend) -> str:
@@ -139,30 +135,20 @@ def _gemv_case(backend: Backend, dtype: str, batch: int, m: int, k: int, config:
     seed = config.seed + 100 + batch
     w = backend.random_uniform((m, k), dtype, seed)
     x = backend.random_uniform((batch, k), dtype, seed + 1)
-    nan_bits = {"fp16": np.float16(np.nan), "bf16": np.uint16(0x7FC0), "fp32": np.float32(np.nan)}[dtype]
-    y = backend.full((batch, m), DTYPES[dtype].storage, nan_bits)
+    y = backend.full((batch, m), DTYPES[dtype].storage, POISON[dtype])
     work = gemv_work(m, k, batch, dtype)
     launch = backend.gemv_launcher(w, x, y, batch, dtype)
-    peak = backend.device().theoretical_memory_Bps
     mode = GEMM_MODES[f"{dtype}_fp32acc" if dtype != "fp32" else "fp32"]
 
     def verify() -> Check:
-        from gpucal.kernels.dtypes import to_float64
-
-        ref = gemv_reference(backend.to_xp(w), backend.to_xp(x), dtype, xp)
-        abs_product = xp.abs(to_float64(backend.to_xp(x), dtype, xp)) @ xp.abs(to_float64(backend.to_xp(w), dtype, xp)).T
+        ref, abs_product = gemv_reference(backend.to_xp(w), backend.to_xp(x), dtype, xp)
         tol = gemm_tolerance(mode, k, abs_product, ref, xp)
         return check_close(to_float64(backend.to_xp(y), dtype, xp), ref, tol,
-                           "float64 reference, eps·8·sqrt(k) bound", xp)
-
-    def metrics(timing) -> dict:
-        t = timing.median_s
-        dram = work.bytes_moved / t
-        return {"dram_Bps": dram, "flops": work.flop / t, "efficiency_frac": dram / peak if peak else None}
+                           "float64 reference, (8·eps_acc·sqrt(k))·|X||W|ᵀ + eps_out·|Y|", xp)
 
     return timed_case(backend, "membw", f"gemv-{dtype}-b{batch}", {"dtype": dtype, "batch": batch, "m": m, "k": k},
-                      work, launch, verify, metrics, "dram_Bps = (bytes of W + X + Y)/t",
-                      policy_for(backend, config.budget_s), library=_library(backend))
+                      work, launch, verify, "dram_Bps = (bytes of W + X + Y)/t", policy_for(backend, config.budget_s),
+                      library=_library(backend), peak=memory_peak(backend))
 
 
 def run(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Result]:
@@ -174,9 +160,7 @@ def run(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Result]:
     if "gemv" in config.kernels:
         for dtype in config.dtypes or backend.gemv_dtypes:
             if dtype not in backend.gemv_dtypes:
-                results.append(Result("membw", f"gemv-{dtype}", "waived", backend.name,
-                                      "simulated" if backend.simulated else "measured", backend.device().name,
-                                      reason=f"the {backend.name} backend has no {dtype} GEMV"))
+                results.append(waived(backend, "membw", f"gemv-{dtype}", f"the {backend.name} backend has no {dtype} GEMV"))
                 continue
             m, k = config.gemv_shape or default_gemv_shape(backend, dtype)
             for batch in config.batches:

@@ -178,8 +178,10 @@ def load_builtin(kind: str, name: str) -> Document:
     return validate(parse(entry.read_bytes(), origin), origin)
 
 
+@lru_cache(maxsize=64)
 def datasheet_for(device_name: str) -> Document | None:
-    """The built-in datasheet profile whose device has this name (as the driver reports it), if any."""
+    """The built-in datasheet profile whose device has this name (as the driver reports it), if any.
+    (Cached: the probes ask once per case.)"""
     wanted = device_name.strip().lower()
     for name, folder in builtin_names("profile").items():
         if folder != "datasheet":

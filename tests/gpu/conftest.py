@@ -5,21 +5,20 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session")
-def cupy_backend():
+def _backend(name: str):
     from gpucal.kernels.backend import report, select
 
-    rep = report(("cupy",))[0]
+    rep = report((name,))[0]
     if not rep.available:
-        pytest.skip(f"no GPU through CuPy: {rep.detail}")
-    return select("cupy")
+        pytest.skip(f"no GPU through {name}: {rep.detail}")
+    return select(name)
+
+
+@pytest.fixture(scope="session")
+def cupy_backend():
+    return _backend("cupy")
 
 
 @pytest.fixture(scope="session")
 def numba_backend():
-    from gpucal.kernels.backend import report, select
-
-    rep = report(("numba",))[0]
-    if not rep.available:
-        pytest.skip(f"no GPU through numba-cuda: {rep.detail}")
-    return select("numba")
+    return _backend("numba")

@@ -90,4 +90,18 @@ def test_tolerance_accepts_the_rounded_result_and_rejects_a_real_error(mode):
 def test_gemv_reference_is_x_times_w_transposed():
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     x = np.array([[1, 0, 2]], dtype=np.float32)
-    assert gemv_reference(w, x, "fp32").tolist() == [[4.0, 13.0]]
+    ref, abs_product = gemv_reference(w, x, "fp32")
+    assert ref.tolist() == [[4.0, 13.0]] and abs_product.tolist() == [[4.0, 13.0]]
+    ref, abs_product = gemv_reference(w, -x, "fp32")
+    assert ref.tolist() == [[-4.0, -13.0]] and abs_product.tolist() == [[4.0, 13.0]]
+
+
+def test_rates_come_from_the_declared_work_and_name_their_peak():
+    from gpucal.kernels.reference import Work
+    from gpucal.probes.base import Peak, rates
+
+    r = rates(Work(3000, 1000, 0), 2e-6, Peak("dram_Bps", 4e9, "test peak"), {"copy_Bps": 5e8})
+    assert r["dram_Bps"] == pytest.approx(2e9) and "flops" not in r and r["copy_Bps"] == 5e8
+    assert r["efficiency_frac"] == pytest.approx(0.5) and r["peak_ref"] == "test peak"
+    g = rates(gemm_work(2, 3, 4, "fp32"), 1e-9, None)
+    assert g["flops"] == pytest.approx(48e9) and g["efficiency_frac"] is None and g["peak_value"] is None
