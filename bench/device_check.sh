@@ -15,4 +15,5 @@ timeout "${PYTEST_TIMEOUT:-150}" python3 -m pytest -q -m gpu tests/gpu >"$OUT/py
 timeout 90 python3 bench/copy_variants.py 2>&1 | tee "$OUT/copy_variants.txt"
 timeout 60 python3 bench/gemv_variants.py 2>&1 | tee "$OUT/gemv_variants.txt"
 timeout 60 gpucal probe flops --dtype bf16 --sizes 4096 --batches 1 2>&1 | tee "$OUT/probe_flops.txt"
+timeout 90 gpucal p2p --sizes 4B..64MiB 2>&1 | tee "$OUT/p2p.txt"
 timeout "${CHECK_TIMEOUT:-300}" python3 bench/gpu_check.py --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.txt"

@@ -9,6 +9,9 @@ Prints the probes' tables, then the ratios with their targets (H100 targets of t
     GEMV fp16 batch 1          torch.mv time / gpucal GEMV time (same W, x)          >= 1.00
     GEMV fp16 batch 1 vs copy  gpucal GEMV dram_Bps / gpucal copy dram_Bps (probes)  >= 0.90
     bf16 GEMM 8192³            torch.matmul time / gpucal cuBLAS time (same A, B)    >= 0.97
+    H2D/D2H pinned, pageable   torch copy_ time / gpucal copy time (256 MiB each)    >= 0.97
+
+It also runs the host-link, d2d and latency probes (and prints their α/β fits).
 
 The PyTorch comparisons share the buffers through DLPack, cross-check the results, and alternate the
 two timings over three rounds (median of each), so that clock and heat drift hit both alike.
@@ -103,6 +106,48 @@ def compare_with_torch(torch, backend, copy_bytes: int, gemv_shape, gemm_n: int,
     return out
 
 
+def compare_links_with_torch(torch, backend, nbytes: int, measure, policy, rounds=3) -> dict:
+    """H2D and D2H of ``nbytes``, pinned and pageable: gpucal's copy (its own buffers, blocked start where the
+    memory allows) against PyTorch's ``copy_`` between buffers of the same size and kind, every copy checked
+    byte for byte first, then timed alternately."""
+    import numpy as np
+
+    from dataclasses import replace
+
+    policy = replace(policy, max_k=64)
+    d = backend.device_index
+    dev = torch.device("cuda", d)
+    data = np.random.default_rng(21).integers(0, 256, nbytes, dtype=np.uint8)
+    out = {}
+    for memory in ("pinned", "pageable"):
+        host_src, host_dst = backend.alloc(memory, nbytes, d), backend.alloc(memory, nbytes, d)
+        dev_src, dev_dst = backend.alloc("device", nbytes, d), backend.alloc("device", nbytes, d)
+        backend.write(host_src, data)
+        backend.write(dev_src, data)
+        t_host = torch.from_numpy(data.copy())
+        t_host = t_host.pin_memory() if memory == "pinned" else t_host
+        t_host_dst = torch.empty(nbytes, dtype=torch.uint8, pin_memory=memory == "pinned")
+        t_dev = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+        t_dev_src = t_host.to(dev)
+        for path, src, dst, torch_copy in (
+                ("h2d", host_src, dev_dst, lambda a=t_dev, b=t_host: a.copy_(b, non_blocking=True)),
+                ("d2h", dev_src, host_dst, lambda a=t_host_dst, b=t_dev_src: a.copy_(b, non_blocking=True))):
+            op = backend.copy_op(path, "ce", src, dst, nbytes)
+            backend.write(dst, ~data)
+            backend.run_op(op)
+            torch_copy()
+            torch.cuda.synchronize()
+            got = t_dev.cpu().numpy() if path == "h2d" else t_host_dst.numpy()
+            assert np.array_equal(backend.read(dst, nbytes), data), f"gpucal {path} {memory}: bytes differ"
+            assert np.array_equal(got, data), f"torch {path} {memory}: bytes differ"
+            t_ours, t_torch = _interleaved(measure, policy, lambda k, op=op: backend.time_ops([op], k)[0],
+                                           torch_timer(torch, torch_copy), rounds)
+            out[f"{path}_{memory}"] = {"bytes": nbytes, "ours_s": t_ours, "torch_s": t_torch,
+                                       "ours_link_Bps": nbytes / t_ours, "torch_link_Bps": nbytes / t_torch,
+                                       "ratio": t_torch / t_ours, "gated": op.state.get("gate")}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu_check.json", help="JSON file to write (default gpu_check.json)")
@@ -140,6 +185,21 @@ def main(argv=None) -> int:
     base = compare_with_torch(torch, backend, copy.params["bytes_per_buffer"], (gemv.params["m"], gemv.params["k"]),
                               8192, measure, policy_for(backend))
     print(f"-- torch done in {time.time() - started:.0f} s", flush=True)
+    from gpucal.probes import links
+
+    link_cfg = links.LinkConfig(sizes=links.sweep_sizes(4, 256 << 20)[::2] + (256 << 20,), devices=(args.device,),
+                                budget_s=0.5)
+    lk = links.run_host_link(backend, link_cfg) + links.run_d2d(backend, link_cfg) + links.run_latency(
+        backend, links.LinkConfig(devices=(args.device,), pairs=(), budget_s=0.3))
+    print(f"-- links done in {time.time() - started:.0f} s", flush=True)
+    render.console().print(results_table([r for r in lk if r.params.get("bytes") in (4, 1 << 20, 256 << 20)]))
+    from gpucal.calibrate.links import series_fits
+
+    for f in series_fits(lk):
+        print(f"fit {f.series}: alpha {f.fit.alpha_s * 1e6:.2f} us, beta {f.fit.beta_Bps / 1e9:.2f} GB/s, "
+              f"R2 {f.fit.r2:.4f}, n {f.fit.n}, verified {f.verified}" if f.fit else f"fit {f.series}: {f.reason}")
+    hl = compare_links_with_torch(torch, backend, 256 << 20, measure, policy_for(backend))
+    print(f"-- torch copies done in {time.time() - started:.0f} s", flush=True)
 
     checks = [
         ("copy rate vs torch copy_ (interleaved)", base["copy"]["ratio"], 0.97),
@@ -147,7 +207,7 @@ def main(argv=None) -> int:
         ("GEMV fp16 b1 DRAM vs own copy DRAM (probes)", gemv.metrics["dram_Bps"] / copy.metrics["dram_Bps"]
          if gemv.metrics and copy.metrics else None, 0.90),
         ("bf16 GEMM 8192^3 vs torch.matmul (interleaved)", base["gemm_bf16"]["ratio"], 0.97),
-    ]
+    ] + [(f"{key.replace('_', ' ')} 256 MiB vs torch copy_ (interleaved)", v["ratio"], 0.97) for key, v in hl.items()]
     rows = [(name, f"{r:.3f}" if r else "-", f">= {target:.2f}", "met" if r and r >= target else "MISSED")
             for name, r, target in checks]
     render.console().print(render.table(("comparison (same process, same harness)", "ratio", "target", ""), rows,
@@ -156,13 +216,14 @@ def main(argv=None) -> int:
           f"GEMV {base['gemv_fp16_b1']['ours_dram_Bps'] / 1e9:.1f} vs torch.mv {base['gemv_fp16_b1']['torch_dram_Bps'] / 1e9:.1f} GB/s; "
           f"bf16 GEMM {base['gemm_bf16']['ours_flops'] / 1e12:.1f} vs torch {base['gemm_bf16']['torch_flops'] / 1e12:.1f} TFLOP/s; "
           f"total {time.time() - started:.0f} s")
+    print("; ".join(f"{k} {v['ours_link_Bps'] / 1e9:.2f} vs torch {v['torch_link_Bps'] / 1e9:.2f} GB/s" for k, v in hl.items()))
     report = {"host": platform.node(), "date": time.strftime("%Y-%m-%d"), "device": device.name,
-              "backend_versions": backend.versions(), "torch": torch.__version__, "torch_comparison": base,
+              "backend_versions": backend.versions(), "torch": torch.__version__, "torch_comparison": base, "torch_copies": hl,
               "ratios": [{"name": n, "ratio": r, "target": t} for n, r, t in checks],
-              "results": [r.to_dict() for r in mem + fl], "elapsed_s": time.time() - started}
+              "results": [r.to_dict() for r in mem + fl + lk], "elapsed_s": time.time() - started}
     with open(args.out, "w") as f:
         json.dump(render.json_ready(report), f, indent=1)
-    return 1 if any(r.status in ("failed", "error") for r in mem + fl) else 0
+    return 1 if any(r.status in ("failed", "error") for r in mem + fl + lk) else 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpucal.errors import GpucalError, InputError
+from gpucal.kernels.links import Buffer, CopyOp
 
 __all__ = ["Backend", "BackendReport", "DeviceInfo", "NoDeviceError", "BACKENDS", "SIM_FLAG", "report",
            "select"]
@@ -176,6 +177,72 @@ class Backend:
 
         return GEMM_MODES[mode].dtype_out
 
+    # links (kernels/links.py) ------------------------------------------------------------------------
+    def links_reason(self) -> str | None:
+        """Why this backend cannot run the link probes, or ``None`` when it can."""
+        return f"the {self.name} backend has no copy probes (use --backend cupy, or virtual:PROFILE on the CPU)"
+
+    def device_count(self) -> int:
+        return len(self.devices())
+
+    def alloc(self, kind: str, nbytes: int, device: int) -> Buffer:
+        """``nbytes`` of ``kind`` memory (device, pinned, pageable) on or for ``device``."""
+        raise NotImplementedError
+
+    def write(self, buf: Buffer, data: np.ndarray) -> None:
+        """Fill the first ``data.size`` bytes of ``buf`` with ``data`` (uint8), and wait."""
+        raise NotImplementedError
+
+    def read(self, buf: Buffer, nbytes: int) -> np.ndarray:
+        """The first ``nbytes`` bytes of ``buf``, as a host uint8 array."""
+        raise NotImplementedError
+
+    def can_access_peer(self, src: int, dst: int) -> bool:
+        """The runtime's word: can ``src`` reach ``dst``'s memory directly."""
+        return False
+
+    def set_peer_access(self, a: int, b: int, enabled: bool) -> None:
+        """Enable (or disable) peer access both ways between ``a`` and ``b``."""
+        raise NotImplementedError
+
+    def copy_op(self, path: str, engine: str, src: Buffer, dst: Buffer, nbytes: int) -> CopyOp:
+        raise NotImplementedError
+
+    def run_op(self, op: CopyOp) -> None:
+        """One copy, and wait for it."""
+        raise NotImplementedError
+
+    def time_ops(self, ops: list[CopyOp], k: int) -> list[float]:
+        raise NotImplementedError
+
+    def time_back_to_back(self, op: CopyOp, k: int) -> float:
+        raise NotImplementedError
+
+    def time_oneshot(self, op: CopyOp, k: int) -> float:
+        raise NotImplementedError
+
+    def time_enqueue(self, op: CopyOp, k: int) -> float:
+        raise NotImplementedError
+
+    def local_to(self, device: int):
+        """A context in which host memory is allocated and touched NUMA-local to ``device``."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def nvml(self):
+        """The NVML module (initialised) for the topology, or ``None`` with ``nvml_reason`` set."""
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            return pynvml
+        except Exception as exc:  # ImportError, or pynvml.NVMLError: no driver
+            self.nvml_reason = f"NVML not available ({type(exc).__name__}: {exc})"
+            return None
+
+    nvml_reason = "NVML not available"
+
 
 def _cupy_report() -> tuple[BackendReport, object]:
     try:
@@ -227,8 +294,13 @@ def use_simulator() -> None:
 
 def select(name: str = "auto", device: int = 0) -> Backend:
     """The backend called ``name`` (or the first that works, for ``auto``), on device ``device``."""
+    if name == "virtual" or name.startswith("virtual:"):
+        from gpucal.kernels.virtual import VirtualBackend
+
+        return VirtualBackend.from_spec(name, device)
     if name not in ("auto",) + BACKENDS:
-        raise InputError(f"--backend: unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+        raise InputError(f"--backend: unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)}, "
+                         "virtual:PROFILE[:N])")
     if name == "simulator":
         use_simulator()
     candidates = ("cupy", "numba") if name == "auto" else (name,)

@@ -14,6 +14,7 @@ Every kernel's work and reference live in ``reference.py``; launch shapes in ``c
   the one used, ``bench/copy_variants.py`` compares them). ``read`` XORs every 32-bit
   word (exact and order-free, so it can be verified) and writes one word per block; ``write`` stores
   ``i·2654435761 ^ seed`` at word i (no constant, no zeros); ``triad`` is a = b + s·c in fp32.
+- ``copy_bytes``: the kernel engine of the copy probes (any size; device, peer or mapped host memory).
 - ``spin_wait``: the blocked-start gate. One thread polls a flag in mapped pinned host memory until the
   host sets it, or until ``timeout_ns`` of ``%globaltimer`` pass (status 2, reported as a failure).
 """
@@ -228,6 +229,16 @@ extern "C" __global__ void stream_triad(float4* __restrict__ a, const float4* __
     }
 }
 
+/* The kernel (SM) engine of the copy probes: any size, any pointers the device can reach (its memory, a
+   peer's, mapped pinned host memory); 16-byte vectors where both pointers allow them, bytes elsewhere. */
+extern "C" __global__ void copy_bytes(const unsigned char* __restrict__ src, unsigned char* __restrict__ dst, size_t n) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    const size_t nv = ((((size_t)src) | ((size_t)dst)) & 15) == 0 ? n / 16 : 0;
+    for (size_t j = i; j < nv; j += stride) ((uint4*)dst)[j] = ((const uint4*)src)[j];
+    for (size_t j = nv * 16 + i; j < n; j += stride) dst[j] = src[j];
+}
+
 extern "C" __global__ void spin_wait(const volatile int* flag, int* status, u64 timeout_ns) {
     const u64 t0 = globaltimer();
     while (*flag == 0) {
@@ -277,4 +288,4 @@ def _source() -> str:
 SOURCE = _source()
 KERNEL_NAMES = tuple([gemv_kernel_name(d, b) for d in GEMV_DTYPES for b in GEMV_BATCHES]
                      + [gemv_variant_name(*v) for v in GEMV_VARIANTS]
-                     + list(COPY_VARIANTS) + ["stream_read", "stream_write", "stream_triad", "spin_wait"])
+                     + list(COPY_VARIANTS) + ["stream_read", "stream_write", "stream_triad", "copy_bytes", "spin_wait"])

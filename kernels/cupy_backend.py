@@ -16,8 +16,8 @@ from cupy_backends.cuda.api import runtime as _rt
 
 from gpucal.errors import GpucalError, InputError
 from gpucal.kernels.backend import Backend, DeviceInfo, merge_nvml
-from gpucal.kernels.cuda_src import (GEMV_BATCHES, GEMV_DTYPES, GEMV_ROWS_PER_WARP, SOURCE, gemv_kernel_name,
-                                     gemv_variant_name)
+from gpucal.kernels.cupy_links import CupyLinks
+from gpucal.kernels.cuda_src import GEMV_BATCHES, GEMV_DTYPES, GEMV_ROWS_PER_WARP, gemv_kernel_name, gemv_variant_name
 
 __all__ = ["CupyBackend", "cupy_status", "BlockedStart"]
 
@@ -50,7 +50,7 @@ def cupy_status() -> tuple[bool, str]:
     return True, f"CuPy {cupy.__version__}, {count} device(s)"
 
 
-class CupyBackend(Backend):
+class CupyBackend(CupyLinks, Backend):
     name = "cupy"
     clock = "cuda-events"
     xp = cupy
@@ -62,7 +62,6 @@ class CupyBackend(Backend):
             raise InputError(f"--device: device {device} does not exist (this machine has {count})")
         self.device_index = device
         cupy.cuda.Device(device).use()
-        self._module = None
         self._devices = None
         self._workspace = None
         self.copy_kernel, self.copy_waves = COPY_KERNEL, COPY_WAVES  # grid = waves × the blocks resident
@@ -145,9 +144,8 @@ class CupyBackend(Backend):
 
     # kernels -------------------------------------------------------------------------------------
     def kernel(self, name: str):
-        if self._module is None:
-            self._module = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
-        return self._module.get_function(name)
+        """A kernel of ``cuda_src.SOURCE`` on this backend's device (the module is loaded once per device)."""
+        return self._module_on(self.device_index).get_function(name)
 
     def _blocks(self, n_vec: int, waves: float = 2) -> int:
         """Grid-stride grids: ``waves`` × the blocks resident at once (2048 threads per SM); 0: one
@@ -228,22 +226,25 @@ class BlockedStart:
     its copies behind it, ``release()`` lets them all start at once. ``check()`` (after a synchronize)
     raises when the spin timed out, so a run whose start was not blocked never yields a number."""
 
-    def __init__(self, backend: CupyBackend, timeout_s: float = SPIN_TIMEOUT_S):
+    def __init__(self, backend: CupyBackend, timeout_s: float = SPIN_TIMEOUT_S, device: int | None = None):
         self.backend = backend
+        self.device = backend.device_index if device is None else device
         self.timeout_ns = np.uint64(int(timeout_s * 1e9))
         self.flag = cupy.cuda.alloc_pinned_memory(4)
         self.flag_host = np.frombuffer(self.flag, dtype=np.int32, count=1)
-        if not _rt.deviceGetAttribute(41, backend.device_index):  # cudaDevAttrUnifiedAddressing
+        if not _rt.deviceGetAttribute(41, self.device):  # cudaDevAttrUnifiedAddressing
             raise GpucalError("blocked start needs unified addressing (pinned host memory seen by the device)")
         self.flag_dev = np.uint64(self.flag.ptr)  # with unified addressing, the same pointer on the device
-        self.status = cupy.zeros(1, dtype=cupy.int32)
+        with cupy.cuda.Device(self.device):
+            self.status = cupy.zeros(1, dtype=cupy.int32)
 
     def arm(self, stream=None) -> None:
         self.flag_host[0] = 0
-        self.status.fill(0)
-        fn = self.backend.kernel("spin_wait")
-        with (stream or cupy.cuda.get_current_stream()):
-            fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns))
+        with cupy.cuda.Device(self.device):
+            self.status.fill(0)
+            fn = self.backend._module_on(self.device).get_function("spin_wait")
+            with (stream or cupy.cuda.get_current_stream()):
+                fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns))
 
     def release(self) -> None:
         self.flag_host[0] = 1

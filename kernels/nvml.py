@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["NvmlDevice", "ClockState", "nvml_status", "nvml_devices", "read_clocks", "THROTTLE_BENIGN"]
+__all__ = ["NvmlDevice", "ClockState", "nvml_status", "nvml_devices", "read_clocks", "cpu_affinity", "THROTTLE_BENIGN"]
 
 # Throttle reasons that do not slow a measurement down: the GPU is idle, or clocks set by the admin.
 THROTTLE_BENIGN = frozenset({"gpu_idle", "applications_clocks_setting"})
@@ -35,6 +35,7 @@ class NvmlDevice:
     pcie_generation_max: int | None = None
     pcie_width: int | None = None
     pcie_width_max: int | None = None
+    numa_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def _device(nv, i: int) -> NvmlDevice:
         pcie_generation_max=_try(nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
         pcie_width=_try(nv.nvmlDeviceGetCurrPcieLinkWidth, h),
         pcie_width_max=_try(nv.nvmlDeviceGetMaxPcieLinkWidth, h),
+        numa_node=_try(getattr(nv, "nvmlDeviceGetNumaNodeId", None), h),
     )
 
 
@@ -146,3 +148,15 @@ def read_clocks(pci_bus_id: str | None) -> ClockState | None:
     mask = _try(get_reasons, h) if get_reasons else None
     reasons = tuple(name for name, bit in _REASONS.items() if mask and mask & bit)
     return ClockState(sm * 1e6 if sm else None, mem * 1e6 if mem else None, reasons)
+
+
+def cpu_affinity(pci_bus_id: str | None) -> set[int] | None:
+    """The CPUs NVML calls local to the device (its NUMA node's), or ``None`` where it cannot say."""
+    try:
+        nv = _nvml()
+        h = nv.nvmlDeviceGetHandleByPciBusId(pci_bus_id)
+        words = nv.nvmlDeviceGetCpuAffinity(h, 16)
+    except Exception:
+        return None
+    cpus = {w * 64 + b for w, word in enumerate(words) for b in range(64) if int(word) >> b & 1}
+    return cpus or None

@@ -20,7 +20,7 @@ import numpy as np
 from gpucal.kernels.dtypes import DTYPES, to_float64
 
 __all__ = ["Work", "Check", "GemmMode", "GEMM_MODES", "TOLERANCE_C", "stream_work", "gemv_work", "gemm_work",
-           "gemv_reference", "gemm_reference", "check_exact", "check_close", "gemm_tolerance"]
+           "gemv_reference", "gemm_reference", "check_exact", "check_close", "gemm_tolerance", "write_pattern"]
 
 TOLERANCE_C = 8.0
 
@@ -87,6 +87,15 @@ def stream_work(kind: str, n_bytes: int, partials_bytes: int = 0) -> Work:
     if kind == "triad":
         return Work(2 * n_bytes, n_bytes, 2 * (n_bytes // 4))
     raise ValueError(f"unknown stream kernel {kind!r}")
+
+
+WRITE_HASH = 2654435761
+
+
+def write_pattern(n_words: int, seed: int, xp=np):
+    """The words the ``write`` kernel stores: word i = (i·2654435761 mod 2³²) xor seed."""
+    i = xp.arange(n_words, dtype=xp.uint64)
+    return (((i * WRITE_HASH) & 0xFFFFFFFF) ^ seed).astype(xp.uint32)
 
 
 def gemv_work(m: int, k: int, batch: int, dtype: str) -> Work:

@@ -93,7 +93,7 @@ def register(probe: Probe) -> Probe:
 
 
 def _load_all() -> None:
-    from gpucal.probes import flops, membw  # noqa: F401 - registers them
+    from gpucal.probes import flops, links, membw  # noqa: F401 - registers them
 
 
 def all_probes() -> dict[str, Probe]:
@@ -104,7 +104,8 @@ def all_probes() -> dict[str, Probe]:
 def policy_for(backend: Backend, budget_s: float | None = None) -> Policy:
     from dataclasses import replace
 
-    policy = POLICY_SIMULATOR if backend.simulated else POLICY_GPU
+    # the Numba simulator runs on the host clock; a virtual clock is priced like a GPU, noise and all
+    policy = POLICY_SIMULATOR if backend.simulated and backend.clock == "host" else POLICY_GPU
     return replace(policy, budget_s=budget_s) if budget_s is not None else policy
 
 

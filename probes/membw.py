@@ -19,7 +19,7 @@ import numpy as np
 from gpucal.kernels.backend import Backend
 from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, check_exact, gemm_tolerance, gemv_reference,
-                                      gemv_work, stream_work)
+                                      gemv_work, stream_work, write_pattern)
 from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
 
 __all__ = ["MembwConfig", "run", "applicable", "STREAM_KERNELS", "default_stream_bytes", "default_gemv_shape",
@@ -27,7 +27,6 @@ __all__ = ["MembwConfig", "run", "applicable", "STREAM_KERNELS", "default_stream
 
 STREAM_KERNELS = ("copy", "read", "write", "triad")
 KERNELS = STREAM_KERNELS + ("gemv",)
-HASH = 2654435761
 SIM_STREAM_BYTES = 16 * 1024
 SIM_GEMV_SHAPE = (37, 72)  # rows, columns: odd on purpose
 
@@ -61,12 +60,6 @@ def default_gemv_shape(backend: Backend, dtype: str) -> tuple[int, int]:
     k = 8192
     rows = max(16384, -(-4 * l2 // (k * DTYPES["fp16"].itemsize_bytes)))
     return (-(-rows // 1024) * 1024, k)
-
-
-def write_pattern(n_words: int, seed: int, xp=np):
-    """The words the ``write`` kernel stores: word i = (i·2654435761 mod 2³²) xor seed."""
-    i = xp.arange(n_words, dtype=xp.uint64)
-    return (((i * HASH) & 0xFFFFFFFF) ^ seed).astype(xp.uint32)
 
 
 def memory_peak(backend: Backend) -> Peak | None:

@@ -3,7 +3,8 @@
 It takes ``run_k(k) -> seconds``: the device time of ``k`` back-to-back iterations (CUDA events on a
 GPU, the host clock on the simulator, a virtual clock in tests). It
 
-1. warms up: at least ``warmup_runs`` calls and ``warmup_s`` seconds (clocks ramp, modules load);
+1. warms up: at least ``warmup_runs`` single runs and ``warmup_s`` seconds (clocks ramp, modules load);
+   past the single runs each warm-up call doubles its ``k``, so a short kernel warms up in a few calls;
 2. picks ``k`` so that one sample lasts at least ``min_sample_s`` (launch gaps amortised);
 3. samples until the coefficient of variation is under ``target_cv`` (with at least ``min_samples``)
    or the ``budget_s`` of host time runs out, or ``max_samples`` are taken; when it stopped for
@@ -118,11 +119,14 @@ def measure(run_k: Callable[[int], float], policy: Policy = POLICY_GPU, clock_na
             clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Warm up, choose k, sample adaptively; see the module docstring."""
     started = clock()
-    warm, warm_time = 0, 0.0
+    warm, warm_time, k_warm, calls = 0, 0.0, 1, 0
     while warm < policy.warmup_runs or warm_time < policy.warmup_s:
-        warm_time += _checked(run_k(1))
-        warm += 1
-        if warm >= 10 * max(policy.warmup_runs, 1) and clock() - started > policy.budget_s / 4:
+        warm_time += _checked(run_k(k_warm))
+        warm += k_warm
+        calls += 1
+        if warm >= policy.warmup_runs:  # past the single runs: double k until the warm-up time is reached
+            k_warm = min(2 * k_warm, policy.max_k)
+        if calls >= 10 * max(policy.warmup_runs, 1) and clock() - started > policy.budget_s / 4:
             break
     k = 1
     per_iter = warm_time / warm

@@ -25,7 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
-    from gpucal.commands import info, plan, probe, profiles
+    from gpucal.commands import info, p2p, plan, probe, profiles
 
     parser = ArgumentParser(
         prog="gpucal",
@@ -36,6 +36,7 @@ def build_parser() -> ArgumentParser:
     sub.required = True
     info.add_parser(sub)
     probe.add_parser(sub)
+    p2p.add_parser(sub)
     plan.add_parser(sub)
     profiles.add_parser(sub)
     return parser

@@ -14,7 +14,7 @@ needs_simulator = pytest.mark.skipif(not SIMULATOR, reason="NUMBA_ENABLE_CUDASIM
 def test_probe_list():
     proc = run_gpucal("probe", "--list", "--json")
     assert proc.returncode == 0
-    assert set(json.loads(proc.stdout)) == {"membw", "flops"}
+    assert set(json.loads(proc.stdout)) == {"membw", "flops", "host-link", "d2d", "peer", "latency"}
     text = run_gpucal("probe", "--list").stdout
     assert "membw" in text and "flops" in text
 

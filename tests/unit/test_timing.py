@@ -41,7 +41,8 @@ def test_steady_device_stops_at_min_samples_with_exact_statistics():
 def test_warmup_runs_until_both_count_and_time_are_reached():
     dev = FakeDevice(1e-3)
     t = measure(dev.run_k, Policy(warmup_runs=3, warmup_s=0.02, min_sample_s=0.0, min_samples=5), clock=dev.clock)
-    assert t.warmup_runs == 20
+    # three single runs, then k doubles until 20 ms of warm-up: 3 + 2 + 4 + 8 + 16 = 33 runs, 33 ms
+    assert dev.calls[:7] == [1, 1, 1, 2, 4, 8, 16] and t.warmup_runs == 33
 
 
 def test_k_grows_so_that_a_sample_lasts_min_sample_s():

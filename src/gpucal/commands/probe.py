@@ -29,15 +29,37 @@ def _names(text: str) -> tuple[str, ...]:
     return values
 
 
+def link_sizes(text: str) -> tuple[int, ...]:
+    """``4B..256MiB`` (powers of 2 between) or a list ``4B,1MiB``: copy sizes in bytes (``--sizes``)."""
+    from gpucal.probes.links import sweep_sizes
+
+    try:
+        if ".." in text:
+            lo, hi = (int(parse_positive(v, "bytes")) for v in text.split(".."))
+            if lo > hi:
+                raise InputError(f"--sizes: {text}: the range runs from the smaller size to the larger")
+            sizes = sweep_sizes(lo, hi)
+            if not sizes:
+                raise InputError(f"--sizes: {text}: no power of 2 lies in that range")
+            return sizes
+        return tuple(int(parse_positive(v, "bytes")) for v in text.split(","))
+    except UnitError as exc:
+        raise InputError(f"--sizes: {exc}") from None
+
+
+LINK_PROBES = ("host-link", "d2d", "peer", "latency")
+
+
 def backend_arg(p) -> None:
-    p.add_argument("--backend", default="auto", choices=("auto", "cupy", "numba", "simulator"),
-                   help="device layer: cupy (preferred), numba, or the Numba simulator on the CPU "
-                        "(checks kernels; no GPU figures). Default: auto (cupy, then numba)")
+    p.add_argument("--backend", default="auto", metavar="NAME",
+                   help="device layer: cupy (preferred), numba, simulator (the Numba simulator on the CPU: checks "
+                        "kernels, no GPU figures), or virtual:PROFILE[:N][+OPTION...] (a simulated machine of N "
+                        "cards of a profile, e.g. virtual:rtx4090:8; docs/links.md). Default: auto (cupy, then numba)")
     p.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("probe", help="run one probe: membw, flops (gpucal probe --list)",
+    p = sub.add_parser("probe", help="run one probe: membw, flops, host-link, d2d, peer, latency (gpucal probe --list)",
                        description="Run one probe: verified, timed measurements with their statistics.")
     p.add_argument("name", nargs="?", metavar="NAME", help="the probe (gpucal probe --list)")
     p.add_argument("--list", action="store_true", help="list the probes and exit")
@@ -46,11 +68,13 @@ def add_parser(sub) -> None:
                    help="membw: GEMV dtypes (fp16,bf16,fp32); flops: dtypes or modes "
                         "(fp64,fp32,tf32,fp16,bf16 or e.g. fp16_fp16acc). Default: all the backend has")
     p.add_argument("--sizes", metavar="LIST",
-                   help="membw: bytes per stream buffer (e.g. 512MiB,1GiB); flops: square GEMM sizes (e.g. 4096,8192)")
+                   help="membw: bytes per stream buffer (e.g. 512MiB,1GiB); flops: square GEMM sizes (e.g. 4096,8192); "
+                        "copy probes: sizes, as a list or a range of powers of 2 (4B..256MiB)")
     p.add_argument("--batches", type=_int_list, metavar="LIST",
                    help="GEMV batches (membw) and decode-shape m (flops); default 1,2,4,8,16")
     p.add_argument("--kernels", type=_names, metavar="LIST", help="membw: copy,read,write,triad,gemv (default all)")
     p.add_argument("--gemv-shape", metavar="MxK", help="membw: rows and columns of the GEMV weight (default from the L2)")
+    p.add_argument("--pairs", metavar="LIST", help="peer, latency: pairs of devices, e.g. 0-1,2-3 (default every pair)")
     p.add_argument("--budget", type=float, metavar="S", help="seconds of sampling per case at most (default 2)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(run=run)
@@ -61,6 +85,10 @@ def _config(args, name: str):
     from gpucal.probes import flops, membw
 
     extra = {}
+    if name in LINK_PROBES:
+        return _link_config(args, name)
+    if args.pairs:
+        raise InputError("--pairs: only the peer and latency probes take it")
     if args.batches:
         extra["batches" if name == "membw" else "decode_batches"] = args.batches
     if args.budget is not None:
@@ -112,9 +140,30 @@ def _config(args, name: str):
     return flops.FlopsConfig(**extra)
 
 
+def _link_config(args, name: str):
+    from gpucal.commands.p2p import _pairs
+    from gpucal.probes.links import LinkConfig
+
+    for flag in ("dtype", "batches", "kernels", "gemv_shape"):
+        if getattr(args, flag):
+            raise InputError(f"--{flag.replace('_', '-')}: the {name} probe does not take it")
+    if args.budget is not None and args.budget <= 0:
+        raise InputError(f"--budget: must be positive, got {args.budget}")
+    extra = {"budget_s": args.budget, "pairs": _pairs(args.pairs)}
+    if args.sizes:
+        extra["latency_sizes" if name == "latency" else "sizes"] = link_sizes(args.sizes)
+    return LinkConfig(**extra)
+
+
 def _rate(r) -> str:
     m = r.metrics
     parts = []
+    if "link_Bps" in m:
+        parts.append(format_rate(m["link_Bps"]))
+    if "sum_Bps" in m:
+        parts.append(f"{format_rate(m['fwd_Bps'])} + {format_rate(m['rev_Bps'])} = {format_rate(m['sum_Bps'])}")
+    if "latency_s" in m:
+        parts.append(f"{format_time(m['latency_s'])} per copy")
     if "copy_Bps" in m:
         parts.append(f"copy {format_rate(m['copy_Bps'])}")
     if "dram_Bps" in m:
@@ -180,7 +229,10 @@ def run(args) -> int:
         render.line(f"bytes: {c}", out)
     render.line("statistic: median of n samples (each of k back-to-back runs), after warm-up; every output verified "
                 "before timing", out)
-    if backend.simulated:
+    if backend.simulated and backend.clock == "virtual":
+        render.line("simulated: a virtual machine computes in NumPy and prices each case by its profile; no figure "
+                    "here is a measurement", out)
+    elif backend.simulated:
         render.line("simulated: the Numba simulator runs kernels on the CPU; these times check nothing but that "
                     "the kernels ran, and are no GPU figures", out)
     return 1 if failed else 0

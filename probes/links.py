@@ -1,0 +1,406 @@
+"""Link probes: what a copy costs on every path bytes take — ``host-link``, ``d2d``, ``peer``, ``latency``.
+
+- ``host-link``, per device: H2D and D2H from pinned memory (NUMA-local to the device) and pageable memory,
+  by the copy engine (``ce``) and by a kernel reading or writing mapped pinned memory (``sm``), each swept
+  over sizes; H2D and D2H together (bidirectional) at the largest size.
+- ``d2d``, per device: a copy within device memory by the copy engine and by a kernel.
+- ``peer``, per pair of devices, both ways: the driver's own staging (``memcpyPeerAsync`` with peer access
+  not enabled), an explicit host-staged copy (D2H into pinned memory then H2D, chunked and double
+  buffered), and, where the runtime can reach the peer, P2P with peer access enabled both ways: copy
+  engine, a kernel on the destination reading the peer (``sm-read``), a kernel on the source writing it
+  (``sm-write``); P2P and host staging bidirectional at the largest size.
+- ``latency``: small copies (4 B … 64 KiB) on the host links and between devices: one at a time (issue,
+  wait; host clock), back to back as a program issues them (CUDA events), and the issue cost alone.
+
+Every case fills its source with random bytes and its destination with their complement, copies once,
+compares every byte, then times (blocked start, CUDA events; ``k`` copies per sample, the harness's
+statistics), then compares again: a copy that corrupts while timed fails too, and a failed case gives
+no number. Byte convention: a one-way copy of n bytes is ``link_Bps = n/t``; bidirectional gives each
+direction (``fwd_Bps``, ``rev_Bps``), their sum (``sum_Bps``) and ``union_Bps = 2n/t_union``; a copy
+within a device gives ``copy_Bps = n/t`` and ``dram_Bps = 2n/t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gpucal.errors import InputError
+from gpucal.kernels.backend import Backend
+from gpucal.kernels.links import ENGINES, HOST_MEMORY, Buffer, CopyOp
+from gpucal.kernels.reference import Check, Work
+from gpucal.kernels.nvml import read_clocks
+from gpucal.probes.base import Probe, Result, policy_for, register
+from gpucal.probes.timing import Policy, measure
+from gpucal.probes.topology import pcie_under_load
+
+__all__ = ["LinkConfig", "default_sizes", "sweep_sizes", "LATENCY_SIZES", "run_host_link", "run_d2d", "run_peer",
+           "run_latency", "pairs_of", "CONVENTIONS"]
+
+MAX_SWEEP_BYTES = 256 << 20
+VIRTUAL_MAX_BYTES = 16 << 20  # the virtual machine moves real bytes: its default sweep stops here
+LATENCY_SIZES = tuple(4 ** i for i in range(1, 9))  # 4 B … 64 KiB
+# copies queued behind the blocked start: keep the queue short enough never to fill it
+COPY_MAX_K = 64
+
+CONVENTIONS = {
+    "uni": "link_Bps = n/t (n bytes one way)",
+    "d2d": "copy_Bps = n/t, dram_Bps = 2n/t (n bytes copied within the device)",
+    "bi": "fwd_Bps = n/t_fwd, rev_Bps = n/t_rev, sum_Bps = fwd + rev, union_Bps = 2n/t_union (n bytes each way, "
+          "started together)",
+    "latency": "median seconds per copy of n bytes",
+}
+CLOCKS = {
+    "ops": "CUDA events, blocked start",
+    "oneshot": "host clock: issue one copy, wait for it",
+    "b2b": "CUDA events: copies issued back to back, no gate",
+    "enqueue": "host clock: issuing the copy alone",
+}
+
+
+def sweep_sizes(lo: int = 4, hi: int = MAX_SWEEP_BYTES) -> tuple[int, ...]:
+    """Powers of 2 from ``lo`` to ``hi`` bytes."""
+    out, n = [], 1
+    while n <= hi:
+        if n >= lo:
+            out.append(n)
+        n *= 2
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    sizes: tuple[int, ...] | None = None  # the sweep; default 4 B … 256 MiB (virtual: … 16 MiB)
+    sm_sizes: tuple[int, ...] | None = None  # sizes for the kernel (sm) engines; default the sweep
+    bidirectional_sizes: tuple[int, ...] | None = None  # default: the sweep's largest size
+    latency_sizes: tuple[int, ...] = LATENCY_SIZES
+    engines: tuple[str, ...] | None = None  # default: every engine of each path
+    memory: tuple[str, ...] = HOST_MEMORY
+    devices: tuple[int, ...] | None = None  # host-link, d2d, latency: default every device
+    pairs: tuple[tuple[int, int], ...] | None = None  # peer, latency: unordered pairs; default every pair
+    budget_s: float | None = None  # per case
+    seed: int = 0
+
+
+def default_sizes(backend: Backend) -> tuple[int, ...]:
+    return sweep_sizes(4, VIRTUAL_MAX_BYTES if backend.clock == "virtual" else MAX_SWEEP_BYTES)
+
+
+def _sizes(backend: Backend, config: LinkConfig) -> tuple[int, ...]:
+    return tuple(sorted(set(config.sizes or default_sizes(backend))))
+
+
+def pairs_of(backend: Backend, config: LinkConfig) -> list[tuple[int, int]]:
+    n = backend.device_count()
+    if config.pairs is not None:
+        for a, b in config.pairs:
+            if a == b or not (0 <= a < n and 0 <= b < n):
+                raise InputError(f"--pairs: {a}-{b} is not a pair of two of this machine's {n} devices")
+        return [tuple(p) for p in config.pairs]
+    return [(a, b) for a in range(n) for b in range(a + 1, n)]
+
+
+def _devices(backend: Backend, config: LinkConfig) -> list[int]:
+    n = backend.device_count()
+    if config.devices is None:
+        return list(range(n))
+    bad = [d for d in config.devices if not 0 <= d < n]
+    if bad:
+        raise InputError(f"--devices: device {bad[0]} does not exist (this machine has {n})")
+    return list(config.devices)
+
+
+def _engines(path: str, config: LinkConfig) -> list[str]:
+    return [e for e in ENGINES[path] if config.engines is None or e in config.engines]
+
+
+def _copy_policy(backend: Backend, config: LinkConfig) -> Policy:
+    return replace(policy_for(backend, config.budget_s), max_k=COPY_MAX_K)
+
+
+def applicable(backend: Backend) -> str | None:
+    return backend.links_reason()
+
+
+def applicable_pairs(backend: Backend) -> str | None:
+    reason = backend.links_reason()
+    if reason is None and backend.device_count() < 2:
+        return f"one device ({backend.device().name}): no pair of devices to copy between"
+    return reason
+
+
+# one case --------------------------------------------------------------------------------------------
+class _Source:
+    """Random bytes written to a source buffer once; a case poisons its destination with their complement."""
+
+    def __init__(self, backend: Backend, buf: Buffer, seed: int):
+        self.backend, self.buf = backend, buf
+        self.bytes = np.random.default_rng(seed).integers(0, 256, buf.nbytes, dtype=np.uint8)
+        backend.write(buf, self.bytes)
+
+
+def _compare(backend: Backend, op: CopyOp, expected: np.ndarray) -> Check:
+    got = backend.read(op.dst, op.nbytes)
+    bad = np.flatnonzero(got != expected[: op.nbytes])
+    method = "bit-exact compare of every copied byte"
+    if bad.size == 0:
+        return Check(True, method, op.nbytes, max_abs_err=0.0, tolerance=0.0)
+    i = int(bad[0])
+    return Check(False, method, op.nbytes, index=(i,), got=float(got[i]), expected=float(expected[i]), tolerance=0.0,
+                 max_abs_err=float(bad.size))  # for bytes: how many differ
+
+
+def _base(backend: Backend, probe: str, case: str, params: dict, work: Work, convention: str) -> dict:
+    return dict(probe=probe, case=case, backend=backend.name, source="simulated" if backend.simulated else "measured",
+                device=backend.devices()[params.get("device", params.get("src", 0))].name, params=params, work=work,
+                byte_convention=convention, library=backend.name)
+
+
+def _failed(check: Check, base: dict, when: str) -> Result:
+    return Result(status="failed", check=check, reason=f"verification {when} failed: {int(check.max_abs_err or 0)} of "
+                  f"{check.checked} bytes differ; first at byte {check.index[0]}: got {int(check.got)}, expected "
+                  f"{int(check.expected)}", **base)
+
+
+def _clocks(backend: Backend, device: int):
+    return None if backend.simulated else read_clocks(backend.devices()[device].pci_bus_id)
+
+
+def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_Source], policy: Policy,
+              clock: str = "ops") -> Result:
+    """Verify ``ops`` (one copy each), time them together (one op: one-way; two: bidirectional), verify again."""
+    first = ops[0]
+    n = first.nbytes
+    kind = "bi" if len(ops) == 2 else ("d2d" if first.path == "d2d" else "uni")
+    params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
+              "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
+              "series": first.label, "clock": CLOCKS[clock]}
+    if kind == "bi":
+        params["reverse"] = ops[1].label
+    case = ("bi-" if kind == "bi" else "") + f"{first.label}-{n}B"
+    base = _base(backend, probe, case, params, Work(n * len(ops), n * len(ops), 0), CONVENTIONS[kind])
+    try:
+        for op, src in zip(ops, sources):
+            backend.write(op.dst, ~src.bytes[:n])  # every byte differs from what the copy must bring
+            backend.run_op(op)
+        for op, src in zip(ops, sources):
+            check = _compare(backend, op, src.bytes)
+            if not check.ok:
+                return _failed(check, base, "before timing")
+    except Exception as exc:  # a device error: reported on the case, the run goes on
+        return Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base)
+    before = _clocks(backend, first.device)
+    per_op: list[list[float]] = [[] for _ in ops]
+
+    def run_k(k: int) -> float:
+        times = backend.time_ops(ops, k)
+        for i, t in enumerate(times):
+            per_op[i].append(t / k)
+        return max(times)
+
+    try:
+        timing = measure(run_k, policy, clock_name=f"{backend.clock}: {CLOCKS['ops']}")
+        for op, src in zip(ops, sources):
+            after_check = _compare(backend, op, src.bytes)
+            if not after_check.ok:
+                return _failed(after_check, base, "after timing")
+    except Exception as exc:
+        return Result(status="error", check=check, reason=f"timing: {type(exc).__name__}: {exc}", **base)
+    after = _clocks(backend, first.device)
+    t = timing.median_s
+    if kind == "bi":
+        skip = len(per_op[0]) - timing.n  # the warm-up samples
+        t_fwd, t_rev = (float(np.median(s[skip:])) for s in per_op)
+        metrics = {"fwd_Bps": n / t_fwd, "rev_Bps": n / t_rev, "sum_Bps": n / t_fwd + n / t_rev, "union_Bps": 2 * n / t}
+    elif kind == "d2d":
+        metrics = {"copy_Bps": n / t, "dram_Bps": 2 * n / t}
+    else:
+        metrics = {"link_Bps": n / t}
+    return Result(status="passed", check=check, timing=timing, metrics=metrics, clocks_before=before,
+                  clocks_after=after, **base)
+
+
+def _memory(op: CopyOp) -> str | None:
+    return next((b.kind for b in (op.src, op.dst) if b.on_host), None)
+
+
+def _series(backend: Backend, probe: str, path: str, engine: str, src: _Source, dst: Buffer, sizes, policy) -> list[Result]:
+    out = []
+    for n in sizes:
+        try:
+            op = backend.copy_op(path, engine, src.buf, dst, n)
+        except Exception as exc:
+            out.append(_error(backend, probe, path, engine, src.buf, dst, n, exc))
+            continue
+        out.append(copy_case(backend, probe, [op], [src], policy))
+    return out
+
+
+def _error(backend, probe, path, engine, src: Buffer, dst: Buffer, n: int, exc: Exception) -> Result:
+    label = CopyOp(path, engine, src, dst, n, src.device).label
+    params = {"path": path, "engine": engine, "src": src.device, "dst": dst.device, "bytes": n, "series": label}
+    return Result(status="error", reason=f"{type(exc).__name__}: {exc}",
+                  **_base(backend, probe, f"{label}-{n}B", params, Work(n, n, 0), CONVENTIONS["uni"]))
+
+
+def _waived(backend: Backend, probe: str, case: str, params: dict, reason: str) -> Result:
+    return Result(probe, case, "waived", backend.name, "simulated" if backend.simulated else "measured",
+                  backend.devices()[params.get("src", 0)].name, params=params, reason=reason)
+
+
+# the probes ------------------------------------------------------------------------------------------
+def run_host_link(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
+    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
+    sm_sizes = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
+    top = max(sizes)
+    results = []
+    for d in _devices(backend, config):
+        with backend.local_to(d):
+            dev_src = _Source(backend, backend.alloc("device", top, d), config.seed + 10 * d)
+            dev_dst = backend.alloc("device", top, d)
+            for memory in config.memory:
+                host_src = _Source(backend, backend.alloc(memory, top, d), config.seed + 10 * d + 1)
+                host_dst = backend.alloc(memory, top, d)
+                for path, src, dst in (("h2d", host_src, dev_dst), ("d2h", dev_src, host_dst)):
+                    for engine in _engines(path, config):
+                        if engine == "sm" and memory == "pageable":
+                            continue  # a kernel reaches pinned memory only
+                        results += _series(backend, "host-link", path, engine, src, dst,
+                                           sm_sizes if engine == "sm" else sizes, policy)
+                        if (path, engine, memory) == ("h2d", "ce", "pinned") and results[-1].status == "passed":
+                            # NVML's current PCIe link drops while idle: read it right after the largest copy
+                            gen, width = pcie_under_load(backend, d)
+                            results[-1].params["pcie_under_load"] = {"generation": gen, "width": width}
+                if "ce" in _engines("h2d", config):
+                    for n in (top,) if config.bidirectional_sizes is None else config.bidirectional_sizes:
+                        ops = [backend.copy_op("h2d", "ce", host_src.buf, dev_dst, n),
+                               backend.copy_op("d2h", "ce", dev_src.buf, host_dst, n)]
+                        results.append(copy_case(backend, "host-link", ops, [host_src, dev_src], policy))
+    return results
+
+
+def run_d2d(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
+    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
+    results = []
+    for d in _devices(backend, config):
+        src = _Source(backend, backend.alloc("device", max(sizes), d), config.seed + 10 * d + 2)
+        dst = backend.alloc("device", max(sizes), d)
+        for engine in _engines("d2d", config):
+            results += _series(backend, "d2d", "d2d", engine, src, dst, sizes, policy)
+    return results
+
+
+def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
+    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
+    sm_sizes = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
+    top = max(sizes)
+    bi_sizes = (top,) if config.bidirectional_sizes is None else config.bidirectional_sizes
+    results = []
+    for a, b in pairs_of(backend, config):
+        src = {a: _Source(backend, backend.alloc("device", top, a), config.seed + 100 * a + b),
+               b: _Source(backend, backend.alloc("device", top, b), config.seed + 100 * b + a)}
+        dst = {a: backend.alloc("device", top, a), b: backend.alloc("device", top, b)}
+        backend.set_peer_access(a, b, False)
+        for path in ("driver-staged", "host-staged"):
+            for s, d in ((a, b), (b, a)):
+                for engine in _engines(path, config):
+                    results += _series(backend, "peer", path, engine, src[s], dst[d], sizes, policy)
+            if _engines(path, config) == ["staged"]:
+                for n in bi_sizes:
+                    ops = [backend.copy_op(path, "staged", src[a].buf, dst[b], n),
+                           backend.copy_op(path, "staged", src[b].buf, dst[a], n)]
+                    results.append(copy_case(backend, "peer", ops, [src[a], src[b]], policy))
+        can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
+        if not can:
+            for s, d in ((a, b), (b, a)):
+                results.append(_waived(backend, "peer", f"p2p-dev{s}->dev{d}", {"path": "p2p", "src": s, "dst": d},
+                                       f"the runtime reports no peer access between devices {s} and {d} "
+                                       "(cudaDeviceCanAccessPeer = 0): copies between them are staged"))
+            continue
+        try:
+            backend.set_peer_access(a, b, True)
+        except Exception as exc:
+            results.append(_waived(backend, "peer", f"p2p-dev{a}<->dev{b}", {"path": "p2p", "src": a, "dst": b},
+                                   f"enabling peer access failed: {type(exc).__name__}: {exc}"))
+            continue
+        try:
+            for s, d in ((a, b), (b, a)):
+                for engine in _engines("p2p", config):
+                    results += _series(backend, "peer", "p2p", engine, src[s], dst[d],
+                                       sizes if engine == "ce" else sm_sizes, policy)
+            if "ce" in _engines("p2p", config):
+                for n in bi_sizes:
+                    ops = [backend.copy_op("p2p", "ce", src[a].buf, dst[b], n),
+                           backend.copy_op("p2p", "ce", src[b].buf, dst[a], n)]
+                    results.append(copy_case(backend, "peer", ops, [src[a], src[b]], policy))
+        finally:
+            backend.set_peer_access(a, b, False)
+    return results
+
+
+def _latency_cases(backend: Backend, op: CopyOp, src: _Source, policy: Policy) -> list[Result]:
+    """One-shot, back-to-back and issue-only times of ``op`` (verified first)."""
+    n = op.nbytes
+    out = []
+    for how, fn in (("oneshot", backend.time_oneshot), ("b2b", backend.time_back_to_back),
+                    ("enqueue", backend.time_enqueue)):
+        params = {"path": op.path, "engine": op.engine, "memory": _memory(op), "src": op.src.device,
+                  "dst": op.dst.device, "bytes": n, "latency": how, "series": op.label, "clock": CLOCKS[how]}
+        base = _base(backend, "latency", f"{how}-{op.label}-{n}B", params, Work(n, n, 0), CONVENTIONS["latency"])
+        try:
+            backend.write(op.dst, ~src.bytes[:n])
+            backend.run_op(op)
+            check = _compare(backend, op, src.bytes)
+            if not check.ok:
+                out.append(_failed(check, base, "before timing"))
+                continue
+            timing = measure(lambda k, fn=fn: fn(op, k), policy, clock_name=f"{backend.clock}: {CLOCKS[how]}")
+        except Exception as exc:
+            out.append(Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base))
+            continue
+        out.append(Result(status="passed", check=check, timing=timing, metrics={"latency_s": timing.median_s}, **base))
+    return out
+
+
+def run_latency(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
+    policy = _copy_policy(backend, config)
+    sizes = tuple(sorted(set(config.latency_sizes)))
+    top = max(sizes)
+    results = []
+    for d in _devices(backend, config):
+        with backend.local_to(d):
+            host_src = _Source(backend, backend.alloc("pinned", top, d), config.seed + 7 * d)
+            dev_src = _Source(backend, backend.alloc("device", top, d), config.seed + 7 * d + 1)
+            host_dst, dev_dst = backend.alloc("pinned", top, d), backend.alloc("device", top, d)
+            for n in sizes:
+                for path, src, dst in (("h2d", host_src, dev_dst), ("d2h", dev_src, host_dst)):
+                    results += _latency_cases(backend, backend.copy_op(path, "ce", src.buf, dst, n), src, policy)
+    if backend.device_count() < 2:
+        return results
+    for a, b in pairs_of(backend, config):
+        src = _Source(backend, backend.alloc("device", top, a), config.seed + 11 * a + b)
+        dst = backend.alloc("device", top, b)
+        can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
+        backend.set_peer_access(a, b, False)
+        for n in sizes:
+            results += _latency_cases(backend, backend.copy_op("driver-staged", "ce", src.buf, dst, n), src, policy)
+        if can:
+            backend.set_peer_access(a, b, True)
+            try:
+                for n in sizes:
+                    results += _latency_cases(backend, backend.copy_op("p2p", "ce", src.buf, dst, n), src, policy)
+            finally:
+                backend.set_peer_access(a, b, False)
+    return results
+
+
+for _name, _desc, _run, _applicable in (
+        ("host-link", "host<->device copies: H2D and D2H, pinned and pageable, copy engine and kernel, swept over "
+                      "sizes; bidirectional", run_host_link, applicable),
+        ("d2d", "copies within device memory: copy engine and kernel, swept over sizes", run_d2d, applicable),
+        ("peer", "copies between devices: P2P (copy engine, kernel read, kernel write), the driver's staging and "
+                 "explicit host staging, both ways, swept over sizes; bidirectional", run_peer, applicable_pairs),
+        ("latency", "small copies (4 B - 64 KiB): one at a time, back to back, and the issue cost alone", run_latency,
+         applicable)):
+    register(Probe(_name, _desc, LinkConfig, _applicable, _run))
