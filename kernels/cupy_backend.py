@@ -241,10 +241,10 @@ class BlockedStart:
     def arm(self, stream=None) -> None:
         self.flag_host[0] = 0
         with cupy.cuda.Device(self.device):
-            self.status.fill(0)
             fn = self.backend._module_on(self.device).get_function("spin_wait")
-            with (stream or cupy.cuda.get_current_stream()):
-                fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns))
+            stream = stream or cupy.cuda.get_current_stream()
+            _rt.memsetAsync(self.status.data.ptr, 0, 4, stream.ptr)  # ordered before the spin, on its stream
+            fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns), stream=stream)
 
     def release(self) -> None:
         self.flag_host[0] = 1

@@ -31,6 +31,7 @@ from gpucal.kernels.links import STAGING_CHUNK_BYTES, Buffer, CopyOp, check_op
 __all__ = ["CupyLinks"]
 
 THREADS = 256
+MAX_GATED_COMMANDS = 512  # per stream, queued behind the blocked start
 _PEER_ALREADY_ENABLED, _PEER_NOT_ENABLED = 704, 705
 
 
@@ -118,16 +119,27 @@ class CupyLinks:
         return src != dst and bool(_rt.deviceCanAccessPeer(src, dst))
 
     def set_peer_access(self, a, b, enabled):
-        for x, y in ((a, b), (b, a)):
-            with cupy.cuda.Device(x):
-                try:
-                    if enabled:
-                        _rt.deviceEnablePeerAccess(y)
-                    else:
-                        _rt.deviceDisablePeerAccess(y)
-                except _rt.CUDARuntimeError as exc:
-                    if exc.status not in (_PEER_ALREADY_ENABLED, _PEER_NOT_ENABLED):
-                        raise
+        done = []
+        try:
+            for x, y in ((a, b), (b, a)):
+                self._peer(x, y, enabled)
+                done.append((x, y))
+        except Exception:
+            for x, y in done:  # leave the machine as found: undo the direction that succeeded
+                self._peer(x, y, not enabled)
+            raise
+
+    @staticmethod
+    def _peer(x, y, enabled):
+        with cupy.cuda.Device(x):
+            try:
+                if enabled:
+                    _rt.deviceEnablePeerAccess(y)
+                else:
+                    _rt.deviceDisablePeerAccess(y)
+            except _rt.CUDARuntimeError as exc:
+                if exc.status != (_PEER_ALREADY_ENABLED if enabled else _PEER_NOT_ENABLED):
+                    raise
 
     # copies ----------------------------------------------------------------------------------------
     def _module_on(self, device: int):
@@ -178,7 +190,8 @@ class CupyLinks:
     def _staged(self, op, s, d):
         a, b = op.src.device, op.dst.device
         chunk = min(STAGING_CHUNK_BYTES, op.nbytes)
-        staging = [self.alloc("pinned", chunk, a) for _ in range(2)]
+        with self.local_to(a):  # cudaHostAlloc places the pages when called: on the source's NUMA node
+            staging = [self.alloc("pinned", chunk, a) for _ in range(2)]
         down = op.state["stream"]
         up = self._stream(b)
         with cupy.cuda.Device(a):
@@ -187,6 +200,7 @@ class CupyLinks:
             landed = [cupy.cuda.Event(disable_timing=True) for _ in range(2)]
         op.state.update(staging=staging, up=up)
         chunks = [(i, off, min(chunk, op.nbytes - off)) for i, off in enumerate(range(0, op.nbytes, chunk))]
+        op.state["commands"] = 3 * len(chunks)  # per stream and copy: a wait, a copy, a record per chunk
 
         def enqueue():
             for i, off, n in chunks:
@@ -223,19 +237,22 @@ class CupyLinks:
         """Each op ``k`` times on its stream between a pair of events; behind the blocked start when ``gated``."""
         from gpucal.kernels.cupy_backend import BlockedStart
 
+        # a stream's queue holds about a thousand commands; a host blocked on a full queue behind a closed gate
+        # would never release it, so large host-staged batches are timed as issued
+        gated = gated and max(k * op.state.get("commands", 1) for op in ops) <= MAX_GATED_COMMANDS
         gate = None
-        if gated:
-            first = ops[0].device
-            with cupy.cuda.Device(first):
-                gates = self.__dict__.setdefault("_gates", {})
-                gate = gates.setdefault(first, None) or BlockedStart(self, device=first)
-                gates[first] = gate
-                gate_stream = self._stream(first)
-                gate.arm(gate_stream)
-                opened = cupy.cuda.Event(disable_timing=True)
-                opened.record(gate_stream)
         marks = []
         try:
+            if gated:
+                first = ops[0].device
+                with cupy.cuda.Device(first):
+                    gates = self.__dict__.setdefault("_gates", {})
+                    gate = gates.setdefault(first, None) or BlockedStart(self, device=first)
+                    gates[first] = gate
+                    gate_stream = self._stream(first)
+                    gate.arm(gate_stream)
+                    opened = cupy.cuda.Event(disable_timing=True)
+                    opened.record(gate_stream)
             for op in ops:
                 stream = op.state["stream"]
                 with cupy.cuda.Device(op.device):

@@ -564,7 +564,8 @@ class VirtualBackend(Backend):
         if path == "driver-staged" and (src.device, dst.device) in self._peer_enabled:
             raise GpucalError("the driver stages a peer copy only while peer access is not enabled")
         device = dst.device if engine == "sm-read" or path == "h2d" else src.device
-        return CopyOp(path, engine, src, dst, nbytes, device, {"model": self._path_model(path, src, dst)})
+        gate = path != "driver-staged" and not any(b.kind == "pageable" for b in (src, dst))  # as the cupy backend
+        return CopyOp(path, engine, src, dst, nbytes, device, {"model": self._path_model(path, src, dst), "gate": gate})
 
     def _path_model(self, path, src, dst) -> PathModel:
         m = self.machine

@@ -56,6 +56,7 @@ CLOCKS = {
     "oneshot": "host clock: issue one copy, wait for it",
     "b2b": "CUDA events: copies issued back to back, no gate",
     "enqueue": "host clock: issuing the copy alone",
+    "ungated": "CUDA events, copies as issued (no gate: pageable memory or the driver's staging can block the host)",
 }
 
 
@@ -175,7 +176,8 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
     kind = "bi" if len(ops) == 2 else ("d2d" if first.path == "d2d" else "uni")
     params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
               "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
-              "series": first.label, "clock": CLOCKS[clock]}
+              "series": first.label,
+              "clock": CLOCKS[clock] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
     if kind == "bi":
         params["reverse"] = ops[1].label
     case = ("bi-" if kind == "bi" else "") + f"{first.label}-{n}B"

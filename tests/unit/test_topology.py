@@ -291,3 +291,15 @@ def test_ancestor_words_cover_nvml_levels():
     assert set(ANCESTORS) == {0, 10, 20, 30, 40, 50}
     assert PairTopo(0, 1, None, 0, None, {"read": "ok", "write": None}).p2p_ok is False
     assert PairTopo(0, 1, None, 2, "direct", {}).nvlink_ok is True
+
+
+def test_info_renders_the_topology_of_a_machine():
+    from rich.console import Console
+
+    from gpucal.commands.info import topology_table
+
+    backend = VirtualBackend.from_spec("virtual:h100-sxm:4")
+    console = Console(width=200, record=True)
+    console.print(topology_table(read_topology(backend).to_dict()))
+    text = console.export_text()
+    assert "0 -> 3" in text and "18 (nvswitch)" in text and "across-sockets" in text and "nvlink ok" in text

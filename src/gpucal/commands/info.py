@@ -8,7 +8,7 @@ from dataclasses import asdict
 from gpucal import render
 from gpucal.units import format_bytes, format_rate
 
-__all__ = ["add_parser", "run", "collect"]
+__all__ = ["add_parser", "run", "collect", "topology_table"]
 
 
 def add_parser(sub) -> None:
@@ -26,7 +26,8 @@ def collect() -> dict:
     reports = backends.report(("cupy", "numba"))
     nvml_ok, nvml_detail, versions = nvml_status()
     out = {"host": platform.node(), "backends": [asdict(r) for r in reports],
-           "nvml": {"available": nvml_ok, "detail": nvml_detail, **versions}, "devices": [], "runtime": {}}
+           "nvml": {"available": nvml_ok, "detail": nvml_detail, **versions}, "devices": [], "runtime": {},
+           "topology": {"available": False, "reason": nvml_detail if not nvml_ok else "no GPU backend can run here"}}
     live = next((r.name for r in reports if r.available), None)
     if live:
         be = backends.select(live)
@@ -35,6 +36,9 @@ def collect() -> dict:
             row = asdict(d)
             row["theoretical_memory_Bps"] = d.theoretical_memory_Bps
             out["devices"].append(row)
+        from gpucal.probes.topology import read_topology
+
+        out["topology"] = read_topology(be).to_dict()
     elif nvml_ok:  # a driver without a usable runtime backend: NVML still knows the devices
         out["devices"] = [asdict(d) for d in nvml_devices()]
     return out
@@ -73,4 +77,17 @@ def run(args) -> int:
                      format_rate(peak) if peak else "-", _pcie(d), d.get("uuid") or "-"))
     out.print(render.table(("#", "device", "cc", "SMs", "memory", "L2", "memory peak", "PCIe", "UUID"), rows,
                            right=(0, 3, 4, 5, 6)))
+    if data["topology"].get("pairs"):
+        out.print(topology_table(data["topology"]))
     return 0
+
+
+def topology_table(topo: dict):
+    """The pairs of a topology (``Topology.to_dict()``): common ancestor, NVLinks, NVML's P2P word, NUMA nodes."""
+    numa = {d["index"]: d["numa_node"] for d in topo["devices"]}
+    rows = [(f"{p['src']} -> {p['dst']}", p["common_ancestor"] or "-",
+             f"{p['nvlinks']} ({p['nvlink_via']})" if p["nvlinks"] else "-",
+             ", ".join(f"{k} {v}" for k, v in p["p2p"].items() if v is not None) or "-",
+             f"{numa.get(p['src'])} / {numa.get(p['dst'])}") for p in topo["pairs"]]
+    return render.table(("pair", "common ancestor", "NVLinks", "NVML P2P", "NUMA nodes"), rows,
+                        title="topology (NVML); gpucal p2p measures what each pair really does")
