@@ -20,7 +20,7 @@ from gpucal.kernels.reference import Check, Work
 from gpucal.probes.timing import POLICY_GPU, POLICY_SIMULATOR, Policy, Timing, measure
 
 __all__ = ["Result", "Probe", "Peak", "PROBES", "register", "all_probes", "timed_case", "waived", "policy_for",
-           "STATUSES"]
+           "STATUSES", "source_of"]
 
 STATUSES = ("passed", "waived", "failed", "error")
 
@@ -109,13 +109,14 @@ def policy_for(backend: Backend, budget_s: float | None = None) -> Policy:
     return replace(policy, budget_s=budget_s) if budget_s is not None else policy
 
 
-def _source(backend: Backend) -> str:
+def source_of(backend: Backend) -> str:
+    """``simulated`` for the simulator and virtual machines, ``measured`` on a GPU."""
     return "simulated" if backend.simulated else "measured"
 
 
 def waived(backend: Backend, probe: str, case: str, reason: str) -> Result:
     """A case this backend cannot run, with the reason."""
-    return Result(probe, case, "waived", backend.name, _source(backend), backend.device().name, reason=reason)
+    return Result(probe, case, "waived", backend.name, source_of(backend), backend.device().name, reason=reason)
 
 
 def rates(work: Work, seconds: float, peak: Peak | None, extra: dict | None = None) -> dict:
@@ -137,7 +138,7 @@ def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work
     """Run ``launch`` once, ``verify`` its output, then time it (a failed check is never timed), and
     derive the rates from the declared ``work`` and the median time (``extra(t)`` adds named ones)."""
     device = backend.device()
-    base = dict(probe=probe, case=case, backend=backend.name, source=_source(backend), device=device.name,
+    base = dict(probe=probe, case=case, backend=backend.name, source=source_of(backend), device=device.name,
                 params=params, work=work, byte_convention=byte_convention, library=library)
     try:
         launch()

@@ -31,7 +31,7 @@ from gpucal.kernels.backend import Backend
 from gpucal.kernels.links import ENGINES, HOST_MEMORY, Buffer, CopyOp
 from gpucal.kernels.reference import Check, Work
 from gpucal.kernels.nvml import read_clocks
-from gpucal.probes.base import Probe, Result, policy_for, register
+from gpucal.probes.base import Probe, Result, policy_for, register, source_of
 from gpucal.probes.timing import Policy, measure
 from gpucal.probes.topology import pcie_under_load
 
@@ -153,7 +153,7 @@ def _compare(backend: Backend, op: CopyOp, expected: np.ndarray) -> Check:
 
 
 def _base(backend: Backend, probe: str, case: str, params: dict, work: Work, convention: str) -> dict:
-    return dict(probe=probe, case=case, backend=backend.name, source="simulated" if backend.simulated else "measured",
+    return dict(probe=probe, case=case, backend=backend.name, source=source_of(backend),
                 device=backend.devices()[params.get("device", params.get("src", 0))].name, params=params, work=work,
                 byte_convention=convention, library=backend.name)
 
@@ -168,8 +168,7 @@ def _clocks(backend: Backend, device: int):
     return None if backend.simulated else read_clocks(backend.devices()[device].pci_bus_id)
 
 
-def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_Source], policy: Policy,
-              clock: str = "ops") -> Result:
+def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_Source], policy: Policy) -> Result:
     """Verify ``ops`` (one copy each), time them together (one op: one-way; two: bidirectional), verify again."""
     first = ops[0]
     n = first.nbytes
@@ -177,7 +176,7 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
     params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
               "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
               "series": first.label,
-              "clock": CLOCKS[clock] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
+              "clock": CLOCKS["ops"] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
     if kind == "bi":
         params["reverse"] = ops[1].label
     case = ("bi-" if kind == "bi" else "") + f"{first.label}-{n}B"
@@ -241,13 +240,14 @@ def _series(backend: Backend, probe: str, path: str, engine: str, src: _Source, 
 
 def _error(backend, probe, path, engine, src: Buffer, dst: Buffer, n: int, exc: Exception) -> Result:
     label = CopyOp(path, engine, src, dst, n, src.device).label
-    params = {"path": path, "engine": engine, "src": src.device, "dst": dst.device, "bytes": n, "series": label}
+    params = {"path": path, "engine": engine, "src": src.device, "dst": dst.device, "bytes": n, "direction": "one-way",
+              "series": label}
     return Result(status="error", reason=f"{type(exc).__name__}: {exc}",
                   **_base(backend, probe, f"{label}-{n}B", params, Work(n, n, 0), CONVENTIONS["uni"]))
 
 
 def _waived(backend: Backend, probe: str, case: str, params: dict, reason: str) -> Result:
-    return Result(probe, case, "waived", backend.name, "simulated" if backend.simulated else "measured",
+    return Result(probe, case, "waived", backend.name, source_of(backend),
                   backend.devices()[params.get("src", 0)].name, params=params, reason=reason)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gpucal.kernels.links import ENGINES, STAGING_CHUNK_BYTES
-from gpucal.kernels.virtual import (
+from gpucal.kernels.virtual import VirtualBackend
+from gpucal.kernels.virtual_machine import (
     ALPHA_S,
     NVLINK_EFFICIENCY,
     PCIE_EFFICIENCY,
     Faults,
-    VirtualBackend,
     VirtualMachine,
     parse_spec,
     pcie_Bps,
