@@ -313,4 +313,4 @@ def select(name: str = "auto", device: int = 0) -> Backend:
                                                                       device=device)
     said = "; ".join(f"{r.name}: {r.detail}" for r in reports)
     raise NoDeviceError(f"no GPU backend can run here ({said}); to check the kernels on the CPU, "
-                        "use --backend simulator")
+                        "use --backend simulator; to simulate a machine, --backend virtual:PROFILE[:N]")

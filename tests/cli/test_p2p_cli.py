@@ -95,3 +95,16 @@ def test_probe_peer_and_latency_on_a_virtual_machine():
     proc = run_gpucal(*args)
     assert proc.returncode == 0, proc.stderr
     assert "no figure here is a measurement" in proc.stdout and "median seconds per copy" in proc.stdout
+
+
+def test_p2p_full_and_pairs():
+    proc = run_gpucal("p2p", "--backend", "virtual:rtx4090:4+p2p=on", "--pairs", "2-3", "--full", "--sizes", "4B..64KiB",
+                      "--budget", "0.05", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [(v["src"], v["dst"]) for v in data["verdicts"]] == [(2, 3), (3, 2)]
+    assert {v["verdict"] for v in data["verdicts"]} == {"p2p-pcie"}
+    memories = {f["memory"] for f in data["fits"] if f["path"] == "h2d"}
+    assert memories == {"pinned", "pageable"}  # --full: the whole host-link probe
+    assert {f["engine"] for f in data["fits"] if f["path"] == "p2p"} == {"ce", "sm-read", "sm-write"}
+    assert all(f["fit"] for f in data["fits"] if f["path"] == "p2p")  # every engine swept

@@ -66,7 +66,8 @@ def run(args) -> int:
     out.print(render.table(("backend", "available", "detail"),
                            [(b["name"], "yes" if b["available"] else "no", b["detail"]) for b in data["backends"]]))
     if not data["devices"]:
-        render.line("no GPU here: gpucal probe ... --backend simulator checks the kernels on the CPU", out)
+        render.line("no GPU here: gpucal probe ... --backend simulator checks the kernels on the CPU; "
+                    "--backend virtual:PROFILE[:N] simulates a machine (e.g. gpucal p2p --backend virtual:rtx4090:8)", out)
         return 0
     rows = []
     for d in data["devices"]:
