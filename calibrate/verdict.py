@@ -84,10 +84,10 @@ def pair_verdict(src: int, dst: int, can_access: bool, topology: Topology, fits:
     pcie_load = pcie_load or {}
     reasons = []
     pair = topology.pair(src, dst) if topology.available else None
-    p2p = [f for f in find(fits, "p2p", src, dst)]
+    p2p = find(fits, "p2p", src, dst)
     p2p_ce = next((f for f in p2p if f.engine == "ce"), None)
-    staged = [f for f in find(fits, "driver-staged", src, dst) + find(fits, "host-staged", src, dst) if f.verified]
-    best_staged = max(staged, key=lambda f: f.beta_Bps or 0.0, default=None)
+    staged_all = find(fits, "driver-staged", src, dst) + find(fits, "host-staged", src, dst)
+    best_staged = max((f for f in staged_all if f.verified), key=lambda f: f.beta_Bps or 0.0, default=None)
     evidence = {
         "runtime_can_access_peer": can_access,
         "nvml_p2p": pair.p2p if pair else None,
@@ -97,7 +97,7 @@ def pair_verdict(src: int, dst: int, can_access: bool, topology: Topology, fits:
         "paths": {f.series: {"alpha_s": f.fit.alpha_s if f.fit else None, "beta_Bps": f.beta_Bps,
                              "r2": f.fit.r2 if f.fit else None, "n": f.fit.n if f.fit else 0, "verified": f.verified,
                              "source": f.source}
-                  for f in p2p + find(fits, "driver-staged", src, dst) + find(fits, "host-staged", src, dst)},
+                  for f in p2p + staged_all},
     }
     reasons.append(f"runtime: peer access {'possible' if can_access else 'not possible'} (cudaDeviceCanAccessPeer)")
     if pair:

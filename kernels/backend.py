@@ -5,11 +5,14 @@
 | cupy        | real GPU (preferred)                    | RawKernel + cuBLAS      | CUDA events      |
 | numba       | real GPU through numba-cuda             | Numba kernels           | CUDA events      |
 | simulator   | CPU: numba-cuda, NUMBA_ENABLE_CUDASIM=1 | Numba kernels           | host clock       |
+| virtual     | CPU: N cards built from a profile       | NumPy                   | virtual clock    |
 
 A backend owns arrays, launches kernels and times ``k`` launches; it knows nothing of statistics.
 CuPy and Numba are imported only when a backend is asked for (``import gpucal`` needs neither).
 ``select("auto")`` tries cupy, then numba; with no device it raises ``NoDeviceError`` whose one line
-says what each backend reported and how to run on the simulator.
+says what each backend reported and how to run on the simulator or a virtual machine
+(``select("virtual:PROFILE[:N]")``, ``kernels/virtual.py``). The copy probes' part of the interface
+(buffers, copies, their clocks) is described in ``kernels/links.py``.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ class Backend:
 
     name = "base"
     simulated = False  # True: results are labelled simulated, never presented as measurements
-    clock = "host"  # how time_k measures: "cuda-events" or "host"
+    clock = "host"  # how time_k measures: "cuda-events", "host" or "virtual" (priced by a profile)
     xp = np
 
     # devices

@@ -266,11 +266,15 @@ class VirtualBackend(Backend):
             return m.peer(src.device, dst.device).model
         return m.staged(src.device, dst.device, driver=path == "driver-staged")
 
-    def _staging_fill_s(self, op) -> float:
-        if op.path != "host-staged":
-            return 0.0
-        a, b = self.machine.devices[op.src.device].d2h, self.machine.devices[op.dst.device].h2d
-        return min(op.nbytes, STAGING_CHUNK_BYTES) / max(a.beta_Bps, b.beta_Bps)
+    def _copy_s(self, op, oneshot: bool = False) -> float:
+        """One copy's virtual time: pipelined (back to back) or one-shot; explicit staging also fills its
+        pipeline with one chunk at the faster hop's rate."""
+        model = op.state["model"]
+        t = model.oneshot_s(op.nbytes) if oneshot else model.pipelined_s(op.nbytes)
+        if op.path == "host-staged":
+            a, b = self.machine.devices[op.src.device].d2h, self.machine.devices[op.dst.device].h2d
+            t += min(op.nbytes, STAGING_CHUNK_BYTES) / max(a.beta_Bps, b.beta_Bps)
+        return t
 
     def run_op(self, op):
         n, src, dst = op.nbytes, op.src.handle, op.dst.handle
@@ -290,16 +294,13 @@ class VirtualBackend(Backend):
         return f"{how}:{op.label}:{op.nbytes}"
 
     def time_ops(self, ops, k):
-        return [self._clock.sample(self._key(op, "ops"), k * (op.state["model"].pipelined_s(op.nbytes)
-                                                              + self._staging_fill_s(op))) for op in ops]
+        return [self._clock.sample(self._key(op, "ops"), k * self._copy_s(op)) for op in ops]
 
     def time_back_to_back(self, op, k):
-        per = max(ENQUEUE_S, op.state["model"].pipelined_s(op.nbytes) + self._staging_fill_s(op))
-        return self._clock.sample(self._key(op, "b2b"), k * per)
+        return self._clock.sample(self._key(op, "b2b"), k * max(ENQUEUE_S, self._copy_s(op)))
 
     def time_oneshot(self, op, k):
-        per = op.state["model"].oneshot_s(op.nbytes) + self._staging_fill_s(op)
-        return self._clock.sample(self._key(op, "oneshot"), k * per)
+        return self._clock.sample(self._key(op, "oneshot"), k * self._copy_s(op, oneshot=True))
 
     def time_enqueue(self, op, k):
         return self._clock.sample(self._key(op, "enqueue"), k * ENQUEUE_S)

@@ -114,9 +114,11 @@ def source_of(backend: Backend) -> str:
     return "simulated" if backend.simulated else "measured"
 
 
-def waived(backend: Backend, probe: str, case: str, reason: str) -> Result:
-    """A case this backend cannot run, with the reason."""
-    return Result(probe, case, "waived", backend.name, source_of(backend), backend.device().name, reason=reason)
+def waived(backend: Backend, probe: str, case: str, reason: str, params: dict | None = None,
+           device: int | None = None) -> Result:
+    """A case this backend cannot run, with the reason (``device``: its index, default the backend's)."""
+    name = backend.devices()[device].name if device is not None else backend.device().name
+    return Result(probe, case, "waived", backend.name, source_of(backend), name, params=params or {}, reason=reason)
 
 
 def rates(work: Work, seconds: float, peak: Peak | None, extra: dict | None = None) -> dict:

@@ -31,7 +31,7 @@ from gpucal.kernels.backend import Backend
 from gpucal.kernels.links import ENGINES, HOST_MEMORY, Buffer, CopyOp
 from gpucal.kernels.reference import Check, Work
 from gpucal.kernels.nvml import read_clocks
-from gpucal.probes.base import Probe, Result, policy_for, register, source_of
+from gpucal.probes.base import Probe, Result, policy_for, register, source_of, waived
 from gpucal.probes.timing import Policy, measure
 from gpucal.probes.topology import pcie_under_load
 
@@ -88,8 +88,11 @@ def default_sizes(backend: Backend) -> tuple[int, ...]:
     return sweep_sizes(4, VIRTUAL_MAX_BYTES if backend.clock == "virtual" else MAX_SWEEP_BYTES)
 
 
-def _sizes(backend: Backend, config: LinkConfig) -> tuple[int, ...]:
-    return tuple(sorted(set(config.sizes or default_sizes(backend))))
+def _sizes(backend: Backend, config: LinkConfig) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The sweep, the kernel engines' sizes and the bidirectional sizes of ``config``."""
+    sizes = tuple(sorted(set(config.sizes or default_sizes(backend))))
+    sm = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
+    return sizes, sm, (max(sizes),) if config.bidirectional_sizes is None else config.bidirectional_sizes
 
 
 def pairs_of(backend: Backend, config: LinkConfig) -> list[tuple[int, int]]:
@@ -246,15 +249,9 @@ def _error(backend, probe, path, engine, src: Buffer, dst: Buffer, n: int, exc: 
                   **_base(backend, probe, f"{label}-{n}B", params, Work(n, n, 0), CONVENTIONS["uni"]))
 
 
-def _waived(backend: Backend, probe: str, case: str, params: dict, reason: str) -> Result:
-    return Result(probe, case, "waived", backend.name, source_of(backend),
-                  backend.devices()[params.get("src", 0)].name, params=params, reason=reason)
-
-
 # the probes ------------------------------------------------------------------------------------------
 def run_host_link(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
-    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
-    sm_sizes = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
+    (sizes, sm_sizes, bi_sizes), policy = _sizes(backend, config), _copy_policy(backend, config)
     top = max(sizes)
     results = []
     for d in _devices(backend, config):
@@ -275,7 +272,7 @@ def run_host_link(backend: Backend, config: LinkConfig = LinkConfig()) -> list[R
                             gen, width = pcie_under_load(backend, d)
                             results[-1].params["pcie_under_load"] = {"generation": gen, "width": width}
                 if "ce" in _engines("h2d", config):
-                    for n in (top,) if config.bidirectional_sizes is None else config.bidirectional_sizes:
+                    for n in bi_sizes:
                         ops = [backend.copy_op("h2d", "ce", host_src.buf, dev_dst, n),
                                backend.copy_op("d2h", "ce", dev_src.buf, host_dst, n)]
                         results.append(copy_case(backend, "host-link", ops, [host_src, dev_src], policy))
@@ -283,7 +280,7 @@ def run_host_link(backend: Backend, config: LinkConfig = LinkConfig()) -> list[R
 
 
 def run_d2d(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
-    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
+    sizes, policy = _sizes(backend, config)[0], _copy_policy(backend, config)
     results = []
     for d in _devices(backend, config):
         src = _Source(backend, backend.alloc("device", max(sizes), d), config.seed + 10 * d + 2)
@@ -294,10 +291,8 @@ def run_d2d(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]
 
 
 def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
-    sizes, policy = _sizes(backend, config), _copy_policy(backend, config)
-    sm_sizes = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
+    (sizes, sm_sizes, bi_sizes), policy = _sizes(backend, config), _copy_policy(backend, config)
     top = max(sizes)
-    bi_sizes = (top,) if config.bidirectional_sizes is None else config.bidirectional_sizes
     results = []
     for a, b in pairs_of(backend, config):
         src = {a: _Source(backend, backend.alloc("device", top, a), config.seed + 100 * a + b),
@@ -316,15 +311,17 @@ def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result
         can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
         if not can:
             for s, d in ((a, b), (b, a)):
-                results.append(_waived(backend, "peer", f"p2p-dev{s}->dev{d}", {"path": "p2p", "src": s, "dst": d},
-                                       f"the runtime reports no peer access between devices {s} and {d} "
-                                       "(cudaDeviceCanAccessPeer = 0): copies between them are staged"))
+                results.append(waived(backend, "peer", f"p2p-dev{s}->dev{d}",
+                                      f"the runtime reports no peer access between devices {s} and {d} "
+                                      "(cudaDeviceCanAccessPeer = 0): copies between them are staged",
+                                      {"path": "p2p", "src": s, "dst": d}, device=s))
             continue
         try:
             backend.set_peer_access(a, b, True)
         except Exception as exc:
-            results.append(_waived(backend, "peer", f"p2p-dev{a}<->dev{b}", {"path": "p2p", "src": a, "dst": b},
-                                   f"enabling peer access failed: {type(exc).__name__}: {exc}"))
+            results.append(waived(backend, "peer", f"p2p-dev{a}<->dev{b}",
+                                  f"enabling peer access failed: {type(exc).__name__}: {exc}",
+                                  {"path": "p2p", "src": a, "dst": b}, device=a))
             continue
         try:
             for s, d in ((a, b), (b, a)):
@@ -358,6 +355,10 @@ def _latency_cases(backend: Backend, op: CopyOp, src: _Source, policy: Policy) -
                 out.append(_failed(check, base, "before timing"))
                 continue
             timing = measure(lambda k, fn=fn: fn(op, k), policy, clock_name=f"{backend.clock}: {CLOCKS[how]}")
+            after = _compare(backend, op, src.bytes)
+            if not after.ok:
+                out.append(_failed(after, base, "after timing"))
+                continue
         except Exception as exc:
             out.append(Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base))
             continue

@@ -142,13 +142,7 @@ def read_topology(backend: Backend) -> Topology:
     if nv is None:
         return Topology(False, backend.nvml_reason, "nvml")
     source = "simulated" if backend.simulated else "nvml"
-    count = _call(nv, "nvmlDeviceGetCount") or 0
-    handles = {}
-    for i in range(count):
-        h = _call(nv, "nvmlDeviceGetHandleByIndex", i)
-        if h is not None:
-            pci = _call(nv, "nvmlDeviceGetPciInfo", h)
-            handles[_key(getattr(pci, "busId", None))] = (i, h)
+    handles = _handles(nv)
     max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
     devices, hs, links = [], {}, {}
     for info in backend.devices():
@@ -189,6 +183,16 @@ def read_topology(backend: Backend) -> Topology:
                     tuple(devices), tuple(pairs))
 
 
+def _handles(nv) -> dict:
+    """PCI bus id (normalised) -> (NVML index, handle) of every device NVML sees."""
+    out = {}
+    for i in range(_call(nv, "nvmlDeviceGetCount") or 0):
+        h = _call(nv, "nvmlDeviceGetHandleByIndex", i)
+        if h is not None:
+            out[_key(getattr(_call(nv, "nvmlDeviceGetPciInfo", h), "busId", None))] = (i, h)
+    return out
+
+
 def _numa(nv, h, bus_id: str | None) -> int | None:
     node = _call(nv, "nvmlDeviceGetNumaNodeId", h)
     if node is not None:
@@ -211,9 +215,8 @@ def pcie_under_load(backend: Backend, device: int) -> tuple[int | None, int | No
     nv = backend.nvml()
     if nv is None:
         return None, None
-    info = backend.devices()[device]
-    for i in range(_call(nv, "nvmlDeviceGetCount") or 0):
-        h = _call(nv, "nvmlDeviceGetHandleByIndex", i)
-        if h is not None and _key(getattr(_call(nv, "nvmlDeviceGetPciInfo", h), "busId", None)) == _key(info.pci_bus_id):
-            return (_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", h), _call(nv, "nvmlDeviceGetCurrPcieLinkWidth", h))
-    return None, None
+    found = _handles(nv).get(_key(backend.devices()[device].pci_bus_id))
+    if found is None:
+        return None, None
+    h = found[1]
+    return _call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", h), _call(nv, "nvmlDeviceGetCurrPcieLinkWidth", h)
