@@ -227,6 +227,13 @@ class Backend:
     def time_enqueue(self, op: CopyOp, k: int) -> float:
         raise NotImplementedError
 
+    def activate(self) -> None:
+        """Make this backend's device the current one (arrays and kernels without an explicit device)."""
+
+    def on_device(self, device: int) -> Backend:
+        """A backend of the same kind whose kernels run on ``device`` (this one when it already does)."""
+        return self if device == self.device_index else type(self)(device=device)
+
     def local_to(self, device: int):
         """A context in which host memory is allocated and touched NUMA-local to ``device``."""
         import contextlib

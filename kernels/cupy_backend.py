@@ -67,6 +67,10 @@ class CupyBackend(CupyLinks, Backend):
         self.copy_kernel, self.copy_waves = COPY_KERNEL, COPY_WAVES  # grid = waves × the blocks resident
 
     # devices -------------------------------------------------------------------------------------
+
+    def activate(self) -> None:
+        cupy.cuda.Device(self.device_index).use()
+
     def _info(self, i: int) -> DeviceInfo:
         props = _rt.getDeviceProperties(i)
         attr = _rt.deviceGetAttribute

@@ -34,6 +34,9 @@ class FakeNvml:
             raise FakeNvmlError("invalid argument")
         return self.m.devices[h]
 
+    def nvmlSystemGetDriverVersion(self):
+        return "virtual"
+
     def nvmlDeviceGetCount(self):
         return self.m.count
 

@@ -63,6 +63,10 @@ class NumbaBackend(Backend):
         cuda.select_device(device)
         self._devices = None
 
+
+    def on_device(self, device: int) -> NumbaBackend:
+        return self if device == self.device_index else NumbaBackend(self.simulated, device)
+
     def devices(self) -> list[DeviceInfo]:
         if self._devices is not None:
             return self._devices

@@ -101,6 +101,14 @@ class VirtualBackend(Backend):
         doc = resolve_document(profile, "--backend", "profile")
         return cls(VirtualMachine(doc.data, doc.name, count, faults), device)
 
+    def on_device(self, device: int) -> VirtualBackend:
+        """The same machine (its clock and peer state shared), with kernels on ``device``."""
+        if device == self.device_index:
+            return self
+        other = VirtualBackend(self.machine, device)
+        other._clock, other._peer_enabled = self._clock, self._peer_enabled
+        return other
+
     # devices ---------------------------------------------------------------------------------------
     def devices(self) -> list[DeviceInfo]:
         return [DeviceInfo(index=d.index, name=d.name, uuid=d.uuid, memory_bytes=d.memory_bytes,
@@ -205,6 +213,21 @@ class VirtualBackend(Backend):
     def _flops(mode, have):
         keys = ("fp64_tensor", "fp64") if mode == "fp64" else (mode,)
         return next((have[k] for k in keys if have.get(k)), None)
+
+    def plateau_size(self, modes) -> int:
+        """The smallest square GEMM size (256 … 8192, powers of 2) at which every one of ``modes`` is bound by
+        its FLOP/s rather than its memory: the virtual machine's plateau,
+        reached without NumPy multiplying 8192³ matrices."""
+        from gpucal.kernels.reference import gemm_work
+
+        have, bw = self._dev().flops, self._dev().memory_Bps
+        n = 256
+        while n < 8192:
+            works = [(gemm_work(n, n, n, m), self._flops(m, have)) for m in modes if self._flops(m, have)]
+            if all(w.flop / f >= w.bytes_moved / bw for w, f in works):
+                break
+            n *= 2
+        return n
 
     def gemm_launcher(self, a, b, c, mode):
         from gpucal.kernels.reference import GEMM_MODES, gemm_work

@@ -17,7 +17,7 @@ from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import GEMM_MODES, Check, check_close, gemm_reference, gemm_tolerance, gemm_work
 from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
 
-__all__ = ["FlopsConfig", "run", "applicable", "datasheet_peak"]
+__all__ = ["FlopsConfig", "run", "applicable", "datasheet_peak", "default_sizes"]
 
 SIM_SIZES = (19, 32)
 SIM_DECODE_K = 24
@@ -27,7 +27,7 @@ PEAK_KEYS = {"fp64": ("fp64_tensor", "fp64")}
 @dataclass(frozen=True)
 class FlopsConfig:
     modes: tuple[str, ...] | None = None  # default: every mode the backend runs
-    sizes: tuple[int, ...] | None = None  # square sizes; default (8192,) on a GPU
+    sizes: tuple[int, ...] | None = None  # square sizes; default_sizes(): 8192 on a GPU
     decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
     decode_k: int | None = None  # n = k of the decode shapes; default 8192 on a GPU
     budget_s: float | None = None
@@ -77,10 +77,18 @@ def _case(backend: Backend, mode: str, m: int, n: int, k: int, library: str, con
                       peak=datasheet_peak(backend.device().name, mode))
 
 
+def default_sizes(backend: Backend, modes) -> tuple[int, ...]:
+    """8192 on a GPU (the plateau on H100); tiny sizes on the simulator; on a virtual machine the smallest
+    size at which its FLOP/s, not its memory, bounds every mode."""
+    if backend.clock == "virtual":
+        return (backend.plateau_size(modes),)
+    return SIM_SIZES if backend.simulated else (8192,)
+
+
 def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
     offered = backend.gemm_modes()
     results = []
-    sizes = config.sizes or (SIM_SIZES if backend.simulated else (8192,))
+    sizes = config.sizes or default_sizes(backend, [m for m in config.modes or offered if m in offered])
     decode_k = config.decode_k or (SIM_DECODE_K if backend.simulated else 8192)
     for mode in config.modes or tuple(offered):
         if mode not in offered:

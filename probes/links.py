@@ -9,8 +9,9 @@
   buffered), and, where the runtime can reach the peer, P2P with peer access enabled both ways: copy
   engine, a kernel on the destination reading the peer (``sm-read``), a kernel on the source writing it
   (``sm-write``); P2P and host staging bidirectional at the largest size.
-- ``latency``: small copies (4 B … 64 KiB) on the host links and between devices: one at a time (issue,
-  wait; host clock), back to back as a program issues them (CUDA events), and the issue cost alone.
+- ``latency``: small copies (4 B … 64 KiB) on the host links and between devices (both ways: the driver's
+  staging, explicit host staging and, where the runtime allows it, P2P): one at a time (issue, wait; host
+  clock), back to back as a program issues them (CUDA events), and the issue cost alone.
 
 Every case fills its source with random bytes and its destination with their complement, copies once,
 compares every byte, then times (blocked start, CUDA events; ``k`` copies per sample, the harness's
@@ -178,7 +179,8 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
     kind = "bi" if len(ops) == 2 else ("d2d" if first.path == "d2d" else "uni")
     params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
               "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
-              "series": first.label,
+              "series": first.label, "host_numa_node": next((b.numa_node for b in (first.src, first.dst) if b.on_host),
+                                                            None),
               "clock": CLOCKS["ops"] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
     if kind == "bi":
         params["reverse"] = ops[1].label
@@ -382,17 +384,23 @@ def run_latency(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Res
     if backend.device_count() < 2:
         return results
     for a, b in pairs_of(backend, config):
-        src = _Source(backend, backend.alloc("device", top, a), config.seed + 11 * a + b)
-        dst = backend.alloc("device", top, b)
+        src = {d: _Source(backend, backend.alloc("device", top, d), config.seed + 11 * d + (a if d == b else b))
+               for d in (a, b)}
+        dst = {d: backend.alloc("device", top, d) for d in (a, b)}
         can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
         backend.set_peer_access(a, b, False)
-        for n in sizes:
-            results += _latency_cases(backend, backend.copy_op("driver-staged", "ce", src.buf, dst, n), src, policy)
+        for s, d in ((a, b), (b, a)):
+            for path, engine in (("driver-staged", "ce"), ("host-staged", "staged")):
+                for n in sizes:
+                    results += _latency_cases(backend, backend.copy_op(path, engine, src[s].buf, dst[d], n), src[s],
+                                              policy)
         if can:
             backend.set_peer_access(a, b, True)
             try:
-                for n in sizes:
-                    results += _latency_cases(backend, backend.copy_op("p2p", "ce", src.buf, dst, n), src, policy)
+                for s, d in ((a, b), (b, a)):
+                    for n in sizes:
+                        results += _latency_cases(backend, backend.copy_op("p2p", "ce", src[s].buf, dst[d], n), src[s],
+                                                  policy)
             finally:
                 backend.set_peer_access(a, b, False)
     return results

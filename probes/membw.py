@@ -120,6 +120,8 @@ def _stream_case(backend: Backend, kind: str, n_bytes: int, config: MembwConfig)
 
 
 def _library(backend: Backend) -> str:
+    if backend.clock == "virtual":
+        return "NumPy; timed on the virtual clock"
     return "CuPy RawKernel (cuda_src.py)" if backend.name == "cupy" else f"{backend.name}: numba_kernels.py"
 
 

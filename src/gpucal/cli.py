@@ -25,7 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> ArgumentParser:
-    from gpucal.commands import info, p2p, plan, probe, profiles
+    from gpucal.commands import calibrate, compare, info, p2p, plan, plot, probe, profiles
 
     parser = ArgumentParser(
         prog="gpucal",
@@ -37,8 +37,11 @@ def build_parser() -> ArgumentParser:
     info.add_parser(sub)
     probe.add_parser(sub)
     p2p.add_parser(sub)
+    calibrate.add_parser(sub)
     plan.add_parser(sub)
     profiles.add_parser(sub)
+    compare.add_parser(sub)
+    plot.add_parser(sub)
     return parser
 
 
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``gpucal`` with ``argv`` (default: the process's arguments); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command line, for provenance
     try:
         return int(args.run(args) or 0)
     except GpucalError as exc:

@@ -21,12 +21,15 @@ __all__ = [
     "DTYPES",
     "DEFAULT_FLOPS_MODE",
     "GpuChoice",
+    "flops_entry",
     "LinkChoice",
     "suggest",
     "resolve_document",
     "resolve_gpu",
     "resolve_link",
     "resolve_model",
+    "profile_link",
+    "planner_link",
 ]
 
 # Bytes per value of each weight dtype, and the FLOP/s entry used for it when nothing else is named.
@@ -75,7 +78,9 @@ def _provenance(quantity: dict, profile_name: str) -> str:
     return f"{text} ({quantity['ref']})" if quantity.get("ref") else text
 
 
-def _flops_entry(device: dict, doc: profiles.Document, dtype: str, mode: str | None) -> tuple[str, dict]:
+def flops_entry(device: dict, doc: profiles.Document, dtype: str, mode: str | None) -> tuple[str, dict]:
+    """The FLOP/s entry the planner uses for weights of ``dtype`` (or the named ``mode``): (mode, quantity).
+    Refuses (naming --dtype or --flops-mode) an entry the profile lacks or knows no value for."""
     named = mode is not None
     if mode is None:
         mode = device.get("plan_flops_mode", {}).get(dtype, DEFAULT_FLOPS_MODE[dtype])
@@ -115,7 +120,7 @@ def resolve_gpu(text: str, *, dtype: str = "fp16", flops_mode: str | None = None
     if "flops" in overrides:
         mode, values["flops"], sources["flops"] = "flag", overrides["flops"], "flag"
     else:
-        mode, entry = _flops_entry(device, doc, dtype, flops_mode)
+        mode, entry = flops_entry(device, doc, dtype, flops_mode)
         values["flops"], sources["flops"] = float(entry["value"]), _provenance(entry, doc.name)
     spec = GpuSpec(name=doc.name, flops_mode=mode, **values)
     return GpuChoice(spec=spec, document=doc, sources=sources)
@@ -163,6 +168,36 @@ def resolve_link(text: str, flag: str = "--link") -> LinkChoice:
         raise InputError(f"{flag}: {doc.origin}: alpha_s: unknown ({alpha.get('reason')}); give alpha=...,beta=...")
     source = " + ".join(sorted({alpha["source"], beta["source"]}))
     return LinkChoice(LinkSpec(doc.name, float(alpha["value"]), float(beta["value"])), source)
+
+
+def profile_link(doc: profiles.Document) -> LinkChoice | None:
+    """The link between cards that a calibrated profile measured, for the planner; ``None`` without one.
+
+    A profile from ``gpucal calibrate`` has one entry per ordered pair of devices in ``links``, each the
+    path the runtime will use between them (P2P, or host staging where the P2P verdict says so). The
+    planner takes the slowest of them (the smallest beta; the larger alpha on a tie): a TP group or a
+    pipeline moves at the pace of its slowest hop.
+    """
+    links = [item for item in doc.data.get("links") or [] if item.get("beta_Bps", {}).get("value")
+             and item.get("alpha_s", {}).get("value") is not None]
+    if not links:
+        return None
+    slowest = min(links, key=lambda item: (item["beta_Bps"]["value"], -item["alpha_s"]["value"]))
+    name = f"{doc.name}: dev{slowest['src']}->dev{slowest['dst']} {slowest['path']}"
+    if len(links) > 1:
+        name += f", the slowest of {len(links)}"
+    source = " + ".join(sorted({slowest["alpha_s"]["source"], slowest["beta_Bps"]["source"]}))
+    return LinkChoice(LinkSpec(name, float(slowest["alpha_s"]["value"]), float(slowest["beta_Bps"]["value"])), source)
+
+
+def planner_link(doc: profiles.Document, flag: str = "--gpu") -> LinkChoice | None:
+    """The link the planner uses between a profile's cards when none is named: the measured one
+    (``profile_link``), else the preset in ``plan_defaults.link``, else ``None``."""
+    measured = profile_link(doc)
+    if measured is not None:
+        return measured
+    preset = doc.data.get("plan_defaults", {}).get("link")
+    return resolve_link(preset, f"{flag} ({doc.origin}: plan_defaults.link)") if preset else None
 
 
 def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:

@@ -118,7 +118,7 @@ def validate(data: Any, origin: str) -> Document:
     if not isinstance(data, dict):
         raise ProfileError(origin, None, f"expected a JSON object at the top level, got {type(data).__name__}")
     fmt = data.get("schema")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         known = ", ".join(FORMATS)
         raise ProfileError(origin, "schema", f"unknown document format {fmt!r}; this gpucal reads {known}")
     import jsonschema
@@ -203,14 +203,19 @@ def dumps(data: dict[str, Any]) -> str:
 
 
 def save(data: dict[str, Any], path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Validate ``data`` and write it to ``path`` atomically.
+    """Validate ``data`` and write it to ``path`` atomically (``write_atomic``)."""
+    validate(data, str(path))
+    return write_atomic(path, dumps(data), force=force)
+
+
+def write_atomic(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, so that a reader never sees
+    half a file.
 
     Without ``force`` an existing file is never replaced (``ProfileExistsError``), even by a writer
     racing this one: the new file is linked into place, which fails if the name exists.
     """
     target = Path(path)
-    validate(data, str(target))
-    text = dumps(data)
     directory = target.parent if str(target.parent) else Path(".")
     if not force and target.exists():
         raise ProfileExistsError(f"{target}: exists; pass --force to overwrite it")

@@ -52,15 +52,16 @@ def line(text: str, out=None) -> None:
     (out or console()).print(text, soft_wrap=True)
 
 
-def table(columns: Iterable[str], rows: Iterable[Iterable[Any]], title: str | None = None, right: Iterable[int] = ()):
-    """A simple rich table; column indexes in ``right`` are right-aligned."""
+def table(columns: Iterable[str], rows: Iterable[Iterable[Any]], title: str | None = None, right: Iterable[int] = (),
+          no_wrap: Iterable[int] = ()):
+    """A simple rich table; column indexes in ``right`` are right-aligned, those in ``no_wrap`` never wrap."""
     from rich import box
     from rich.table import Table
 
-    right = set(right)
+    right, no_wrap = set(right), set(no_wrap)
     out = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False)
     for i, name in enumerate(columns):
-        out.add_column(name, justify="right" if i in right else "left", overflow="fold")
+        out.add_column(name, justify="right" if i in right else "left", overflow="fold", no_wrap=i in no_wrap)
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
     return out

@@ -167,3 +167,24 @@ def test_the_schema_is_valid_json_schema():
 
     jsonschema.validators.validator_for(profile.schema()).check_schema(profile.schema())
     assert json.loads(json.dumps(profile.schema())) == profile.schema()
+
+
+def test_the_first_calibrated_profile_format_still_loads():
+    """Kept as written by the first ``gpucal calibrate``: later schema changes must still read it."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
+    doc = profile.load(path)
+    assert doc.kind == "profile" and doc.data["source"] == "simulated"
+    assert [(link["src"], link["dst"], link["path"]) for link in doc.data["links"]] == [(0, 1, "host-staged"),
+                                                                                    (1, 0, "host-staged")]
+
+
+def test_a_link_entry_must_name_its_path_and_verdict():
+    from pathlib import Path
+
+    data = profile.read(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
+    data["links"][0]["path"] = "pigeon"
+    with pytest.raises(ProfileError) as err:
+        profile.validate(data, "x.json")
+    assert err.value.field == "links[0].path"

@@ -10,7 +10,7 @@ from typing import Any
 
 from gpucal.commands.args import nonnegative_int, positive_int, quantity, sweep_spec
 from gpucal.errors import InputError
-from gpucal.inputs import DTYPES, LinkChoice, resolve_gpu, resolve_link, resolve_model
+from gpucal.inputs import DTYPES, LinkChoice, planner_link, resolve_gpu, resolve_link, resolve_model
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.spec import COMM_MODELS, NO_LINK, STRATEGIES
 from gpucal.plan.sweep import valid_tp
@@ -80,10 +80,8 @@ def resolve_inputs(args) -> dict[str, Any]:
                       overrides={"memory_bandwidth_Bps": args.mem_bw, "flops": args.flops, "memory_bytes": args.mem_bytes})
     if args.link:
         link = resolve_link(args.link, "--link")
-    elif gpu.default_link:
-        link = resolve_link(gpu.default_link, f"--gpu ({gpu.document.origin}: plan_defaults.link)")
     else:
-        link = None
+        link = planner_link(gpu.document)
     net = resolve_link(args.net, "--net") if args.net else None
     return {"model": model, "gpu": gpu, "link": link, "net": net}
 
@@ -146,7 +144,7 @@ def _check_layout(args, r: dict, layout: Layout) -> None:
     if layout.cards > per_host and r["net"] is None:
         raise InputError(f"--net: required when --cards ({layout.cards}) exceeds --cards-per-host ({per_host})")
     if layout.cards > 1 and r["link"] is None and per_host > 1:
-        raise InputError(f"--link: required: {r['gpu'].document.origin} names no default link (plan_defaults.link)")
+        raise InputError(f"--link: required: {r['gpu'].document.origin} has no measured link between cards and names no default link (plan_defaults.link)")
 
 
 def _check_fit(r: dict, inputs: dict, row: dict) -> None:

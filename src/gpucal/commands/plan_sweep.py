@@ -28,7 +28,7 @@ def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards:
     if per_host is not None and max(cards) > per_host and r["net"] is None:
         raise InputError(f"--net: required when --cards ({max(cards)}) exceeds --cards-per-host ({per_host})")
     if r["link"] is None and max(cards) > 1 and (per_host is None or per_host > 1):
-        raise InputError(f"--link: required: {r['gpu'].document.origin} names no default link (plan_defaults.link)")
+        raise InputError(f"--link: required: {r['gpu'].document.origin} has no measured link between cards and names no default link (plan_defaults.link)")
     inputs = inputs_dict(args, r, strategies, cards, args.tp, None, batches)
     inputs["cards_per_host"] = per_host
     try:

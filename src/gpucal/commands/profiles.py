@@ -1,21 +1,25 @@
-"""``gpucal profiles list|show|validate``: the shipped profiles, link presets and model presets."""
+"""``gpucal profiles list|show|validate|export``: the shipped profiles, link presets and model presets, and
+exports of a profile to other planners' formats (``gpucal.calibrate.export``)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from gpucal import profile as profiles
 from gpucal import render
+from gpucal.calibrate import export as exporters
 from gpucal.errors import InputError, ProfileError
-from gpucal.inputs import resolve_document, suggest
+from gpucal.inputs import resolve_document, resolve_link, suggest
 from gpucal.plan.models import PRESETS
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
-__all__ = ["add_parser", "run_list", "run_show", "run_validate"]
+__all__ = ["add_parser", "run_list", "run_show", "run_validate", "run_export"]
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("profiles", help="list, show and validate hardware profiles and link presets",
+    p = sub.add_parser("profiles", help="list, show, validate and export hardware profiles and link presets",
                        description="Built-in GPU profiles (datasheet, the article's), link presets and model presets.")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
@@ -30,6 +34,20 @@ def add_parser(sub) -> None:
     val.add_argument("file", metavar="FILE")
     val.add_argument("--json", action="store_true", help="print the verdict as JSON")
     val.set_defaults(run=run_validate)
+    exp = verbs.add_parser("export", help="a profile in another planner's format (llm-analysis, aiconfigurator)",
+                           description="Write a hardware profile as an llm-analysis GPU config (JSON) or an "
+                           "aiconfigurator system file (YAML); docs/exports.md gives the mapping field by field.")
+    exp.add_argument("name", metavar="NAME|FILE", help="a built-in profile or a profile file")
+    exp.add_argument("--format", required=True, choices=tuple(exporters.FORMATS), help="the other planner's format")
+    exp.add_argument("-o", "--output-dir", metavar="DIR",
+                     help="write DIR/<profile name>.json or .yaml (created if missing); default: print the file")
+    exp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    exp.add_argument("--link", metavar="NAME|FILE|alpha=..,beta=..",
+                     help="link between cards (default: the profile's measured link, else its plan_defaults.link)")
+    exp.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..",
+                     help=f"link between hosts (default: the profile's network entry, else {exporters.DEFAULT_NET})")
+    exp.add_argument("--json", action="store_true", help="print a JSON object describing the export")
+    exp.set_defaults(run=run_export)
 
 
 def _catalog() -> dict[str, list[dict[str, Any]]]:
@@ -159,4 +177,38 @@ def run_validate(args) -> int:
         render.print_json({"file": args.file, "valid": True, "schema": doc.data["schema"], "name": doc.name})
     else:
         render.line(f"{args.file}: valid {doc.data['schema']} ({doc.kind} {doc.name})")
+    return 0
+
+
+def _load_profile(text: str) -> profiles.Document:
+    """A hardware profile by built-in name or file; other documents are refused by name."""
+    if profiles.looks_like_path(text):
+        try:
+            doc = profiles.load(text)
+        except ProfileError as exc:
+            raise InputError(str(exc)) from None
+        if doc.kind != "profile":
+            raise InputError(f"{text}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
+        return doc
+    return resolve_document(text, "NAME", "profile")
+
+
+def run_export(args) -> int:
+    """The profile in another planner's format: on stdout, or written atomically into ``-o DIR``."""
+    doc = _load_profile(args.name)
+    link = resolve_link(args.link, "--link") if args.link else None
+    net = resolve_link(args.net, "--net") if args.net else None
+    result = exporters.export(doc, args.format, link=link, net=net)
+    text = result.text
+    path = None
+    if args.output_dir is not None:
+        path = exporters.write(Path(args.output_dir) / result.filename, text, force=args.force)
+    if args.json:
+        render.print_json({"format": result.format, "profile": doc.name, "from": doc.origin,
+                           "file": str(path) if path else None, "bytes": len(text.encode("utf-8")),
+                           "data": result.data, "sources": result.sources})
+    elif path is None:
+        sys.stdout.write(text)
+    else:
+        render.line(f"wrote {path} ({result.format}, from the {doc.data['source']} profile {doc.name})")
     return 0

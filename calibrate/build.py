@@ -1,0 +1,311 @@
+"""From a ``Calibration`` (results, fits, verdicts) to a ``gpucal.profile/1`` document.
+
+Every number written is a quantity that says how it was obtained: ``measured`` on a GPU, ``simulated`` on
+a virtual machine (never a measurement), with its method, statistic, n, p10/p90 and byte convention;
+facts the device reports (memory size, PCIe link) are ``reported``. What each field holds:
+
+- ``devices[d].memory_bandwidth_Bps``: the stream ``read`` kernel (the weights' access pattern in decode),
+  median; ``gemv_Bps``: the decode GEMV at batch 1 per dtype; ``dense_flops``: the square GEMM per mode;
+- ``devices[d].host_link``: the PCIe link NVML read right after traffic; ``h2d``/``d2h``: α is the one-shot
+  latency (one copy issued and waited for: the median over the latency sizes of t − n/β), β the fit of the
+  pinned copy-engine sweep;
+- ``links[]``: per ordered pair, the path the runtime will use as the P2P verdict says — P2P where it is
+  ``nvlink`` or ``p2p-pcie``, else the best verified staged path (host staging when P2P is absent, slower
+  than staging, or corrupt) — with α (one-shot) and β (fit) of that path, the sweep's pipelined α, its points,
+  the bidirectional rates and the verdict's reasons;
+- ``fits[]``: every copy series with its fit and points; ``kernels[]``: every timed kernel (roofline points).
+"""
+
+from __future__ import annotations
+
+import re
+
+from gpucal.calibrate.links import SeriesFit, oneshot_alpha
+from gpucal.profile import datasheet_for
+
+__all__ = ["build_profile", "default_name", "planner_series"]
+
+STAGED_PATHS = ("driver-staged", "host-staged")
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"^(nvidia\s+)?(geforce\s+)?", "", text.strip().lower())
+    return re.sub(r"[^a-z0-9._-]+", "-", text).strip("-._") or "gpu"
+
+
+def default_name(hostname: str, device_name: str, count: int, simulated: bool) -> str:
+    """``<host>-<gpu>`` (``-<N>x`` before the GPU for several, ``-simulated`` after a simulation), as a
+    profile name: lowercase letters, digits, dots, dashes."""
+    gpu = f"{count}x{_slug(device_name)}" if count > 1 else _slug(device_name)
+    name = f"{_slug(hostname)}-{gpu}" + ("-simulated" if simulated else "")
+    return name[:100]
+
+
+def _rate_quantity(result, metric: str, method: str, source: str, note: str | None = None) -> dict:
+    """A rate (bytes/s or FLOP/s) of ``result``: median, with p10/p90 of the rate (from p90/p10 of time)."""
+    t = result.timing
+    value = result.metrics[metric]
+    q = {"value": value, "source": source, "method": method, "statistic": "median", "n": t.n,
+         "p10": value * t.median_s / t.p90_s, "p90": value * t.median_s / t.p10_s}
+    if result.byte_convention:
+        q["byte_convention"] = result.byte_convention
+    if note:
+        q["note"] = note
+    return q
+
+
+def _reported(value, note: str | None = None, reason: str | None = None) -> dict:
+    q = {"value": value, "source": "reported"}
+    if value is None:
+        q["reason"] = reason or "not reported"
+    if note:
+        q["note"] = note
+    return q
+
+
+def _efficiency(value: float, peak: float | None, what: str) -> str | None:
+    return f"{100 * value / peak:.1f} % of {what}" if peak else None
+
+
+def _passed(results, **params):
+    return [r for r in results if r.status == "passed" and all(r.params.get(k) == v for k, v in params.items())]
+
+
+def _memory_bandwidth(results, source: str, datasheet: float | None, theoretical: float | None) -> dict:
+    stream = [r for r in results if r.status == "passed" and r.probe == "membw" and "bytes_per_buffer" in r.params]
+    read = [r for r in stream if r.case.startswith("read-")] or stream
+    if not read:
+        why = "; ".join(f"{r.case}: {r.reason}" for r in results if r.probe == "membw" and r.reason)[:300]
+        return {"value": None, "source": source, "method": "stream kernels", "statistic": "median", "n": 1,
+                "reason": f"no stream kernel passed ({why or 'none ran'})"}
+    best = max(read, key=lambda r: r.metrics["dram_Bps"])
+    kind = best.case.split("-")[0]
+    notes = [x for x in (_efficiency(best.metrics["dram_Bps"], datasheet, "the datasheet"),
+                         _efficiency(best.metrics["dram_Bps"], theoretical, "memory clock x bus width x 2")) if x]
+    return _rate_quantity(best, "dram_Bps", f"stream {kind} kernel over {best.params['bytes_per_buffer']} B "
+                          f"({best.library})", source, "; ".join(notes) or None)
+
+
+def _gemv(results, source: str) -> dict:
+    out = {}
+    for r in results:
+        if r.status == "passed" and r.probe == "membw" and r.params.get("batch") == 1:
+            p = r.params
+            out[p["dtype"]] = _rate_quantity(r, "dram_Bps", f"GEMV y = W x, batch 1, W {p['m']} x {p['k']} "
+                                             f"({r.library})", source)
+    return out
+
+
+def _flops(results, source: str) -> dict:
+    out: dict = {}
+    best: dict = {}
+    for r in results:
+        if r.probe != "flops" or "mode" not in r.params or r.params.get("m") != r.params.get("n"):
+            continue
+        mode = r.params["mode"]
+        if r.status == "passed" and (mode not in best or r.params["m"] > best[mode].params["m"]):
+            best[mode] = r
+        elif r.status in ("failed", "error") and mode not in best:
+            out[mode] = {"value": None, "source": source, "method": "GEMM", "statistic": "median", "n": 1,
+                         "reason": f"{r.case}: {r.reason}"[:300]}
+    for mode, r in best.items():
+        p = r.params
+        frac = r.metrics.get("efficiency_frac")
+        note = f"{100 * frac:.1f} % of {r.metrics.get('peak_ref')}" if frac else None
+        out[mode] = _rate_quantity(r, "flops", f"GEMM {p['m']} x {p['n']} x {p['k']} ({r.library})", source, note)
+    return out
+
+
+def _series_points(results, series: str) -> list[list]:
+    pts = sorted((r.params["bytes"], r.timing.median_s) for r in results
+                 if r.status == "passed" and r.params.get("series") == series and r.params.get("direction") == "one-way")
+    return [[n, t] for n, t in pts]
+
+
+def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
+    """α (one-shot, from the latency probe; the sweep's α where there is none) and β (the fit) of ``fit``."""
+    if fit is None or not fit.beta_Bps:
+        return None
+    sizes = sorted(r.params["bytes"] for r in _passed(results, series=fit.series, latency="oneshot"))
+    alpha = oneshot_alpha(results, fit.series, fit.beta_Bps)
+    if alpha is not None:
+        alpha_q = {"value": max(alpha, 0.0), "source": source, "statistic": "median", "n": len(sizes),
+                   "method": f"one copy issued and waited for (host clock), {sizes[0]}-{sizes[-1]} B: median of "
+                             "t - n/beta"}
+    elif fit.fit:
+        alpha_q = {"value": max(fit.fit.alpha_s, 0.0), "source": source, "statistic": "fit", "n": fit.fit.n,
+                   "method": "the sweep's fit (copies back to back): no one-shot latency was measured"}
+    else:
+        return None
+    if fit.fit:
+        lo, hi = int(min(fit.fit.sizes_bytes)), int(max(fit.fit.sizes_bytes))
+        beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": fit.fit.n,
+                  "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back behind a blocked "
+                            f"start; R2 {fit.fit.r2:.5f}", "byte_convention": "link_Bps = n/t (n bytes one way)"}
+    else:
+        beta_q = {"value": fit.beta_Bps, "source": source, "statistic": "max", "n": fit.cases,
+                  "method": f"the best rate of the sweep, {what} ({fit.reason})",
+                  "byte_convention": "link_Bps = n/t (n bytes one way)"}
+    return {"alpha_s": alpha_q, "beta_Bps": beta_q}
+
+
+def planner_series(verdict, fits: list[SeriesFit]) -> SeriesFit | None:
+    """The series whose α/β the runtime will see from ``verdict.src`` to ``verdict.dst``: P2P by copy engine
+    for ``nvlink`` and ``p2p-pcie``; otherwise the best verified staged path."""
+    pair = [f for f in fits if (f.src, f.dst) == (verdict.src, verdict.dst)]
+    if verdict.verdict in ("nvlink", "p2p-pcie"):
+        p2p = next((f for f in pair if f.path == "p2p" and f.engine == "ce" and f.beta_Bps), None)
+        if p2p:
+            return p2p
+    staged = [f for f in pair if f.path in STAGED_PATHS and f.verified and f.beta_Bps]
+    return max(staged, key=lambda f: f.beta_Bps, default=None)
+
+
+def _bidirectional(results, series: str) -> dict | None:
+    bi = [r for r in results if r.status == "passed" and r.params.get("direction") == "bi"
+          and series in (r.params.get("series"), r.params.get("reverse"))]
+    if not bi:
+        return None
+    r = max(bi, key=lambda r: r.params["bytes"])
+    return {"bytes": r.params["bytes"], "sum_Bps": r.metrics["sum_Bps"], "union_Bps": r.metrics["union_Bps"]}
+
+
+def _links(cal, results, source: str) -> list[dict]:
+    out = []
+    for v in cal.verdicts:
+        chosen = planner_series(v, cal.fits)
+        ab = _alpha_beta(results, chosen, source, f"{chosen.path}, {chosen.engine}" if chosen else "")
+        if ab is None:
+            continue
+        p2p = [f for f in cal.fits if (f.src, f.dst) == (v.src, v.dst) and f.path == "p2p"]
+        item = {"src": v.src, "dst": v.dst, "path": v.verdict if chosen.path == "p2p" else "host-staged",
+                "verdict": v.verdict, "flags": list(v.flags), "series": chosen.series,
+                "p2p": {"supported": bool(v.evidence.get("runtime_can_access_peer")), "enabled": bool(p2p),
+                        "verified": all(f.verified for f in p2p) if p2p else None},
+                **ab, "r2": chosen.fit.r2 if chosen.fit else None,
+                "bidirectional": _bidirectional(results, chosen.series),
+                "points": _series_points(results, chosen.series), "reasons": list(v.reasons)}
+        if chosen.fit:
+            item["alpha_pipelined_s"] = {"value": max(chosen.fit.alpha_s, 0.0), "source": source, "statistic": "fit",
+                                         "n": chosen.fit.n, "method": "the sweep's fit: copies back to back"}
+        out.append(item)
+    return out
+
+
+def _fits(cal, results) -> list[dict]:
+    out = []
+    for f in cal.fits:
+        one = oneshot_alpha(results, f.series, f.beta_Bps) if f.beta_Bps else None
+        out.append({"series": f.series, "path": f.path, "engine": f.engine, "memory": f.memory, "src": f.src,
+                    "dst": f.dst, "source": f.source, "alpha_s": f.fit.alpha_s if f.fit else None,
+                    "beta_Bps": f.beta_Bps, "oneshot_alpha_s": one, "r2": f.fit.r2 if f.fit else None,
+                    "n": f.fit.n if f.fit else 0, "verified": f.verified, "reason": f.reason,
+                    "points": _series_points(results, f.series)})
+    return out
+
+
+def _kernels(results, device: int) -> list[dict]:
+    out = []
+    for r in results:
+        if r.status != "passed" or r.probe not in ("membw", "flops") or r.work is None:
+            continue
+        kind = "gemm" if r.probe == "flops" else ("gemv" if "batch" in r.params else "stream")
+        out.append({"device": device, "kind": kind, "case": r.case,
+                    "dtype": r.params.get("mode") or r.params.get("dtype"),
+                    "bytes": r.work.bytes_read + r.work.bytes_written, "flop": r.work.flop,
+                    "median_s": r.timing.median_s, "n": r.timing.n, "source": r.source})
+    return out
+
+
+def _device(cal, info, d: int, source: str) -> dict:
+    from gpucal.calibrate.links import find
+    from gpucal.calibrate.verdict import pcie_load_of
+
+    all_results = cal.all_results()
+    per_dev = [r for r in cal.results.get("membw", []) + cal.results.get("flops", []) if r.params.get("device_index") == d]
+    sheet = datasheet_for(info.name)
+    sheet_bw = sheet.data["devices"][0]["memory_bandwidth_Bps"]["value"] if sheet else None
+    theoretical = info.theoretical_memory_Bps
+    virtual = cal.backend.clock == "virtual"
+    entry: dict = {"index": d, "name": info.name, "uuid": info.uuid, "count": 1}
+    if info.compute_capability:
+        entry["compute_capability"] = info.compute_capability
+    entry["memory_bytes"] = _reported(info.memory_bytes, "total device memory" + (" (virtual device)" if virtual else ""))
+    entry["memory_bandwidth_Bps"] = _memory_bandwidth(per_dev, source, sheet_bw, theoretical)
+    if theoretical:
+        entry["theoretical_memory_bandwidth_Bps"] = {"value": theoretical, "source": "derived",
+                                                     "note": "maximum memory clock x bus width x 2 (reported)"}
+    gemv = _gemv(per_dev, source)
+    if gemv:
+        entry["gemv_Bps"] = gemv
+    entry["dense_flops"] = _flops(per_dev, source)
+    topo = cal.topology.device(d) if cal.topology is not None and cal.topology.available else None
+    load = pcie_load_of(cal.results.get("host-link", []))
+    gen, width = load.get(d, (None, None))
+    after = "read by NVML right after the largest pinned H2D copy"
+    host: dict = {"pcie_generation": _reported(gen, after, "not read under load"),
+                  "pcie_width": _reported(width, after, "not read under load")}
+    gen_max = (topo.pcie_generation_max if topo else None) or info.pcie_generation_max
+    width_max = (topo.pcie_width_max if topo else None) or info.pcie_width_max
+    if gen_max:
+        host["pcie_generation_max"] = _reported(gen_max)
+    if width_max:
+        host["pcie_width_max"] = _reported(width_max)
+    for path in ("h2d", "d2h"):
+        fit = next(iter(find(cal.fits, path, d, d, engine="ce", memory="pinned")), None)
+        ab = _alpha_beta(all_results, fit, source, "pinned host memory, copy engine")
+        if ab:
+            host[path] = ab
+    entry["host_link"] = host
+    mine = [v for v in cal.verdicts if v.src == d]
+    if mine:
+        kinds = {v.verdict for v in mine}
+        kind = "nvlink" if "nvlink" in kinds else ("pcie" if kinds & {"p2p-pcie", "p2p-slower-than-staged",
+                                                                      "p2p-corrupt"} else "none")
+        can = any(v.evidence.get("runtime_can_access_peer") for v in mine)
+        peer: dict = {"kind": kind, "p2p_supported": _reported(can, "cudaDeviceCanAccessPeer, to any other device")}
+        if kind == "nvlink":
+            nv = [f for v in mine if v.verdict == "nvlink" for f in [planner_series(v, cal.fits)] if f and f.fit]
+            if nv:
+                best = max(nv, key=lambda f: f.beta_Bps)
+                peer["bandwidth_Bps"] = {"value": best.beta_Bps, "source": source, "statistic": "fit",
+                                         "n": best.fit.n, "method": f"P2P copy-engine sweep {best.series}",
+                                         "byte_convention": "link_Bps = n/t (n bytes one way)"}
+            else:
+                peer["kind"] = "pcie"
+        entry["peer_link"] = peer
+    if topo and topo.numa_node is not None:
+        entry["numa_node"] = topo.numa_node
+    return entry
+
+
+def build_profile(cal, name: str, provenance: dict, anomalies: list[dict], created: str, version: str) -> dict:
+    """The profile document of ``cal`` (not yet validated or written)."""
+    backend = cal.backend
+    source = "simulated" if backend.simulated else "measured"
+    infos = backend.devices()
+    count = len(infos) if backend.links_reason() is None else 1
+    devices = [_device(cal, infos[d], d, source) for d in range(count)]
+    results = cal.all_results()
+    names = sorted({i.name for i in infos[:count]})
+    host = provenance.get("hostname", "this host")
+    title = f"{count} x {', '.join(names)} on {host} ({source}{', ' + backend.name if backend.simulated else ''})"
+    notes = [a["text"] for a in anomalies]
+    if backend.simulated:
+        notes.insert(0, f"simulated: {backend.name} is a virtual machine priced by a profile; no figure here is a "
+                        "measurement")
+    kernels = [k for d in range(count) for k in _kernels(
+        [r for r in cal.results.get("membw", []) + cal.results.get("flops", []) if r.params.get("device_index") == d], d)]
+    links = _links(cal, results, source)
+    doc = {"schema": "gpucal.profile/1", "name": name, "title": title[:2000], "source": source, "created": created,
+           "gpucal_version": version, "notes": [n[:2000] for n in notes], "host": {**provenance, "anomalies": anomalies},
+           "devices": devices, "links": links, "fits": _fits(cal, results), "kernels": kernels, "collectives": [],
+           "network": []}
+    if not links:  # one device: plan across cards with the datasheet's link preset, and say so
+        sheet = datasheet_for(infos[0].name)
+        preset = (sheet.data.get("plan_defaults") or {}).get("link") if sheet else None
+        if preset:
+            doc["plan_defaults"] = {"link": preset}
+            doc["notes"].append(f"no link between devices was measured (one device): the planner uses the link "
+                                f"preset {preset} of the datasheet profile {sheet.name}")
+    return doc

@@ -1,0 +1,375 @@
+"""A hardware profile in other planners' formats: llm-analysis's GPU config and aiconfigurator's system file.
+
+Pure functions from a validated profile (``gpucal.profile.Document``) to the other tool's structure,
+plus the text of that structure and an atomic writer; nothing here prints. docs/exports.md gives the
+mapping field by field and the upstream files it was checked against.
+
+What every export takes from the profile:
+
+- the card: ``devices[0]`` (memory, memory bandwidth, the dense FLOP/s table);
+- FLOP/s: fp16 is ``dense_flops.fp16_fp32acc``, the planner's default for fp16 (``DEFAULT_FLOPS_MODE``);
+  a missing or null entry that a format needs is refused with an ``InputError`` naming the field;
+- the link between cards: ``gpucal.inputs.planner_link`` (the measured link of a calibrated profile, the
+  slowest of ``links[]``, else the ``plan_defaults.link`` preset), per direction; ``link`` overrides it;
+- the link between hosts: ``net`` if given, else the slowest usable entry of ``network[]``, else the
+  ``ib200g`` preset (InfiniBand HDR, 25e9 B/s per direction), labelled a default.
+
+Neither format has an int8 or int4 rate in our profiles; ``int8_tensor_ops`` and ``int4_tensor_ops``
+derive them (and say how) from the dense table and the compute capability.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpucal import __version__
+from gpucal import profile as profiles
+from gpucal.errors import InputError, ProfileError
+from gpucal.inputs import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, resolve_document, resolve_link
+
+__all__ = ["FORMATS", "LLM_ANALYSIS_KEYS", "DEFAULT_NET", "MEM_CONSTANT_LATENCY_S", "Export", "export",
+           "to_llm_analysis", "to_aiconfigurator", "dumps", "int8_tensor_ops", "int4_tensor_ops", "write"]
+
+# Export format -> file suffix.
+FORMATS = {"llm-analysis": "json", "aiconfigurator": "yaml"}
+# llm-analysis's GPUConfig fields, in its files' order; any other key breaks loading of its whole folder.
+LLM_ANALYSIS_KEYS = ("name", "mem_per_GPU_in_GB", "hbm_bandwidth_in_GB_per_sec", "intra_node_bandwidth_in_GB_per_sec",
+                     "intra_node_min_message_latency", "peak_fp16_TFLOPS", "peak_i8_TFLOPS", "peak_i4_TFLOPS",
+                     "inter_node_bandwidth_in_GB_per_sec")
+DEFAULT_NET = "ib200g"  # the link preset used between hosts when neither --net nor network[] gives one
+# aiconfigurator's memory-op constant (its shipped files' 3 us); gpucal does not measure one.
+MEM_CONSTANT_LATENCY_S = 3e-6
+_DIGITS = 12
+_FP16_MODE = DEFAULT_FLOPS_MODE["fp16"]
+_BF16_MODE = DEFAULT_FLOPS_MODE["bf16"]
+_FP8_MODE = DEFAULT_FLOPS_MODE["fp8"]
+
+
+def _round(value: float) -> float:
+    """``value`` to 12 significant digits, so that 989.4e12 / 1e12 prints as 989.4."""
+    return float(f"{value:.{_DIGITS}g}")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise InputError(f"--format: unknown format {fmt!r}; gpucal exports {', '.join(FORMATS)}")
+
+
+def _cite(quantity: dict) -> str:
+    return quantity["source"] + (f" ({quantity['ref']})" if quantity.get("ref") else "")
+
+
+def _value(quantity: Any) -> float | None:
+    """A quantity's value, or None where it is missing or null."""
+    if isinstance(quantity, dict) and quantity.get("value") is not None:
+        return float(quantity["value"])
+    return None
+
+
+def int8_tensor_ops(dense: dict[str, Any], compute_capability: tuple[int, int] | None) -> tuple[float, str]:
+    """The dense int8 tensor rate (op/s) derived from a dense FLOP/s table, and how it was derived.
+
+    NVIDIA's datasheets give int8 the fp8 tensor rate where a card has fp8 (Ada, Hopper, Blackwell:
+    RTX 4090 660.6e12, L40S 733e12, H100 SXM 1979e12) and twice the fp16 tensor rate before that
+    (Turing, Ampere: A100 624e12, RTX 3090 284e12). So: the fastest dense fp8 rate where the table has
+    one, else 2 x the fastest dense fp16 rate (fp16 accumulate where listed: GeForce cards halve fp32
+    accumulate). Before compute capability 7.5 (Volta and older) there are no int8 tensor cores: 0.
+    """
+    if compute_capability is not None and compute_capability < (7, 5):
+        return 0.0, f"0: no int8 tensor cores before compute capability 7.5 (this card: {_cc_text(compute_capability)})"
+    for modes, factor, why in ((("fp8_fp16acc", "fp8_fp32acc"), 1.0, "int8 runs at the fp8 tensor rate"),
+                               (("fp16_fp16acc", "fp16_fp32acc"), 2.0, "int8 runs at twice the fp16 tensor rate")):
+        rates = [(_value(dense.get(mode)), mode) for mode in modes if _value(dense.get(mode))]
+        if rates:
+            rate, mode = max(rates)
+            times = "" if factor == 1.0 else f"{factor:g} x "
+            return factor * rate, f"derived: {times}devices[0].dense_flops.{mode} ({why})"
+    raise InputError("devices[0].dense_flops: no fp8 or fp16 rate to derive an int8 rate from")
+
+
+def int4_tensor_ops(int8_ops: float, compute_capability: tuple[int, int] | None) -> tuple[float, str]:
+    """The dense int4 tensor rate (op/s): 2 x int8 where the architecture has int4 tensor cores
+    (compute capability 7.5 to 8.9: Turing, Ampere, Ada; A100 1248e12, RTX 4090 1321.2e12), else 0
+    (Volta and older; Hopper and Blackwell dropped them), and 0 where the compute capability is unknown."""
+    if compute_capability is None:
+        return 0.0, "0: compute capability unknown, so no int4 rate is claimed"
+    if (7, 5) <= compute_capability < (9, 0):
+        return 2.0 * int8_ops, "derived: 2 x the int8 rate (int4 tensor cores on Turing, Ampere and Ada)"
+    return 0.0, f"0: no int4 tensor cores on compute capability {_cc_text(compute_capability)}"
+
+
+def _cc_text(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+@dataclass
+class _Reader:
+    """Reads one profile's values for one format; every refusal names the file, the field and the format."""
+
+    doc: profiles.Document
+    fmt: str
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return self.doc.data["devices"][0]
+
+    def refuse(self, where: str, why: str, key: str) -> InputError:
+        return InputError(f"{self.doc.origin}: {where}: {why}; needed by {self.fmt} ({key})")
+
+    def quantity(self, where: str, quantity: Any, key: str) -> float:
+        """The value at ``where`` (for the message), recorded as the source of exported ``key``."""
+        if not isinstance(quantity, dict):
+            raise self.refuse(where, "missing", key)
+        if quantity.get("value") is None:
+            raise self.refuse(where, f"unknown ({quantity.get('reason', 'no reason given')})", key)
+        self.sources[key] = f"{where}: {_cite(quantity)}"
+        return float(quantity["value"])
+
+    def flops(self, mode: str, key: str) -> float:
+        return self.quantity(f"devices[0].dense_flops.{mode}", self.device.get("dense_flops", {}).get(mode), key)
+
+    def compute_capability(self) -> tuple[tuple[int, int] | None, str]:
+        """The card's compute capability, from the profile or else the datasheet profile of its name."""
+        text, where = self.device.get("compute_capability"), "devices[0].compute_capability"
+        if text is None:
+            sheet = profiles.datasheet_for(self.device["name"])
+            if sheet is not None:
+                text, where = sheet.data["devices"][0].get("compute_capability"), f"datasheet profile {sheet.name}"
+        if text is None:
+            return None, "unknown"
+        major, minor = (int(part) for part in text.split("."))
+        return (major, minor), f"{text} ({where})"
+
+    def int_rates(self, int8_key: str, int4_key: str | None) -> tuple[float, float]:
+        cc, cc_source = self.compute_capability()
+        int8, how8 = int8_tensor_ops(self.device.get("dense_flops", {}), cc)
+        int4, how4 = int4_tensor_ops(int8, cc)
+        self.sources[int8_key] = f"{how8}; compute capability {cc_source}"
+        if int4_key:
+            self.sources[int4_key] = f"{how4}; compute capability {cc_source}"
+        return int8, int4
+
+    def link(self, given: LinkChoice | None, keys: tuple[str, str]) -> LinkChoice:
+        """The link between cards (``keys``: the exported bandwidth and latency keys)."""
+        if given is not None:
+            chosen, how = given, f"--link {given.spec.name}"
+        elif (measured := profile_link(self.doc)) is not None:
+            chosen, how = measured, f"links[]: {measured.spec.name}"
+        else:
+            chosen = planner_link(self.doc, flag="NAME")
+            preset = self.doc.data.get("plan_defaults", {}).get("link")
+            if chosen is None:
+                raise self.refuse("links", "no measured link between cards and no plan_defaults.link (give --link)",
+                                  keys[0])
+            kind = resolve_document(preset, f"{self.doc.origin}: plan_defaults.link", "link").data["kind"]
+            peer = (self.device.get("peer_link") or {}).get("kind", "unknown")
+            if kind == "nvlink" and peer != "nvlink":
+                raise self.refuse("plan_defaults.link", f"{preset} is an NVLink preset but devices[0].peer_link.kind "
+                                  f"is {peer} (give --link)", keys[0])
+            how = f"plan_defaults.link: preset {preset}"
+        self.sources[keys[0]] = f"{how}: beta, per direction ({chosen.source})"
+        self.sources[keys[1]] = f"{how}: alpha ({chosen.source})"
+        return chosen
+
+    def network_Bps(self, given: LinkChoice | None, key: str) -> float:
+        """Bandwidth between hosts, per direction."""
+        if given is not None:
+            self.sources[key] = f"--net {given.spec.name}: beta ({given.source})"
+            return given.spec.beta_Bps
+        entries = [(i, item) for i, item in enumerate(self.doc.data.get("network") or [])
+                   if isinstance(item, dict) and (_value(item.get("beta_Bps")) or 0.0) > 0.0]
+        if entries:
+            i, slowest = min(entries, key=lambda entry: entry[1]["beta_Bps"]["value"])
+            self.sources[key] = f"network[{i}].beta_Bps: {_cite(slowest['beta_Bps'])}, the slowest of {len(entries)}"
+            return float(slowest["beta_Bps"]["value"])
+        preset = resolve_link(DEFAULT_NET, "--net")
+        self.sources[key] = (f"default: link preset {DEFAULT_NET} ({preset.source}); the profile has no network "
+                             "entry (give --net)")
+        return preset.spec.beta_Bps
+
+
+def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
+    r = _Reader(doc, "llm-analysis")
+    device = r.device
+    memory_bytes = r.quantity("devices[0].memory_bytes", device.get("memory_bytes"), "mem_per_GPU_in_GB")
+    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.get("memory_bandwidth_Bps"),
+                            "hbm_bandwidth_in_GB_per_sec")
+    fp16 = r.flops(_FP16_MODE, "peak_fp16_TFLOPS")
+    chosen = r.link(link, ("intra_node_bandwidth_in_GB_per_sec", "intra_node_min_message_latency"))
+    int8, int4 = r.int_rates("peak_i8_TFLOPS", "peak_i4_TFLOPS")
+    net_Bps = r.network_Bps(net, "inter_node_bandwidth_in_GB_per_sec")
+    data = {
+        "name": doc.name,
+        "mem_per_GPU_in_GB": _round(memory_bytes / 2**30),  # llm-analysis multiplies by 1024**3
+        "hbm_bandwidth_in_GB_per_sec": _round(memory_Bps / 1e9),
+        "intra_node_bandwidth_in_GB_per_sec": _round(chosen.spec.beta_Bps / 1e9),
+        "intra_node_min_message_latency": _round(chosen.spec.alpha_s),
+        "peak_fp16_TFLOPS": _round(fp16 / 1e12),
+        "peak_i8_TFLOPS": _round(int8 / 1e12),
+        "peak_i4_TFLOPS": _round(int4 / 1e12),
+        "inter_node_bandwidth_in_GB_per_sec": _round(net_Bps / 1e9),
+    }
+    return data, r.sources
+
+
+def _pcie_Bps(r: _Reader, key: str) -> float:
+    """Host link per direction: the slower measured direction, else the PCIe line rate."""
+    from gpucal.kernels.virtual_machine import PCIE_GT_S, pcie_Bps
+
+    host = r.device.get("host_link") or {}
+    measured = [(_value((host.get(d) or {}).get("beta_Bps")), d) for d in ("h2d", "d2h")]
+    measured = [(beta, d) for beta, d in measured if beta]
+    if measured:
+        beta, d = min(measured)
+        r.sources[key] = (f"devices[0].host_link.{d}.beta_Bps: {_cite(host[d]['beta_Bps'])} "
+                          "(the slower of h2d and d2h)")
+        return beta
+    generation, width = _value(host.get("pcie_generation")), _value(host.get("pcie_width"))
+    if generation is None or width is None or int(generation) not in PCIE_GT_S:
+        raise r.refuse("devices[0].host_link", "no measured h2d/d2h beta and no known PCIe generation and width", key)
+    r.sources[key] = (f"derived: PCIe Gen{int(generation)} x{int(width)} line rate per direction, from "
+                      f"devices[0].host_link.pcie_generation and pcie_width: {_cite(host['pcie_generation'])}")
+    return pcie_Bps(int(generation), int(width))
+
+
+def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
+    r = _Reader(doc, "aiconfigurator")
+    device = r.device
+    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.get("memory_bandwidth_Bps"), "gpu.mem_bw")
+    nominal_Bps, factor = memory_Bps, 1.0
+    if doc.data["source"] in ("measured", "simulated"):
+        sheet = profiles.datasheet_for(device["name"])
+        sheet_Bps = _value(sheet.data["devices"][0].get("memory_bandwidth_Bps")) if sheet else None
+        if sheet_Bps:
+            nominal_Bps, factor = sheet_Bps, memory_Bps / sheet_Bps
+            r.sources["gpu.mem_bw"] = f"datasheet profile {sheet.name}: devices[0].memory_bandwidth_Bps"
+            r.sources["gpu.mem_bw_empirical_scaling_factor"] = (
+                f"derived: devices[0].memory_bandwidth_Bps ({doc.data['source']}) / the datasheet's rate")
+        else:
+            r.sources["gpu.mem_bw_empirical_scaling_factor"] = (
+                f"1.0: no datasheet profile for {device['name']!r}, so gpu.mem_bw is the {doc.data['source']} rate")
+    else:
+        r.sources["gpu.mem_bw_empirical_scaling_factor"] = f"1.0: the profile is itself a {doc.data['source']} profile"
+    gpu: dict[str, Any] = {
+        "mem_bw": _round(nominal_Bps),
+        "mem_bw_empirical_scaling_factor": _round(factor),
+        "mem_empirical_constant_latency": MEM_CONSTANT_LATENCY_S,
+        "mem_capacity": int(r.quantity("devices[0].memory_bytes", device.get("memory_bytes"), "gpu.mem_capacity")),
+        "float16_tc_flops": _round(r.flops(_FP16_MODE, "gpu.float16_tc_flops")),
+        "bfloat16_tc_flops": _round(r.flops(_BF16_MODE, "gpu.bfloat16_tc_flops")),
+    }
+    r.sources["gpu.mem_empirical_constant_latency"] = "estimate: aiconfigurator's own files' 3 us; gpucal does not measure it"
+    int8, _ = r.int_rates("gpu.int8_tc_flops", None)
+    gpu["int8_tc_flops"] = _round(int8)
+    fp8 = _value(device.get("dense_flops", {}).get(_FP8_MODE))
+    if fp8:
+        gpu["fp8_tc_flops"] = _round(r.flops(_FP8_MODE, "gpu.fp8_tc_flops"))
+    cc, cc_source = r.compute_capability()
+    if cc is not None:
+        gpu["sm_version"] = cc[0] * 10 + cc[1]
+        r.sources["gpu.sm_version"] = f"compute capability {cc_source}"
+    chosen = r.link(link, ("node.intra_node_bw", "node.p2p_latency"))
+    per_node = sum(int(d.get("count", 1)) for d in doc.data["devices"])
+    entries = len(doc.data["devices"])
+    r.sources["node.num_gpus_per_node"] = f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
+    node = {
+        "num_gpus_per_node": per_node,
+        "inter_node_bw": _round(r.network_Bps(net, "node.inter_node_bw")),
+        "intra_node_bw": _round(chosen.spec.beta_Bps),
+        "pcie_bw": _round(_pcie_Bps(r, "node.pcie_bw")),
+        "p2p_latency": _round(chosen.spec.alpha_s),
+    }
+    provenance = {
+        "profile": doc.name,
+        "title": doc.data.get("title"),
+        "source": doc.data["source"],
+        "created": doc.data.get("created"),
+        "origin": doc.origin,
+        "exported_by": f"gpucal {__version__}",
+        "units": "bytes, B/s (per direction), FLOP/s, seconds",
+        "sources": dict(sorted(r.sources.items())),
+    }
+    data = {"data_dir": f"data/{doc.name}", "gpu": gpu, "node": node, "gpucal": provenance}
+    return data, r.sources
+
+
+@dataclass(frozen=True)
+class Export:
+    """One profile in one format: the structure, its text, its file name, and where each value came from."""
+
+    format: str
+    profile: str
+    data: dict[str, Any]
+    sources: dict[str, str]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.profile}.{FORMATS[self.format]}"
+
+    @property
+    def text(self) -> str:
+        return dumps(self.format, self.data)
+
+
+def export(doc: profiles.Document, fmt: str, *, link: LinkChoice | None = None,
+           net: LinkChoice | None = None) -> Export:
+    """Profile ``doc`` in format ``fmt`` (a key of ``FORMATS``); ``link`` and ``net`` override the link
+    between cards and between hosts. Raises ``InputError`` naming the field a format needs and lacks."""
+    _check_format(fmt)
+    if doc.kind != "profile":
+        raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
+    build = _llm_analysis if fmt == "llm-analysis" else _aiconfigurator
+    data, sources = build(doc, link, net)
+    return Export(format=fmt, profile=doc.name, data=data, sources=dict(sorted(sources.items())))
+
+
+def to_llm_analysis(doc: profiles.Document, *, link: LinkChoice | None = None, net: LinkChoice | None = None) -> dict:
+    """llm-analysis's GPU config (``llm_analysis/gpu_configs/<name>.json``): exactly ``LLM_ANALYSIS_KEYS``."""
+    return export(doc, "llm-analysis", link=link, net=net).data
+
+
+def to_aiconfigurator(doc: profiles.Document, *, link: LinkChoice | None = None,
+                      net: LinkChoice | None = None) -> dict:
+    """aiconfigurator's system file (``systems/<name>.yaml``): ``data_dir``, ``gpu``, ``node``, and
+    gpucal's provenance under ``gpucal`` (its loader ignores keys it does not read)."""
+    return export(doc, "aiconfigurator", link=link, net=net).data
+
+
+def dumps(fmt: str, data: dict[str, Any]) -> str:
+    """The file text of ``data`` in format ``fmt``: JSON (4-space indent, as llm-analysis's own files) or YAML."""
+    _check_format(fmt)
+    if fmt == "llm-analysis":
+        if tuple(data) != LLM_ANALYSIS_KEYS:
+            raise ValueError(f"an llm-analysis GPU config has exactly the keys {', '.join(LLM_ANALYSIS_KEYS)}")
+        return json.dumps(data, indent=4, allow_nan=False) + "\n"
+    import yaml
+
+    about = data.get("gpucal", {})
+    header = (f"# aiconfigurator system file exported by {about.get('exported_by', 'gpucal')} from the "
+              f"{about.get('source', '')} profile {about.get('profile', '')}.\n"
+              "# Units: bytes, B/s per direction, FLOP/s, seconds. Where each value came from: the gpucal key.\n")
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+
+
+def write(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a link or rename),
+    creating the folder. Without ``force`` an existing file is never replaced (``ProfileExistsError``)."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"-o: {directory}: not a folder") from None
+    except OSError as exc:
+        raise InputError(f"-o: {directory}: cannot create: {exc.strerror or exc}") from None
+    try:
+        return profiles.write_atomic(target, text, force=force)
+    except IsADirectoryError:
+        raise InputError(f"-o: {target}: is a folder") from None
+    except ProfileError as exc:
+        raise InputError(f"-o: {exc}") from None

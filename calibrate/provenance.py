@@ -1,0 +1,105 @@
+"""Where a profile's numbers come from: the host, its CPU and OS, the driver, the CUDA runtime, the
+libraries, the devices, the clocks and throttle reasons seen, the command line, start and end."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import socket
+from importlib import metadata
+
+__all__ = ["provenance", "iso", "LIBRARIES"]
+
+LIBRARIES = ("gpucal", "numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy-cuda12x", "nvidia-ml-py", "mpi4py")
+
+
+def iso(unix_s: float) -> str:
+    """A Unix time as ISO 8601 UTC, to the second: ``2026-11-28T04:00:00Z``."""
+    return _dt.datetime.fromtimestamp(unix_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpu() -> dict:
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"model": model or platform.processor() or None, "logical_cpus": os.cpu_count(),
+            "machine": platform.machine()}
+
+
+def _libraries() -> dict:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _driver(backend) -> str | None:
+    nv = backend.nvml()
+    if nv is None:
+        return None
+    try:
+        version = nv.nvmlSystemGetDriverVersion()
+    except Exception:  # a fake NVML without it, or an NVML error: the driver stays unknown
+        return None
+    return version.decode() if isinstance(version, bytes) else version
+
+
+def _clocks(results) -> list[dict]:
+    """Per device: the SM and memory clocks seen (min, max) and every throttle reason, over all cases."""
+    seen: dict = {}
+    for r in results:
+        p = r.params or {}
+        d = p.get("device_index", p.get("src"))
+        for c in (r.clocks_before, r.clocks_after):
+            if c is None:
+                continue
+            s = seen.setdefault(d, {"device": d, "sm_clock_hz": [], "memory_clock_hz": [], "reasons": set()})
+            for key in ("sm_clock_hz", "memory_clock_hz"):
+                if getattr(c, key):
+                    s[key].append(getattr(c, key))
+            s["reasons"].update(c.reasons)
+    out = []
+    for d, s in sorted(seen.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        item = {"device": d, "throttle_reasons": sorted(s["reasons"])}
+        for key in ("sm_clock_hz", "memory_clock_hz"):
+            item[key.replace("_hz", "_min_hz")] = min(s[key]) if s[key] else None
+            item[key.replace("_hz", "_max_hz")] = max(s[key]) if s[key] else None
+        out.append(item)
+    return out
+
+
+def provenance(cal, argv: list[str] | None) -> dict:
+    """The ``host`` object of a profile written from calibration ``cal``."""
+    backend = cal.backend
+    devices = backend.devices()
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu(),
+        "backend": backend.name,
+        "simulated": bool(backend.simulated),
+        "mode": cal.config.mode,
+        "command": shlex.join(["gpucal", *argv]) if argv is not None else None,
+        "started": iso(cal.started),
+        "finished": iso(cal.finished or cal.started),
+        "duration_s": (cal.finished or cal.started) - cal.started,
+        "driver_version": _driver(backend),
+        "runtime": backend.versions(),
+        "libraries": _libraries(),
+        "devices": [{"index": d.index, "name": d.name, "uuid": d.uuid, "pci_bus_id": d.pci_bus_id} for d in devices],
+        "clocks": _clocks(cal.all_results()),
+        "topology": cal.topology.to_dict() if cal.topology is not None else None,
+        "simulator_check": cal.simulator_check,
+    }

@@ -1,0 +1,218 @@
+"""Run every probe a profile needs, step by step, on one machine.
+
+A calibration is a list of steps — the topology, then per device memory bandwidth and GEMV (``membw``),
+matrix FLOP/s (``flops``) and the host links (``host-link``), the small-copy latencies (``latency``), and
+per pair of devices every copy path (``peer``) — run in order. ``run`` reports each step to a progress
+callback, and turns a failure (a device error, Ctrl-C) into ``CalibrationError`` naming the step and what
+had been measured before it; nothing is written until every step is done (``build_profile`` then
+``profile.save``, which writes atomically).
+
+Modes: ``quick`` measures what the planner and the P2P verdict need (the planner's dtypes, pinned memory,
+the copy engines, sizes a factor 8 apart, a short budget per case); ``full`` runs every probe in full
+(every dtype and mode, pageable memory, the kernel engines, sizes a factor 2 apart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gpucal.errors import GpucalError
+from gpucal.kernels.backend import Backend
+
+__all__ = ["CalibrateConfig", "Calibration", "CalibrationError", "Step", "steps_for", "run", "MODES",
+           "QUICK_FLOPS_MODES"]
+
+MODES = ("quick", "full")
+QUICK_FLOPS_MODES = ("fp16_fp32acc", "bf16_fp32acc", "fp16_fp16acc", "fp8_fp32acc")  # the planner's dtypes, and
+# fp16 with fp16 accumulate (twice the rate on GeForce cards)
+QUICK_GEMV_DTYPES = ("fp16", "bf16")
+QUICK_BATCHES = (1, 4, 16)
+QUICK_LATENCY_SIZES = (4, 64, 1024, 16384)
+QUICK_BUDGET_S = {"membw": 0.3, "flops": 0.5, "links": 0.2}
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    mode: str = "quick"
+    budget_s: float | None = None  # per case; default by mode and probe
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected quick or full, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work: a probe on a device, or on every pair (``device`` None)."""
+
+    name: str  # topology, membw, flops, host-link, latency, peer
+    label: str  # what the progress bar shows
+    device: int | None = None
+
+
+@dataclass
+class Calibration:
+    """What a calibration measured, as the objects (results, fits, verdicts); ``build_profile`` turns it into
+    a profile."""
+
+    backend: Backend
+    config: CalibrateConfig
+    started: float  # Unix time
+    finished: float | None = None
+    topology: object = None
+    results: dict = field(default_factory=dict)  # step name -> list of Results
+    fits: list = field(default_factory=list)
+    verdicts: list = field(default_factory=list)
+    done: list = field(default_factory=list)  # labels of the steps done
+    simulator_check: dict | None = None
+
+    def all_results(self) -> list:
+        return [r for rs in self.results.values() for r in rs]
+
+
+class CalibrationError(GpucalError):
+    """A step failed (or was interrupted): names the step and what had been measured before it."""
+
+    def __init__(self, step: Step, done: list[str], cause: BaseException):
+        self.step, self.done, self.cause = step, list(done), cause
+        if isinstance(cause, KeyboardInterrupt):
+            self.exit_code = 130
+        measured = ", ".join(done) if done else "nothing"
+        what = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"step {step.label!r} failed ({what}); measured before it: {measured}; no profile written")
+
+
+def _link_sizes(backend: Backend, quick: bool) -> tuple[int, ...] | None:
+    from gpucal.probes.links import default_sizes
+
+    sizes = default_sizes(backend)
+    if not quick:
+        return None
+    return tuple(sorted({n for n in sizes if (n.bit_length() - 3) % 3 == 0} | {max(sizes)}))  # 4 B, 32 B, 256 B ...
+
+
+def configs(backend: Backend, config: CalibrateConfig) -> dict:
+    """The probe configurations of ``config``'s mode, by step name."""
+    from gpucal.probes.flops import FlopsConfig
+    from gpucal.probes.links import LATENCY_SIZES, LinkConfig
+    from gpucal.probes.membw import MembwConfig
+
+    quick = config.mode == "quick"
+    budget = (lambda probe: config.budget_s if config.budget_s is not None
+              else (QUICK_BUDGET_S[probe] if quick else None))
+    offered = backend.gemm_modes()
+    if quick:
+        modes = tuple(m for m in QUICK_FLOPS_MODES if m in offered) or tuple(offered)[:1]
+        membw = MembwConfig(dtypes=tuple(d for d in QUICK_GEMV_DTYPES if d in backend.gemv_dtypes),
+                            batches=QUICK_BATCHES, budget_s=budget("membw"), seed=config.seed)
+        flops = FlopsConfig(modes=modes, decode_batches=(1, 16), budget_s=budget("flops"), seed=config.seed)
+        links = LinkConfig(sizes=_link_sizes(backend, True), engines=("ce", "staged"), memory=("pinned",),
+                           latency_sizes=QUICK_LATENCY_SIZES, budget_s=budget("links"), seed=config.seed)
+    else:
+        membw = MembwConfig(budget_s=budget("membw"), seed=config.seed)
+        flops = FlopsConfig(budget_s=budget("flops"), seed=config.seed)
+        links = LinkConfig(latency_sizes=LATENCY_SIZES, budget_s=budget("links"), seed=config.seed)
+    return {"membw": membw, "flops": flops, "links": links}
+
+
+def steps_for(backend: Backend) -> list[Step]:
+    """The steps of a calibration of ``backend``'s machine, in order."""
+    n = backend.device_count() if backend.links_reason() is None else 1
+    steps = [Step("topology", "topology")]
+    for d in range(n):
+        steps += [Step("membw", f"memory bandwidth, dev{d}", d), Step("flops", f"FLOP/s, dev{d}", d)]
+        if backend.links_reason() is None:
+            steps.append(Step("host-link", f"host links, dev{d}", d))
+    if backend.links_reason() is None:
+        steps.append(Step("latency", "latency"))
+        if n > 1:
+            steps.append(Step("peer", f"{n * (n - 1) // 2} pair(s) of devices"))
+    return steps
+
+
+def _run_step(backend: Backend, step: Step, cfg: dict) -> list:
+    from dataclasses import replace
+
+    from gpucal.probes import flops, links, membw
+
+    if step.name in ("membw", "flops"):
+        probe = membw if step.name == "membw" else flops
+        other = backend.on_device(step.device)
+        other.activate()
+        try:
+            results = probe.run(other, cfg[step.name])
+        finally:
+            backend.activate()
+        for r in results:
+            r.params["device_index"] = step.device
+        return results
+    if step.name == "host-link":
+        return links.run_host_link(backend, replace(cfg["links"], devices=(step.device,)))
+    if step.name == "latency":
+        return links.run_latency(backend, cfg["links"])
+    if step.name == "peer":
+        return links.run_peer(backend, cfg["links"])
+    raise ValueError(f"unknown step {step.name!r}")
+
+
+def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
+        progress: Callable[[int, int, Step], None] | None = None,
+        clock: Callable[[], float] = time.time) -> Calibration:
+    """Every step of ``steps_for(backend)``; ``progress(i, total, step)`` before each. Raises
+    ``CalibrationError`` when a step raises (a case that fails its check is a result, not an error)."""
+    from gpucal.calibrate.links import series_fits
+    from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
+    from gpucal.probes.links import pairs_of
+    from gpucal.probes.topology import read_topology
+
+    cal = Calibration(backend=backend, config=config, started=clock())
+    cfg = configs(backend, config)
+    steps = steps_for(backend)
+    for i, step in enumerate(steps):
+        if progress:
+            progress(i, len(steps), step)
+        try:
+            if step.name == "topology":
+                cal.topology = read_topology(backend)
+            else:
+                cal.results.setdefault(step.name, []).extend(_run_step(backend, step, cfg))
+        except (Exception, KeyboardInterrupt) as exc:
+            raise CalibrationError(step, cal.done, exc) from exc
+        cal.done.append(step.label)
+    if progress:
+        progress(len(steps), len(steps), Step("done", "done"))
+    results = cal.all_results()
+    cal.fits = series_fits(results)
+    load = pcie_load_of(results)
+    if backend.links_reason() is None and backend.device_count() > 1:
+        for a, b in pairs_of(backend, cfg["links"]):
+            for s, d in ((a, b), (b, a)):
+                can = backend.can_access_peer(s, d) and backend.can_access_peer(d, s)
+                cal.verdicts.append(pair_verdict(s, d, can, cal.topology, cal.fits, load))
+    cal.finished = clock()
+    return cal
+
+
+def simulator_check() -> dict:
+    """The kernels on the Numba CUDA simulator, tiny and verified against their float64 references (not timed
+    for real): that the device code a GPU would run computes the right thing. ``ran`` False with the reason
+    where the simulator cannot run in this process (numba imported without its flag)."""
+    from gpucal.errors import InputError
+    from gpucal.kernels.backend import select, use_simulator
+    from gpucal.probes import flops, membw
+
+    try:
+        use_simulator()
+        backend = select("simulator")
+    except (InputError, GpucalError) as exc:
+        return {"ran": False, "reason": str(exc)}
+    results = membw.run(backend, membw.MembwConfig(dtypes=("fp16",), batches=(1,), stream_sizes=(1024,),
+                                                   gemv_shape=(5, 16)))
+    results += flops.run(backend, flops.FlopsConfig(modes=("fp16_fp32acc",), sizes=(8,), decode_batches=()))
+    return {"ran": True, "backend": "simulator",
+            "method": "the Numba CUDA kernels on the CPU, each output checked against its float64 reference",
+            "cases": [r.case for r in results], "passed": sum(r.status == "passed" for r in results),
+            "failed": [f"{r.case}: {r.reason}" for r in results if r.status != "passed"]}

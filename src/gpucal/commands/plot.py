@@ -1,0 +1,62 @@
+"""``gpucal plot``: a profile's figures as PNG files (copy bandwidth, P2P verdicts, roofline, plan).
+
+The figures are drawn by ``gpucal.plots``; this command resolves the profile, passes the flags on and
+says what it wrote and what it skipped (and why). Needs matplotlib (``pip install 'gpucal[plot]'``).
+"""
+
+from __future__ import annotations
+
+from gpucal.commands.args import nonnegative_int, positive_int
+from gpucal.plots import FIGURES  # no matplotlib: gpucal.plots imports it when it draws
+
+__all__ = ["add_parser", "run", "PLOTS_FORMAT"]
+
+PLOTS_FORMAT = "gpucal.plots/1"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw a profile's figures as PNG: copy bandwidth, P2P verdicts, roofline, plan",
+        description="Draw a profile's figures as PNG files: bandwidth.png (copy bandwidth against size, with the "
+                    "alpha-beta fits), p2p.png (the P2P verdict per device pair), roofline.png (the first device's "
+                    "roofline and kernels) and plan.png (the planner's token latency and throughput against batch). "
+                    "Figures the profile has no data for are skipped, with the reason. Needs matplotlib.",
+    )
+    p.add_argument("profile", metavar="PROFILE", help="profile name (gpucal profiles list) or file")
+    p.add_argument("-o", "--out", default="plots", metavar="DIR", help="folder for the PNG files (default: plots)")
+    p.add_argument("--model", default="llama-3.1-8b", metavar="NAME|FILE",
+                   help="model for plan.png (default llama-3.1-8b)")
+    p.add_argument("--cards", type=positive_int, metavar="N",
+                   help="cards for plan.png (default: the profile's device count)")
+    p.add_argument("--strategy", choices=("pp", "tp"),
+                   help="strategy for plan.png (default tp; pp where TP over the cards cannot divide the heads)")
+    p.add_argument("--context", type=nonnegative_int, default=0, metavar="TOKENS",
+                   help="tokens of context per sequence for plan.png (default 0, as gpucal plan)")
+    p.add_argument("--only", metavar="LIST", help=f"figures to draw, comma-separated: {','.join(FIGURES)} (default all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from gpucal import render
+    from gpucal.inputs import resolve_document
+    from gpucal.plots import write_plots
+
+    doc = resolve_document(args.profile, "PROFILE", "profile")
+    which = None if args.only is None else [w.strip() for w in args.only.split(",") if w.strip()]
+    results = write_plots(doc, args.out, model=args.model, cards=args.cards, strategy=args.strategy, which=which,
+                          context_tokens=args.context)
+    if args.json:
+        render.print_json({
+            "schema": PLOTS_FORMAT,
+            "profile": doc.origin,
+            "out_dir": str(args.out),
+            "figures": [{"name": name, "path": None if path is None else str(path), "skipped": reason}
+                        for name, path, reason in results],
+        })
+        return 0
+    out = render.console()
+    for name, path, reason in results:
+        render.line(f"wrote {path}" if path is not None else f"skipped {name}: {reason}", out)
+    return 0

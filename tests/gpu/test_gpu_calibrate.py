@@ -1,0 +1,31 @@
+"""``gpucal calibrate`` on a real GPU: a measured profile that validates, with figures in healthy ranges,
+that the planner reads."""
+
+import json
+
+import pytest
+
+from conftest import run_gpucal
+
+pytestmark = pytest.mark.gpu
+
+
+def test_calibrate_quick_writes_a_measured_profile(cupy_backend, tmp_path):
+    from gpucal import profile as profiles
+
+    out = run_gpucal("calibrate", "-o", str(tmp_path / "p.json"), "--json", env_extra={"NUMBA_ENABLE_CUDASIM": "0"})
+    assert out.returncode in (0, 1), out.stderr  # 1: a case failed its check; the profile says which
+    summary = json.loads(out.stdout)
+    doc = profiles.load(tmp_path / "p.json").data
+    assert doc["source"] == "measured" and summary["source"] == "measured"
+    dev = doc["devices"][0]
+    sheet = profiles.datasheet_for(dev["name"])
+    if sheet is not None:  # a healthy card: 50-100 % of the datasheet's memory bandwidth and fp16 rate
+        want = sheet.data["devices"][0]
+        assert 0.5 < dev["memory_bandwidth_Bps"]["value"] / want["memory_bandwidth_Bps"]["value"] <= 1.02
+        assert 0.3 < dev["dense_flops"]["fp16_fp32acc"]["value"] / want["dense_flops"]["fp16_fp32acc"]["value"] <= 1.05
+    h2d = dev["host_link"]["h2d"]
+    assert 1e-6 < h2d["alpha_s"]["value"] < 1e-3 and 1e9 < h2d["beta_Bps"]["value"] < 1e12
+    plan = run_gpucal("plan", "--gpu", str(tmp_path / "p.json"), "--model", "llama-3.1-8b", "--cards", "1",
+                      "--strategy", "tp", "--batch", "1", "--json")
+    assert plan.returncode == 0, plan.stderr

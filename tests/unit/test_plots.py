@@ -1,0 +1,225 @@
+"""``gpucal.plots``: the figures of a profile, drawn from the measured-profile fixture and a datasheet."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpucal import profile as profiles
+from gpucal.cli import main
+from gpucal.errors import InputError
+from gpucal.plots import (
+    FIGURES, PLAN_BATCHES, PlotSkipped, bandwidth_figure, p2p_figure, plan_curves, plan_figure, roofline_figure,
+    write_plots,
+)
+
+pytest.importorskip("matplotlib")  # gpucal.plots imports it lazily; the test extra installs it
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return profiles.load(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def datasheet():
+    return profiles.load_builtin("profile", "rtx4090")
+
+
+@pytest.fixture(scope="module")
+def written(measured, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plots")
+    return out, write_plots(measured, out)
+
+
+def variant(doc, origin="variant.json", **changes):
+    """The fixture with some top-level fields replaced, validated again."""
+    data = copy.deepcopy(doc.data) | changes
+    return profiles.validate(data, origin)
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [fig.get_suptitle()] + \
+        [ax.get_title() for ax in fig.axes]
+
+
+def legend_labels(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def test_every_figure_of_a_measured_profile_is_a_real_png(written):
+    import matplotlib.image
+
+    out, results = written
+    assert [name for name, _, _ in results] == list(FIGURES)
+    for name, path, reason in results:
+        assert reason is None and path == out / f"{name}.png"
+        raw = path.read_bytes()
+        assert raw.startswith(PNG_SIGNATURE)
+        assert len(raw) > 10_000, name
+        pixels = np.round(matplotlib.image.imread(path) * 255).astype(np.uint8)
+        assert pixels.shape[-1] == 4  # RGBA: one 32-bit number per colour
+        colours = np.unique(pixels.reshape(-1, 4).view(np.uint32))
+        assert len(colours) > 50, f"{name}: {len(colours)} colours"
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 400
+
+
+def test_a_datasheet_profile_skips_the_measured_figures_and_says_why(datasheet, tmp_path):
+    results = {name: (path, reason) for name, path, reason in write_plots(datasheet, tmp_path)}
+    for name in ("bandwidth", "p2p"):
+        path, reason = results[name]
+        assert path is None and "datasheet" in reason and not (tmp_path / f"{name}.png").exists()
+    assert "copy series" in results["bandwidth"][1] and "links" in results["p2p"][1]
+    for name in ("roofline", "plan"):
+        assert results[name] == (tmp_path / f"{name}.png", None)
+    fig = roofline_figure(datasheet)
+    assert any("roof only" in t for t in texts(fig))
+    assert not any("simulated" in t for t in texts(fig))
+
+
+def test_titles_say_simulated(measured):
+    for fig in (bandwidth_figure(measured), p2p_figure(measured), roofline_figure(measured)):
+        assert "(simulated)" in " ".join(texts(fig))
+    assert "(simulated)" in plan_figure(measured, plan_curves(measured)).get_suptitle()
+
+
+@pytest.mark.parametrize("cards, strategy", [(2, "tp"), (2, "pp"), (1, "tp")])
+def test_the_plan_curve_is_what_gpucal_plan_json_gives(measured, capsys, cards, strategy):
+    curves = plan_curves(measured, model="llama-3.1-8b", cards=cards, strategy=strategy)
+    assert list(curves.batch) == list(PLAN_BATCHES)
+    for batch in (1, 64, 1024):
+        assert main(["plan", "--gpu", str(FIXTURE), "--model", "llama-3.1-8b", "--cards", str(cards), "--strategy",
+                     strategy, "--batch", str(batch), "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        i = PLAN_BATCHES.index(batch)
+        assert curves.token_latency_s[i] == pytest.approx(plan["token_latency_s"], rel=1e-9)
+        assert curves.aggregate_tokens_per_s[i] == pytest.approx(plan["aggregate_tokens_per_s"], rel=1e-9)
+        assert curves.bound[i] == plan["bound"] and bool(curves.fits[i]) == plan["fits"]
+        assert curves.balance_batch == pytest.approx(plan["balance_batch"], rel=1e-9)
+        assert curves.link == (plan["inputs"]["link"]["name"] if plan["inputs"]["link"] else None)
+
+
+def test_the_plan_defaults_to_the_profiles_cards_and_tp(measured, datasheet):
+    curves = plan_curves(measured)
+    assert (curves.model, curves.cards, curves.strategy, curves.tp, curves.pp) == ("llama-3.1-8b", 2, "tp", 2, 1)
+    assert "slowest of 2" in curves.link  # the measured link, as the planner takes it
+    assert set(curves.bound) == {"memory", "compute"}
+    one = plan_curves(datasheet)
+    assert (one.cards, one.strategy, one.link is not None) == (1, "tp", True)
+
+
+def test_three_cards_fall_back_to_pp_unless_tp_is_asked_for(measured):
+    devices = [dict(measured.data["devices"][0], index=i) for i in range(3)]
+    three = variant(measured, devices=devices)
+    assert plan_curves(three).strategy == "pp"
+    with pytest.raises(InputError, match=r"^--strategy: a TP degree of 3 does not divide"):
+        plan_curves(three, strategy="tp")
+    with pytest.raises(InputError, match=r"^--cards: a TP degree of 6"):
+        plan_curves(three, cards=6, strategy="tp")
+
+
+def test_batches_that_do_not_fit_are_marked(measured):
+    curves = plan_curves(measured, context_tokens=32768)
+    assert curves.fits[0] and not curves.fits[-1]
+    fig = plan_figure(measured, curves)
+    assert "does not fit in memory" in legend_labels(fig)
+    assert "does not fit in memory" not in legend_labels(plan_figure(measured, plan_curves(measured)))
+    assert any("balance batch B* = 163.8" in label for label in legend_labels(fig))
+
+
+def test_the_heatmap_cells_are_the_links_verdicts(measured):
+    template = measured.data["links"][0]
+    verdicts = {(0, 1): ("nvlink", "nvlink", 150e9), (1, 0): ("p2p-pcie", "p2p-pcie", 25e9),
+                (0, 2): ("host-staged", "host-staged", 20e9), (2, 0): ("p2p-slower-than-staged", "host-staged", 19e9),
+                (1, 2): ("p2p-corrupt", "host-staged", 18e9)}  # (2, 1) not measured
+    links = []
+    for (src, dst), (verdict, path, beta) in verdicts.items():
+        link = copy.deepcopy(template) | {"src": src, "dst": dst, "verdict": verdict, "path": path}
+        link["beta_Bps"]["value"] = beta
+        links.append(link)
+    links[1]["flags"] = ["downtrained"]
+    devices = [dict(measured.data["devices"][0], index=i) for i in range(3)]
+    fig = p2p_figure(variant(measured, devices=devices, links=links))
+    ax = fig.axes[0]
+    cells = {tuple(round(v) for v in t.get_position()): t.get_text() for t in ax.texts}
+    assert len(cells) == len(verdicts)
+    for (src, dst), (verdict, _, beta) in verdicts.items():
+        lines = cells[(dst, src)].split("\n")  # x is the destination, y the source
+        assert lines[0] == verdict and lines[1] == f"{beta / 1e9:.3g} GB/s"
+    assert cells[(0, 1)].endswith("downtrained")
+    codes = np.ma.getdata(ax.images[0].get_array())
+    mask = np.ma.getmaskarray(ax.images[0].get_array())
+    assert mask.diagonal().all() and mask.sum() == 3  # the diagonal is blank
+    order = ["nvlink", "p2p-pcie", "host-staged", "p2p-slower-than-staged", "p2p-corrupt"]
+    for (src, dst), (verdict, _, _) in verdicts.items():
+        assert codes[src, dst] == order.index(verdict)
+    assert codes[2, 1] == len(order) and "not measured" in legend_labels(fig)
+
+
+def test_one_device_has_no_p2p_figure(measured):
+    one = variant(measured, devices=measured.data["devices"][:1], links=[],
+                  fits=[f for f in measured.data["fits"] if f["src"] == f["dst"] == 0])
+    with pytest.raises(PlotSkipped, match="one device: P2P not applicable"):
+        p2p_figure(one)
+    assert plan_curves(one).cards == 1
+
+
+def test_a_failed_series_is_drawn_as_not_verified(measured):
+    fits = copy.deepcopy(measured.data["fits"])
+    fits[0] |= {"verified": False, "reason": "byte 12: got 0x00, expected 0x5a"}
+    fig = bandwidth_figure(variant(measured, fits=fits))
+    labels = legend_labels(fig)
+    assert any(label.startswith("h2d-ce-pinned-dev0: NOT verified (byte 12") for label in labels)
+    assert "d2h-ce-pinned-dev0: α 2 µs, β 26.15 GB/s" in labels
+    red = [line for ax in fig.axes for line in ax.lines if line.get_marker() == "x"]
+    assert len(red) == 1 and red[0].get_color() == "red"
+    assert [ax.get_title() for ax in fig.axes] == ["h2d", "d2h", "driver-staged", "host-staged"]
+
+
+def test_the_roofline_has_the_ridge_and_the_kernels_of_device_0(measured):
+    fig = roofline_figure(measured)
+    ax = fig.axes[0]
+    device = measured.data["devices"][0]
+    bw, flops = device["memory_bandwidth_Bps"]["value"], device["dense_flops"]["fp16_fp32acc"]["value"]
+    assert any(t.get_text() == f"ridge {flops / bw:.3g} FLOP/B" for t in ax.texts)
+    points = {t.get_text() for t in ax.texts} - {f"ridge {flops / bw:.3g} FLOP/B"}
+    expected = {k["case"] for k in measured.data["kernels"] if k["device"] == 0 and k["flop"] > 0}
+    assert points == expected and len(expected) == 6
+    assert any(label.startswith("stream read-256MiB") for label in legend_labels(fig))
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"which": ["bandwidth", "nope"]}, "--only: unknown figure 'nope'"),
+    ({"which": []}, "--only:"),
+    ({"cards": 0}, "--cards:"),
+    ({"strategy": "hybrid"}, "--strategy:"),
+    ({"model": "llama-9"}, "--model: unknown model 'llama-9'"),
+])
+def test_bad_arguments_name_the_flag(measured, tmp_path, kwargs, flag):
+    with pytest.raises(InputError) as exc:
+        write_plots(measured, tmp_path / "out", **kwargs)
+    assert str(exc.value).startswith(flag)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused(measured, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("")
+    with pytest.raises(InputError, match=r"^-o: .* is a file"):
+        write_plots(measured, target, which=["roofline"])
+
+
+def test_without_matplotlib_it_says_what_to_install(measured, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(InputError, match=r"pip install 'gpucal\[plot\]'"):
+        write_plots(measured, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
