@@ -339,3 +339,16 @@ def test_llm_analysis_loads_the_calibrated_export(calibrated, tmp_path):
     loaded = config.read_configs(str(tmp_path), type="gpu")
     gpu = loaded["h100"]
     assert gpu.hbm_bandwidth_in_GB_per_sec == pytest.approx(doc["devices"][0]["memory_bandwidth_Bps"]["value"] / 1e9)
+
+
+def test_full_mode_measures_every_mode_and_path(tmp_path):
+    from gpucal.kernels.backend import select
+
+    path = tmp_path / "full.json"
+    assert main(["calibrate", "--simulate", "rtx4090:2", "--full", "-o", str(path), "--json", "--no-kernel-check"]) == 0
+    doc = profiles.load(path).data
+    assert doc["host"]["mode"] == "full"
+    assert set(doc["devices"][0]["dense_flops"]) == set(select("virtual:rtx4090:2").gemm_modes())
+    series = {f["series"] for f in doc["fits"]}
+    assert {"h2d-ce-pageable-dev0", "h2d-sm-pinned-dev0", "host-staged-dev1->dev0"} <= series
+    assert min(len(f["points"]) for f in doc["fits"] if f["engine"] == "ce") > 9  # sizes a factor 2 apart, not 8
