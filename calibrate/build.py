@@ -139,9 +139,11 @@ def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
         return None
     if fit.fit:
         lo, hi = int(min(fit.fit.sizes_bytes)), int(max(fit.fit.sizes_bytes))
+        clocks = sorted({r.params.get("clock") for r in _passed(results, series=fit.series, direction="one-way")} - {None})
         beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": fit.fit.n,
-                  "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back behind a blocked "
-                            f"start; R2 {fit.fit.r2:.5f}", "byte_convention": "link_Bps = n/t (n bytes one way)"}
+                  "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back "
+                            f"({'; '.join(clocks) or 'timed'}); R2 {fit.fit.r2:.5f}",
+                  "byte_convention": "link_Bps = n/t (n bytes one way)"}
     else:
         beta_q = {"value": fit.beta_Bps, "source": source, "statistic": "max", "n": fit.cases,
                   "method": f"the best rate of the sweep, {what} ({fit.reason})",
@@ -167,7 +169,9 @@ def _bidirectional(results, series: str) -> dict | None:
     if not bi:
         return None
     r = max(bi, key=lambda r: r.params["bytes"])
-    return {"bytes": r.params["bytes"], "sum_Bps": r.metrics["sum_Bps"], "union_Bps": r.metrics["union_Bps"]}
+    return {"bytes": r.params["bytes"], "sum_Bps": r.metrics["sum_Bps"], "union_Bps": r.metrics["union_Bps"],
+            "statistic": "median", "n": r.timing.n, "series": f"{r.params['series']} with {r.params['reverse']}",
+            "byte_convention": r.byte_convention}
 
 
 def _links(cal, results, source: str) -> list[dict]:
@@ -177,11 +181,12 @@ def _links(cal, results, source: str) -> list[dict]:
         ab = _alpha_beta(results, chosen, source, f"{chosen.path}, {chosen.engine}" if chosen else "")
         if ab is None:
             continue
-        p2p = [f for f in cal.fits if (f.src, f.dst) == (v.src, v.dst) and f.path == "p2p"]
+        p2p = [r for r in results if r.params.get("path") == "p2p" and (r.params.get("src"), r.params.get("dst"))
+               == (v.src, v.dst) and r.status in ("passed", "failed")]  # the P2P copies that ran
         item = {"src": v.src, "dst": v.dst, "path": v.verdict if chosen.path == "p2p" else "host-staged",
                 "verdict": v.verdict, "flags": list(v.flags), "series": chosen.series,
                 "p2p": {"supported": bool(v.evidence.get("runtime_can_access_peer")), "enabled": bool(p2p),
-                        "verified": all(f.verified for f in p2p) if p2p else None},
+                        "verified": all(r.status == "passed" for r in p2p) if p2p else None},
                 **ab, "r2": chosen.fit.r2 if chosen.fit else None,
                 "bidirectional": _bidirectional(results, chosen.series),
                 "points": _series_points(results, chosen.series), "reasons": list(v.reasons)}
@@ -265,11 +270,15 @@ def _device(cal, info, d: int, source: str) -> dict:
         can = any(v.evidence.get("runtime_can_access_peer") for v in mine)
         peer: dict = {"kind": kind, "p2p_supported": _reported(can, "cudaDeviceCanAccessPeer, to any other device")}
         if kind == "nvlink":
-            nv = [f for v in mine if v.verdict == "nvlink" for f in [planner_series(v, cal.fits)] if f and f.fit]
+            nv = [f for v in mine if v.verdict == "nvlink" for f in [planner_series(v, cal.fits)]
+                  if f and f.path == "p2p" and f.beta_Bps]
             if nv:
                 best = max(nv, key=lambda f: f.beta_Bps)
-                peer["bandwidth_Bps"] = {"value": best.beta_Bps, "source": source, "statistic": "fit",
-                                         "n": best.fit.n, "method": f"P2P copy-engine sweep {best.series}",
+                peer["bandwidth_Bps"] = {"value": best.beta_Bps, "source": source,
+                                         "statistic": "fit" if best.fit else "max",
+                                         "n": best.fit.n if best.fit else best.cases,
+                                         "method": f"P2P copy-engine sweep {best.series}"
+                                                   + ("" if best.fit else f" (no fit: {best.reason}; its best rate)"),
                                          "byte_convention": "link_Bps = n/t (n bytes one way)"}
             else:
                 peer["kind"] = "pcie"
@@ -301,7 +310,7 @@ def build_profile(cal, name: str, provenance: dict, anomalies: list[dict], creat
            "gpucal_version": version, "notes": [n[:2000] for n in notes], "host": {**provenance, "anomalies": anomalies},
            "devices": devices, "links": links, "fits": _fits(cal, results), "kernels": kernels, "collectives": [],
            "network": []}
-    if not links:  # one device: plan across cards with the datasheet's link preset, and say so
+    if count == 1:  # one device: plan across cards with the datasheet's link preset, and say so
         sheet = datasheet_for(infos[0].name)
         preset = (sheet.data.get("plan_defaults") or {}).get("link") if sheet else None
         if preset:

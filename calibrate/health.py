@@ -7,10 +7,14 @@ maximum generation and width for the host links (and for P2P or staging over PCI
 NVLink bandwidth for NVLink.
 
 Anomalies (``kind``): ``failed`` (a check failed: the bytes or the result were wrong), ``error`` (a device
-error in a case), ``throttled`` (clocks slowed by a throttle reason while timing), ``noisy`` (the CV stayed
-above target), ``downtrained`` (a PCIe link under load below its maximum), ``p2p-slower-than-staged``,
-``p2p-corrupt``, ``numa-remote`` (pinned memory not on the device's NUMA node), ``membw-low`` (memory
-bandwidth under ``MEMBW_LOW_FRAC`` of the datasheet), ``flops-low`` (dense FLOP/s under ``FLOPS_LOW_FRAC``).
+error in a case), ``throttled`` (clocks slowed by a throttle reason while timing), ``noisy`` (a case behind
+one of the profile's figures stopped sampling with its CV above target), ``downtrained`` (a PCIe link under load below its maximum), ``p2p-slower-than-staged``,
+``p2p-corrupt``, ``p2p-unmeasured`` (peer access offered, no P2P copy measured), ``numa-remote`` (pinned
+memory known to sit off the device's NUMA node), ``link-missing``
+(a pair without a measured link), ``fit-failed`` (a series behind the profile without an α/β fit),
+``kernel-check-failed`` (a kernel wrong on the Numba simulator), ``membw-low`` (memory bandwidth under
+``MEMBW_LOW_FRAC`` of the datasheet), ``flops-low`` (dense FLOP/s under ``FLOPS_LOW_FRAC``). Failed cases
+are grouped per series (or kernel), with their count and the first reason.
 """
 
 from __future__ import annotations
@@ -37,13 +41,32 @@ def _where(r) -> str:
     return f"dev{p.get('src', 0)}"
 
 
+def _group(results) -> dict:
+    """Results by what they measure: the copy series, or the probe and kernel (``read``, ``gemm-fp16_fp32acc``)."""
+    groups: dict = {}
+    for r in results:
+        p = r.params or {}
+        key = p.get("series") or f"{r.probe} {r.case.rsplit('-', 1)[0] if r.probe == 'flops' else r.case}"
+        groups.setdefault((_where(r), key), []).append(r)
+    return groups
+
+
+def _feeds_profile(r, used_series: set) -> bool:
+    """Whether ``r`` is a case whose time went into a figure of the profile."""
+    p = r.params or {}
+    if r.probe in ("membw", "flops"):
+        return True
+    return p.get("series") in used_series and p.get("latency") in (None, "oneshot")
+
+
 def anomalies(cal, profile: dict) -> list[dict]:
     """Everything a user should look at, each ``{kind, text}`` (and where: ``device`` or ``src``/``dst``)."""
     out: list[dict] = []
     results = cal.all_results()
     for status in ("failed", "error"):
-        for r in (r for r in results if r.status == status):
-            out.append({"kind": status, "text": f"{_where(r)}: {r.probe} {r.case}: {r.reason}"[:500]})
+        for (where, key), rs in _group(r for r in results if r.status == status).items():
+            more = f" ({len(rs)} cases; the first:" if len(rs) > 1 else " ("
+            out.append({"kind": status, "text": f"{where}: {key}{more} {rs[0].case}: {rs[0].reason})"[:500]})
     throttled: dict[str, set] = {}
     for r in results:
         if r.throttled:
@@ -51,12 +74,14 @@ def anomalies(cal, profile: dict) -> list[dict]:
             throttled.setdefault(_where(r), set()).update(reasons)
     for where, reasons in sorted(throttled.items()):
         out.append({"kind": "throttled", "text": f"{where}: clocks throttled while timing ({', '.join(sorted(reasons))})"})
-    noisy = [r for r in results if r.status == "passed" and r.noisy]
+    used = {link.get("series") for link in profile.get("links") or []}
+    used |= {f"{path}-ce-pinned-dev{dev.get('index', 0)}" for dev in profile["devices"] for path in ("h2d", "d2h")}
+    noisy = [r for r in results if r.status == "passed" and r.noisy and _feeds_profile(r, used)]
     if noisy:
         listed = ", ".join(f"{_where(r)} {r.case} (CV {100 * r.timing.cv:.1f} %)" for r in noisy[:NOISY_LISTED])
         more = f" and {len(noisy) - NOISY_LISTED} more" if len(noisy) > NOISY_LISTED else ""
-        out.append({"kind": "noisy", "text": f"{len(noisy)} case(s) noisy (CV above target when sampling stopped): "
-                                             f"{listed}{more}"})
+        out.append({"kind": "noisy", "text": f"{len(noisy)} case(s) behind the profile's figures stopped sampling "
+                                             f"with the CV above target: {listed}{more}"})
     topology = cal.topology
     if topology is not None and topology.available:
         for d, (gen, width) in sorted(pcie_load_of(cal.results.get("host-link", [])).items()):
@@ -70,19 +95,41 @@ def anomalies(cal, profile: dict) -> list[dict]:
         for r in cal.results.get("host-link", []):
             p = r.params or {}
             topo = topology.device(p.get("src") if p.get("path") == "d2h" else p.get("dst"))
-            if p.get("memory") == "pinned" and topo and topo.numa_node is not None \
-                    and p.get("host_numa_node") != topo.numa_node:
-                remote.add((topo.index, topo.numa_node, p.get("host_numa_node")))
-        for d, want, got in sorted(remote, key=str):
+            got = p.get("host_numa_node")
+            if p.get("memory") == "pinned" and topo and topo.numa_node is not None and got is not None \
+                    and got != topo.numa_node:  # unknown placement is not evidence
+                remote.add((topo.index, topo.numa_node, got))
+        for d, want, got in sorted(remote):
             out.append({"kind": "numa-remote", "device": d,
-                        "text": f"dev{d}: pinned host memory on NUMA node {got if got is not None else 'unknown'}, "
-                                f"not the device's node {want}: host-link figures may be low"})
+                        "text": f"dev{d}: pinned host memory on NUMA node {got}, not the device's node {want}: "
+                                "host-link figures may be low"})
     for v in cal.verdicts:
         if v.verdict in ("p2p-slower-than-staged", "p2p-corrupt"):
-            what = ("P2P copies corrupt data: disable P2P (NCCL_P2P_DISABLE=1) and check the platform (IOMMU, ACS)"
-                    if v.verdict == "p2p-corrupt" else
-                    "P2P is slower than staging through the host (resizable BAR, ACS or the switch): staging is used")
+            what = ("P2P copies corrupt data: disable P2P (NCCL_P2P_DISABLE=1) and check the platform (IOMMU, ACS); "
+                    "the profile's link is the staged path" if v.verdict == "p2p-corrupt" else
+                    "P2P is slower than staging through the host (resizable BAR, ACS or the switch): disable P2P "
+                    "(NCCL_P2P_DISABLE=1) to get the staged rate; the profile's link assumes it is disabled")
             out.append({"kind": v.verdict, "src": v.src, "dst": v.dst, "text": f"dev{v.src}->dev{v.dst}: {what}"})
+    for link in profile.get("links") or []:
+        if link["verdict"] in ("nvlink", "p2p-pcie") and link["path"] == "host-staged":
+            out.append({"kind": "p2p-unmeasured", "src": link["src"], "dst": link["dst"],
+                        "text": f"dev{link['src']}->dev{link['dst']}: the runtime offers peer access ({link['verdict']} "
+                                "by its capabilities) but no P2P copy was measured; the profile's link is the staged "
+                                "path"})
+    have = {(link["src"], link["dst"]) for link in profile.get("links") or []}
+    for v in cal.verdicts:
+        if (v.src, v.dst) not in have:
+            out.append({"kind": "link-missing", "src": v.src, "dst": v.dst,
+                        "text": f"dev{v.src}->dev{v.dst}: no path between them was measured with both alpha and beta; "
+                                "the profile has no link for this pair"})
+    for f in cal.fits:
+        if f.fit is None and f.series in used and f.cases:
+            out.append({"kind": "fit-failed", "text": f"{f.series}: no alpha/beta fit ({f.reason}); the profile uses "
+                                                      "its best rate"})
+    check = cal.simulator_check
+    if check and check.get("failed"):
+        out.append({"kind": "kernel-check-failed",
+                    "text": "kernels on the Numba simulator: " + "; ".join(check["failed"])[:450]})
     for row in summary_rows(profile):
         frac = row["efficiency_frac"]
         if frac is None or row["peak_ref"] != "datasheet":

@@ -79,6 +79,19 @@ def _clocks(results) -> list[dict]:
     return out
 
 
+def _topology(topology) -> dict | None:
+    """The topology as read at the start, links idle: PCIe readings then say nothing of training (idle links
+    drop to Gen1), so they are labelled as idle and no downtraining is judged from them."""
+    if topology is None:
+        return None
+    out = topology.to_dict()
+    for d in out["devices"]:
+        d.pop("pcie_downtrained", None)
+        d["pcie_generation_idle"] = d.pop("pcie_generation", None)
+        d["pcie_width_idle"] = d.pop("pcie_width", None)
+    return out
+
+
 def provenance(cal, argv: list[str] | None) -> dict:
     """The ``host`` object of a profile written from calibration ``cal``."""
     backend = cal.backend
@@ -100,6 +113,6 @@ def provenance(cal, argv: list[str] | None) -> dict:
         "libraries": _libraries(),
         "devices": [{"index": d.index, "name": d.name, "uuid": d.uuid, "pci_bus_id": d.pci_bus_id} for d in devices],
         "clocks": _clocks(cal.all_results()),
-        "topology": cal.topology.to_dict() if cal.topology is not None else None,
+        "topology": _topology(cal.topology),
         "simulator_check": cal.simulator_check,
     }

@@ -30,7 +30,7 @@ QUICK_FLOPS_MODES = ("fp16_fp32acc", "bf16_fp32acc", "fp16_fp16acc", "fp8_fp32ac
 QUICK_GEMV_DTYPES = ("fp16", "bf16")
 QUICK_BATCHES = (1, 4, 16)
 QUICK_LATENCY_SIZES = (4, 64, 1024, 16384)
-QUICK_BUDGET_S = {"membw": 0.3, "flops": 0.5, "links": 0.2}
+QUICK_BUDGET_S = {"membw": 0.3, "flops": 0.5, "links": 0.2, "latency": 0.05}
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ class CalibrateConfig:
 
 @dataclass(frozen=True)
 class Step:
-    """One unit of work: a probe on a device, or on every pair (``device`` None)."""
+    """One unit of work: probes on a device (``device``) or on a pair of devices (``pair``)."""
 
-    name: str  # topology, membw, flops, host-link, latency, peer
+    name: str  # topology, membw, flops, host-link (with the host links' latency), pair (copies and latency)
     label: str  # what the progress bar shows
     device: int | None = None
+    pair: tuple[int, int] | None = None
 
 
 @dataclass
@@ -96,6 +97,8 @@ def _link_sizes(backend: Backend, quick: bool) -> tuple[int, ...] | None:
 
 def configs(backend: Backend, config: CalibrateConfig) -> dict:
     """The probe configurations of ``config``'s mode, by step name."""
+    from dataclasses import replace
+
     from gpucal.probes.flops import FlopsConfig
     from gpucal.probes.links import LATENCY_SIZES, LinkConfig
     from gpucal.probes.membw import MembwConfig
@@ -110,51 +113,60 @@ def configs(backend: Backend, config: CalibrateConfig) -> dict:
                             batches=QUICK_BATCHES, budget_s=budget("membw"), seed=config.seed)
         flops = FlopsConfig(modes=modes, decode_batches=(1, 16), budget_s=budget("flops"), seed=config.seed)
         links = LinkConfig(sizes=_link_sizes(backend, True), engines=("ce", "staged"), memory=("pinned",),
-                           latency_sizes=QUICK_LATENCY_SIZES, budget_s=budget("links"), seed=config.seed)
+                           latency_sizes=QUICK_LATENCY_SIZES, latency_kinds=("oneshot",), budget_s=budget("links"),
+                           seed=config.seed)
+        latency = replace(links, budget_s=budget("latency"))
     else:
         membw = MembwConfig(budget_s=budget("membw"), seed=config.seed)
         flops = FlopsConfig(budget_s=budget("flops"), seed=config.seed)
         links = LinkConfig(latency_sizes=LATENCY_SIZES, budget_s=budget("links"), seed=config.seed)
-    return {"membw": membw, "flops": flops, "links": links}
+        latency = links
+    return {"membw": membw, "flops": flops, "links": links, "latency": latency}
 
 
 def steps_for(backend: Backend) -> list[Step]:
-    """The steps of a calibration of ``backend``'s machine, in order."""
-    n = backend.device_count() if backend.links_reason() is None else 1
+    """The steps of a calibration of ``backend``'s machine, in order: the topology; per device its memory,
+    FLOP/s and host links; per pair of devices every copy path between them."""
+    links = backend.links_reason() is None
+    n = backend.device_count() if links else 1
+    devices = range(n) if links else (backend.device_index,)
     steps = [Step("topology", "topology")]
-    for d in range(n):
+    for d in devices:
         steps += [Step("membw", f"memory bandwidth, dev{d}", d), Step("flops", f"FLOP/s, dev{d}", d)]
-        if backend.links_reason() is None:
+        if links:
             steps.append(Step("host-link", f"host links, dev{d}", d))
-    if backend.links_reason() is None:
-        steps.append(Step("latency", "latency"))
-        if n > 1:
-            steps.append(Step("peer", f"{n * (n - 1) // 2} pair(s) of devices"))
+    if links:
+        steps += [Step("pair", f"copies dev{a}<->dev{b}", pair=(a, b)) for a in range(n) for b in range(a + 1, n)]
     return steps
 
 
-def _run_step(backend: Backend, step: Step, cfg: dict) -> list:
+def _run_step(backend: Backend, step: Step, cfg: dict, siblings: dict) -> list:
     from dataclasses import replace
 
     from gpucal.probes import flops, links, membw
 
     if step.name in ("membw", "flops"):
         probe = membw if step.name == "membw" else flops
-        other = backend.on_device(step.device)
+        if step.device not in siblings:
+            siblings[step.device] = backend.on_device(step.device)
+        other = siblings[step.device]
         other.activate()
         try:
             results = probe.run(other, cfg[step.name])
         finally:
+            other.release_memory()
             backend.activate()
         for r in results:
             r.params["device_index"] = step.device
         return results
     if step.name == "host-link":
-        return links.run_host_link(backend, replace(cfg["links"], devices=(step.device,)))
-    if step.name == "latency":
-        return links.run_latency(backend, cfg["links"])
-    if step.name == "peer":
-        return links.run_peer(backend, cfg["links"])
+        one = dict(devices=(step.device,), pairs=())
+        return (links.run_host_link(backend, replace(cfg["links"], **one))
+                + links.run_latency(backend, replace(cfg["latency"], **one)))
+    if step.name == "pair":
+        one = dict(devices=(), pairs=(step.pair,))
+        return (links.run_peer(backend, replace(cfg["links"], **one))
+                + links.run_latency(backend, replace(cfg["latency"], **one)))
     raise ValueError(f"unknown step {step.name!r}")
 
 
@@ -165,12 +177,12 @@ def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
     ``CalibrationError`` when a step raises (a case that fails its check is a result, not an error)."""
     from gpucal.calibrate.links import series_fits
     from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
-    from gpucal.probes.links import pairs_of
     from gpucal.probes.topology import read_topology
 
     cal = Calibration(backend=backend, config=config, started=clock())
     cfg = configs(backend, config)
     steps = steps_for(backend)
+    siblings: dict = {}  # one backend per device, made once
     for i, step in enumerate(steps):
         if progress:
             progress(i, len(steps), step)
@@ -178,7 +190,7 @@ def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
             if step.name == "topology":
                 cal.topology = read_topology(backend)
             else:
-                cal.results.setdefault(step.name, []).extend(_run_step(backend, step, cfg))
+                cal.results.setdefault(step.name, []).extend(_run_step(backend, step, cfg, siblings))
         except (Exception, KeyboardInterrupt) as exc:
             raise CalibrationError(step, cal.done, exc) from exc
         cal.done.append(step.label)
@@ -187,8 +199,9 @@ def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
     results = cal.all_results()
     cal.fits = series_fits(results)
     load = pcie_load_of(results)
-    if backend.links_reason() is None and backend.device_count() > 1:
-        for a, b in pairs_of(backend, cfg["links"]):
+    for step in steps:
+        if step.pair is not None:
+            a, b = step.pair
             for s, d in ((a, b), (b, a)):
                 can = backend.can_access_peer(s, d) and backend.can_access_peer(d, s)
                 cal.verdicts.append(pair_verdict(s, d, can, cal.topology, cal.fits, load))

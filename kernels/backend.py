@@ -230,6 +230,9 @@ class Backend:
     def activate(self) -> None:
         """Make this backend's device the current one (arrays and kernels without an explicit device)."""
 
+    def release_memory(self) -> None:
+        """Give memory cached by the array library back to the device (between steps that use a lot)."""
+
     def on_device(self, device: int) -> Backend:
         """A backend of the same kind whose kernels run on ``device`` (this one when it already does)."""
         return self if device == self.device_index else type(self)(device=device)

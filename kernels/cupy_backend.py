@@ -71,6 +71,11 @@ class CupyBackend(CupyLinks, Backend):
     def activate(self) -> None:
         cupy.cuda.Device(self.device_index).use()
 
+    def release_memory(self) -> None:
+        with cupy.cuda.Device(self.device_index):
+            cupy.cuda.Device().synchronize()
+            cupy.get_default_memory_pool().free_all_blocks()
+
     def _info(self, i: int) -> DeviceInfo:
         props = _rt.getDeviceProperties(i)
         attr = _rt.deviceGetAttribute

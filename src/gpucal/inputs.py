@@ -99,31 +99,57 @@ def flops_entry(device: dict, doc: profiles.Document, dtype: str, mode: str | No
     return mode, entry
 
 
+def _slowest(doc: profiles.Document, pick) -> tuple[int, Any]:
+    """(index, quantity) of the profile's device whose ``pick(device)`` quantity is the smallest known one; the
+    first device where none is known. A calibrated profile lists its devices one by one, and a TP group or a
+    pipeline runs at the pace of its slowest card."""
+    devices = doc.data["devices"]
+    known = [(i, pick(d)) for i, d in enumerate(devices)]
+    known = [(i, q) for i, q in known if q is not None and q.get("value") is not None]
+    if not known:
+        return 0, pick(devices[0])
+    return min(known, key=lambda iq: iq[1]["value"])
+
+
+def _which(doc: profiles.Document, i: int) -> str:
+    n = len(doc.data["devices"])
+    return f", the slowest of {n} devices (devices[{i}])" if n > 1 else ""
+
+
 def resolve_gpu(text: str, *, dtype: str = "fp16", flops_mode: str | None = None,
                 overrides: dict[str, float] | None = None) -> GpuChoice:
     """The card of profile ``text`` at weight ``dtype``, with ``overrides`` (memory_bandwidth_Bps,
-    flops, memory_bytes) taking precedence over the profile's values."""
+    flops, memory_bytes) taking precedence over the profile's values. Where the profile lists several
+    devices (a calibrated machine), each figure is the slowest device's."""
     doc = resolve_document(text, "--gpu", "profile")
-    device = doc.data["devices"][0]
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     sources: dict[str, str] = {}
     values: dict[str, Any] = {}
     for key in ("memory_bandwidth_Bps", "memory_bytes"):
-        quantity = device[key]
+        i, quantity = _slowest(doc, lambda d, key=key: d[key])
         if key in overrides:
             values[key], sources[key] = overrides[key], "flag"
         elif quantity["value"] is None:
-            raise InputError(f"--gpu: {doc.origin}: devices[0].{key}: unknown ({quantity.get('reason')}); "
+            raise InputError(f"--gpu: {doc.origin}: devices[{i}].{key}: unknown ({quantity.get('reason')}); "
                              f"give --{'mem-bw' if key == 'memory_bandwidth_Bps' else 'mem-bytes'}")
         else:
-            values[key], sources[key] = float(quantity["value"]), _provenance(quantity, doc.name)
+            values[key] = float(quantity["value"])
+            sources[key] = _provenance(quantity, doc.name) + _which(doc, i)
     if "flops" in overrides:
         mode, values["flops"], sources["flops"] = "flag", overrides["flops"], "flag"
     else:
-        mode, entry = flops_entry(device, doc, dtype, flops_mode)
-        values["flops"], sources["flops"] = float(entry["value"]), _provenance(entry, doc.name)
+        mode, _ = flops_entry(doc.data["devices"][0], doc, dtype, flops_mode)  # refuses what the profile lacks
+        i, entry = _slowest(doc, lambda d: _mode_entry(d, doc, dtype, flops_mode))
+        values["flops"], sources["flops"] = float(entry["value"]), _provenance(entry, doc.name) + _which(doc, i)
     spec = GpuSpec(name=doc.name, flops_mode=mode, **values)
     return GpuChoice(spec=spec, document=doc, sources=sources)
+
+
+def _mode_entry(device: dict, doc: profiles.Document, dtype: str, flops_mode: str | None) -> dict | None:
+    try:
+        return flops_entry(device, doc, dtype, flops_mode)[1]
+    except InputError:
+        return None
 
 
 @dataclass(frozen=True)

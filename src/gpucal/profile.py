@@ -208,6 +208,12 @@ def save(data: dict[str, Any], path: str | os.PathLike, *, force: bool = False) 
     return write_atomic(path, dumps(data), force=force)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, so that a reader never sees
     half a file.
@@ -231,6 +237,7 @@ def write_atomic(path: str | os.PathLike, text: str, *, force: bool = False) -> 
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary file would be (temporary files are private)
         if force:
             os.replace(tmp, target)
         else:

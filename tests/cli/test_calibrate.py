@@ -228,7 +228,7 @@ def test_an_interrupted_calibration_writes_nothing(tmp_path, monkeypatch, capsys
     path = tmp_path / "out" / "p.json"
     assert main(["calibrate", "--simulate", "rtx4090:2", "-o", str(path), "--no-kernel-check"]) == code
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("gpucal calibrate: error: step '1 pair(s) of devices' failed")
+    assert err.startswith("gpucal calibrate: error: step 'copies dev0<->dev1' failed")
     assert said in err and "measured before it: topology, memory bandwidth, dev0" in err
     assert "Traceback" not in err
     assert not path.exists() and (not path.parent.exists() or os.listdir(path.parent) == [])
@@ -352,3 +352,17 @@ def test_full_mode_measures_every_mode_and_path(tmp_path):
     series = {f["series"] for f in doc["fits"]}
     assert {"h2d-ce-pageable-dev0", "h2d-sm-pinned-dev0", "host-staged-dev1->dev0"} <= series
     assert min(len(f["points"]) for f in doc["fits"] if f["engine"] == "ce") > 9  # sizes a factor 2 apart, not 8
+
+
+def test_the_planner_takes_the_slowest_device_of_a_calibrated_profile(tmp_path):
+    from pathlib import Path
+
+    data = profiles.read(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
+    data["devices"][1]["memory_bandwidth_Bps"]["value"] = 0.8e12  # a card that lags
+    data["devices"][0]["dense_flops"]["fp16_fp32acc"]["value"] = 1.5e14
+    path = tmp_path / "lagging.json"
+    profiles.save(data, path)
+    got = plan_json(str(path), 2)["inputs"]["gpu"]
+    assert got["memory_bandwidth_Bps"] == 0.8e12 and got["flops"] == 1.5e14
+    assert got["sources"]["memory_bandwidth_Bps"].endswith("the slowest of 2 devices (devices[1])")
+    assert got["sources"]["flops"].endswith("the slowest of 2 devices (devices[0])")

@@ -13,9 +13,11 @@ import os
 import sys
 
 from gpucal import render
-from gpucal.errors import InputError
+from gpucal.errors import GpucalError, InputError, ProfileError
 
 __all__ = ["add_parser", "run"]
+
+ANOMALIES_SHOWN = 20
 
 
 def add_parser(sub) -> None:
@@ -135,8 +137,12 @@ def run(args) -> int:
     from gpucal.calibrate.provenance import iso, provenance
     from gpucal.calibrate.run import CalibrateConfig, run as calibrate, simulator_check
 
-    if args.budget is not None and args.budget <= 0:
-        raise InputError(f"--budget: must be positive, got {args.budget}")
+    import math
+
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
+        raise InputError(f"--budget: must be a positive number of seconds, got {args.budget}")
+    if args.device != 0:
+        raise InputError("--device: calibrate measures every device of the machine; --device does not apply")
     if args.name is not None:
         import re
 
@@ -167,13 +173,19 @@ def run(args) -> int:
     doc["notes"] += [a["text"][:2000] for a in found]
     doc = render.json_ready(doc)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        profiles.validate(doc, path)
+    except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
+        aside = profiles.write_atomic(f"{path}.invalid", profiles.dumps(doc), force=True)
+        raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
     written = profiles.save(doc, path, force=args.force)
     plots = []
     if args.plots:
         from gpucal.plots import write_plots
 
         plots = write_plots(profiles.load(written), args.plots)
-    failed = any(r.status in ("failed", "error") for r in cal.all_results())
+    failed = any(r.status in ("failed", "error") for r in cal.all_results()) or bool(
+        cal.simulator_check and cal.simulator_check.get("failed"))
     rows = summary_rows(doc)
     if args.json:
         render.print_json({"command": "calibrate", "profile": str(written), "name": name, "source": doc["source"],
@@ -240,8 +252,11 @@ def _print(doc, rows, found, cal, path, plots) -> None:
                     + "; gpucal p2p shows the evidence", console)
     if found:
         render.line(f"anomalies ({len(found)}):", console)
-        for a in found:
+        for a in found[:ANOMALIES_SHOWN]:
             render.line(f"  {a['kind']}: {a['text']}", console)
+        if len(found) > ANOMALIES_SHOWN:
+            render.line(f"  ... and {len(found) - ANOMALIES_SHOWN} more: the profile's host.anomalies lists them all",
+                        console)
     else:
         render.line("anomalies: none found", console)
     check = cal.simulator_check
@@ -254,8 +269,11 @@ def _print(doc, rows, found, cal, path, plots) -> None:
             render.line(f"kernels on the Numba simulator: not run ({check['reason']})", console)
     for name, p, why in plots:
         render.line(f"plot {name}: {p}" if p else f"plot {name}: skipped ({why})", console)
+    failed = sum(r.status in ("failed", "error") for r in cal.all_results())
+    checked = ("every output and copied byte verified" if not failed else
+               f"{failed} case(s) failed their check or errored (exit code 1); every figure written passed its check")
     render.line("statistic: medians after warm-up (p10/p90 and n in the profile); links: alpha is one copy issued "
-                "and waited for, beta the fit t = alpha + n/beta; every output and copied byte verified", console)
+                f"and waited for, beta the fit t = alpha + n/beta; {checked}", console)
     if doc["source"] == "simulated":
         render.line("simulated: a virtual machine priced by its profile; no figure here is a measurement", console)
     render.line(f"wrote {path}", console)
