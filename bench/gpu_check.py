@@ -185,11 +185,11 @@ def main(argv=None) -> int:
     base = compare_with_torch(torch, backend, copy.params["bytes_per_buffer"], (gemv.params["m"], gemv.params["k"]),
                               8192, measure, policy_for(backend))
     print(f"-- torch done in {time.time() - started:.0f} s", flush=True)
-    from gpucal.probes import links
+    from gpucal.probes import latency, links
 
     link_cfg = links.LinkConfig(sizes=links.sweep_sizes(4, 256 << 20)[::2] + (256 << 20,), devices=(args.device,),
                                 budget_s=0.5)
-    lk = links.run_host_link(backend, link_cfg) + links.run_d2d(backend, link_cfg) + links.run_latency(
+    lk = links.run_host_link(backend, link_cfg) + links.run_d2d(backend, link_cfg) + latency.run_latency(
         backend, links.LinkConfig(devices=(args.device,), pairs=(), budget_s=0.3))
     print(f"-- links done in {time.time() - started:.0f} s", flush=True)
     render.console().print(results_table([r for r in lk if r.params.get("bytes") in (4, 1 << 20, 256 << 20)]))

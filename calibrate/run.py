@@ -143,7 +143,7 @@ def steps_for(backend: Backend) -> list[Step]:
 def _run_step(backend: Backend, step: Step, cfg: dict, siblings: dict) -> list:
     from dataclasses import replace
 
-    from gpucal.probes import flops, links, membw
+    from gpucal.probes import flops, latency, links, membw
 
     if step.name in ("membw", "flops"):
         probe = membw if step.name == "membw" else flops
@@ -162,11 +162,11 @@ def _run_step(backend: Backend, step: Step, cfg: dict, siblings: dict) -> list:
     if step.name == "host-link":
         one = dict(devices=(step.device,), pairs=())
         return (links.run_host_link(backend, replace(cfg["links"], **one))
-                + links.run_latency(backend, replace(cfg["latency"], **one)))
+                + latency.run_latency(backend, replace(cfg["latency"], **one)))
     if step.name == "pair":
         one = dict(devices=(), pairs=(step.pair,))
         return (links.run_peer(backend, replace(cfg["links"], **one))
-                + links.run_latency(backend, replace(cfg["latency"], **one)))
+                + latency.run_latency(backend, replace(cfg["latency"], **one)))
     raise ValueError(f"unknown step {step.name!r}")
 
 

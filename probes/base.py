@@ -93,7 +93,7 @@ def register(probe: Probe) -> Probe:
 
 
 def _load_all() -> None:
-    from gpucal.probes import flops, links, membw  # noqa: F401 - registers them
+    from gpucal.probes import flops, latency, links, membw  # noqa: F401 - registers them
 
 
 def all_probes() -> dict[str, Probe]:

@@ -1,4 +1,5 @@
-"""Link probes: what a copy costs on every path bytes take — ``host-link``, ``d2d``, ``peer``, ``latency``.
+"""Link probes: what a copy costs on every path bytes take — ``host-link``, ``d2d``, ``peer`` (and, in
+``probes/latency.py``, ``latency``).
 
 - ``host-link``, per device: H2D and D2H from pinned memory (NUMA-local to the device) and pageable memory,
   by the copy engine (``ce``) and by a kernel reading or writing mapped pinned memory (``sm``), each swept
@@ -37,7 +38,7 @@ from gpucal.probes.timing import Policy, measure
 from gpucal.probes.topology import pcie_under_load
 
 __all__ = ["LinkConfig", "default_sizes", "sweep_sizes", "LATENCY_SIZES", "run_host_link", "run_d2d", "run_peer",
-           "run_latency", "pairs_of", "CONVENTIONS"]
+           "pairs_of", "CONVENTIONS", "CLOCKS"]
 
 MAX_SWEEP_BYTES = 256 << 20
 VIRTUAL_MAX_BYTES = 16 << 20  # the virtual machine moves real bytes: its default sweep stops here
@@ -293,6 +294,17 @@ def run_d2d(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]
     return results
 
 
+def _enable_peer(backend: Backend, probe: str, a: int, b: int) -> Result | None:
+    """Enable peer access between ``a`` and ``b``; where that fails, the waived case that says why (the pair's
+    P2P is not measured, the run goes on)."""
+    try:
+        backend.set_peer_access(a, b, True)
+    except Exception as exc:
+        return waived(backend, probe, f"p2p-dev{a}<->dev{b}", f"enabling peer access failed: {type(exc).__name__}: "
+                      f"{exc}", {"path": "p2p", "src": a, "dst": b}, device=a)
+    return None
+
+
 def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
     (sizes, sm_sizes, bi_sizes), policy = _sizes(backend, config), _copy_policy(backend, config)
     top = max(sizes)
@@ -319,12 +331,9 @@ def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result
                                       "(cudaDeviceCanAccessPeer = 0): copies between them are staged",
                                       {"path": "p2p", "src": s, "dst": d}, device=s))
             continue
-        try:
-            backend.set_peer_access(a, b, True)
-        except Exception as exc:
-            results.append(waived(backend, "peer", f"p2p-dev{a}<->dev{b}",
-                                  f"enabling peer access failed: {type(exc).__name__}: {exc}",
-                                  {"path": "p2p", "src": a, "dst": b}, device=a))
+        refused = _enable_peer(backend, "peer", a, b)
+        if refused:
+            results.append(refused)
             continue
         try:
             for s, d in ((a, b), (b, a)):
@@ -341,88 +350,10 @@ def run_peer(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result
     return results
 
 
-def _latency_cases(backend: Backend, op: CopyOp, src: _Source, policy: Policy,
-                   kinds=("oneshot", "b2b", "enqueue")) -> list[Result]:
-    """One-shot, back-to-back and issue-only times of ``op`` (those in ``kinds``; verified first)."""
-    n = op.nbytes
-    out = []
-    for how, fn in (("oneshot", backend.time_oneshot), ("b2b", backend.time_back_to_back),
-                    ("enqueue", backend.time_enqueue)):
-        if how not in kinds:
-            continue
-        params = {"path": op.path, "engine": op.engine, "memory": _memory(op), "src": op.src.device,
-                  "dst": op.dst.device, "bytes": n, "latency": how, "series": op.label, "clock": CLOCKS[how]}
-        base = _base(backend, "latency", f"{how}-{op.label}-{n}B", params, Work(n, n, 0), CONVENTIONS["latency"])
-        try:
-            backend.write(op.dst, ~src.bytes[:n])
-            backend.run_op(op)
-            check = _compare(backend, op, src.bytes)
-            if not check.ok:
-                out.append(_failed(check, base, "before timing"))
-                continue
-            timing = measure(lambda k, fn=fn: fn(op, k), policy, clock_name=f"{backend.clock}: {CLOCKS[how]}")
-            after = _compare(backend, op, src.bytes)
-            if not after.ok:
-                out.append(_failed(after, base, "after timing"))
-                continue
-        except Exception as exc:
-            out.append(Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base))
-            continue
-        out.append(Result(status="passed", check=check, timing=timing, metrics={"latency_s": timing.median_s}, **base))
-    return out
-
-
-def run_latency(backend: Backend, config: LinkConfig = LinkConfig()) -> list[Result]:
-    policy = _copy_policy(backend, config)
-    sizes = tuple(sorted(set(config.latency_sizes)))
-    top = max(sizes)
-    results = []
-    for d in _devices(backend, config):
-        with backend.local_to(d):
-            host_src = _Source(backend, backend.alloc("pinned", top, d), config.seed + 7 * d)
-            dev_src = _Source(backend, backend.alloc("device", top, d), config.seed + 7 * d + 1)
-            host_dst, dev_dst = backend.alloc("pinned", top, d), backend.alloc("device", top, d)
-            for n in sizes:
-                for path, src, dst in (("h2d", host_src, dev_dst), ("d2h", dev_src, host_dst)):
-                    results += _latency_cases(backend, backend.copy_op(path, "ce", src.buf, dst, n), src, policy,
-                                              config.latency_kinds)
-    if backend.device_count() < 2:
-        return results
-    for a, b in pairs_of(backend, config):
-        src = {d: _Source(backend, backend.alloc("device", top, d), config.seed + 11 * d + (a if d == b else b))
-               for d in (a, b)}
-        dst = {d: backend.alloc("device", top, d) for d in (a, b)}
-        can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
-        backend.set_peer_access(a, b, False)
-        for s, d in ((a, b), (b, a)):
-            for path, engine in (("driver-staged", "ce"), ("host-staged", "staged")):
-                for n in sizes:
-                    results += _latency_cases(backend, backend.copy_op(path, engine, src[s].buf, dst[d], n), src[s],
-                                              policy, config.latency_kinds)
-        if can:
-            try:
-                backend.set_peer_access(a, b, True)
-            except Exception as exc:  # as in run_peer: the pair's P2P is waived, the run goes on
-                results.append(waived(backend, "latency", f"p2p-dev{a}<->dev{b}",
-                                      f"enabling peer access failed: {type(exc).__name__}: {exc}",
-                                      {"path": "p2p", "src": a, "dst": b}, device=a))
-                continue
-            try:
-                for s, d in ((a, b), (b, a)):
-                    for n in sizes:
-                        results += _latency_cases(backend, backend.copy_op("p2p", "ce", src[s].buf, dst[d], n), src[s],
-                                                  policy, config.latency_kinds)
-            finally:
-                backend.set_peer_access(a, b, False)
-    return results
-
-
 for _name, _desc, _run, _applicable in (
         ("host-link", "host<->device copies: H2D and D2H, pinned and pageable, copy engine and kernel, swept over "
                       "sizes; bidirectional", run_host_link, applicable),
         ("d2d", "copies within device memory: copy engine and kernel, swept over sizes", run_d2d, applicable),
         ("peer", "copies between devices: P2P (copy engine, kernel read, kernel write), the driver's staging and "
-                 "explicit host staging, both ways, swept over sizes; bidirectional", run_peer, applicable_pairs),
-        ("latency", "small copies (4 B - 64 KiB): one at a time, back to back, and the issue cost alone", run_latency,
-         applicable)):
+                 "explicit host staging, both ways, swept over sizes; bidirectional", run_peer, applicable_pairs)):
     register(Probe(_name, _desc, LinkConfig, _applicable, _run))

@@ -36,7 +36,8 @@ def test_host_link_every_engine_and_memory(cupy_backend):
 
 
 def test_d2d_and_latency(cupy_backend):
-    from gpucal.probes.links import LinkConfig, run_d2d, run_latency
+    from gpucal.probes.latency import run_latency
+    from gpucal.probes.links import LinkConfig, run_d2d
 
     _all_passed(run_d2d(cupy_backend, _config(devices=(0,))))
     results = run_latency(cupy_backend, LinkConfig(devices=(0,), latency_sizes=(4, 65536), budget_s=0.05, pairs=()))

@@ -10,7 +10,7 @@ from gpucal.calibrate.links import find, oneshot_alpha, series_fits
 from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
 from gpucal.errors import InputError
 from gpucal.kernels.backend import select
-from gpucal.probes import flops, links, membw
+from gpucal.probes import flops, latency, links, membw
 from gpucal.probes.base import all_probes
 from gpucal.probes.topology import read_topology
 
@@ -25,7 +25,7 @@ def test_every_probe_runs_on_a_virtual_machine():
     results = membw.run(backend, membw.MembwConfig(batches=(1, 4))) + flops.run(backend, flops.FlopsConfig(
         decode_batches=(1,)))
     results += links.run_host_link(backend, SMALL) + links.run_d2d(backend, SMALL) + links.run_peer(backend, SMALL)
-    results += links.run_latency(backend, links.LinkConfig(latency_sizes=(4, 4096), budget_s=0.1))
+    results += latency.run_latency(backend, links.LinkConfig(latency_sizes=(4, 4096), budget_s=0.1))
     assert results and all(r.status == "passed" for r in results), [r.reason for r in results if r.status != "passed"]
     assert all(r.source == "simulated" for r in results)
     probes = {r.probe for r in results}
@@ -86,7 +86,7 @@ def test_fits_recover_alpha_and_beta_within_2_percent_under_5_percent_noise(spec
 def test_the_one_shot_latency_recovers_the_profiles_alpha():
     backend = select("virtual:rtx4090:2+noise=0.05+seed=3")
     cfg = links.LinkConfig(devices=(0,), pairs=(), budget_s=0.5)
-    results = links.run_latency(backend, cfg)
+    results = latency.run_latency(backend, cfg)
     model = backend.machine.devices[0].h2d
     alpha = oneshot_alpha(results, "h2d-ce-pinned-dev0", model.beta_Bps)
     assert alpha == pytest.approx(model.alpha_s, rel=0.02)

@@ -1,0 +1,95 @@
+"""The ``latency`` probe: small copies (4 B … 64 KiB) on the host links and between devices (both ways: the
+driver's staging, explicit host staging and, where the runtime allows it, P2P), timed three ways: one at a
+time (issue, wait; host clock), back to back as a program issues them (CUDA events, no gate), and the issue
+cost alone. Each case is verified before and after timing like every copy (``probes/links.py``).
+"""
+
+from __future__ import annotations
+
+from gpucal.kernels.backend import Backend
+from gpucal.kernels.links import CopyOp
+from gpucal.kernels.reference import Work
+from gpucal.probes.base import Probe, Result, register
+from gpucal.probes.links import (CLOCKS, CONVENTIONS, LinkConfig, _base, _compare, _copy_policy, _devices,
+                                 _enable_peer, _failed, _memory, _Source, applicable, pairs_of)
+from gpucal.probes.timing import Policy, measure
+
+__all__ = ["run_latency"]
+
+
+def _latency_cases(backend: Backend, op: CopyOp, src: _Source, policy: Policy,
+                   kinds=("oneshot", "b2b", "enqueue")) -> list[Result]:
+    """One-shot, back-to-back and issue-only times of ``op`` (those in ``kinds``; verified first)."""
+    n = op.nbytes
+    out = []
+    for how, fn in (("oneshot", backend.time_oneshot), ("b2b", backend.time_back_to_back),
+                    ("enqueue", backend.time_enqueue)):
+        if how not in kinds:
+            continue
+        params = {"path": op.path, "engine": op.engine, "memory": _memory(op), "src": op.src.device,
+                  "dst": op.dst.device, "bytes": n, "latency": how, "series": op.label, "clock": CLOCKS[how]}
+        base = _base(backend, "latency", f"{how}-{op.label}-{n}B", params, Work(n, n, 0), CONVENTIONS["latency"])
+        try:
+            backend.write(op.dst, ~src.bytes[:n])
+            backend.run_op(op)
+            check = _compare(backend, op, src.bytes)
+            if not check.ok:
+                out.append(_failed(check, base, "before timing"))
+                continue
+            timing = measure(lambda k, fn=fn: fn(op, k), policy, clock_name=f"{backend.clock}: {CLOCKS[how]}")
+            after = _compare(backend, op, src.bytes)
+            if not after.ok:
+                out.append(_failed(after, base, "after timing"))
+                continue
+        except Exception as exc:
+            out.append(Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base))
+            continue
+        out.append(Result(status="passed", check=check, timing=timing, metrics={"latency_s": timing.median_s}, **base))
+    return out
+
+
+def run_latency(backend: Backend, config: LinkConfig | None = None) -> list[Result]:
+    config = config or LinkConfig()
+    policy = _copy_policy(backend, config)
+    sizes = tuple(sorted(set(config.latency_sizes)))
+    top = max(sizes)
+    results = []
+    for d in _devices(backend, config):
+        with backend.local_to(d):
+            host_src = _Source(backend, backend.alloc("pinned", top, d), config.seed + 7 * d)
+            dev_src = _Source(backend, backend.alloc("device", top, d), config.seed + 7 * d + 1)
+            host_dst, dev_dst = backend.alloc("pinned", top, d), backend.alloc("device", top, d)
+            for n in sizes:
+                for path, src, dst in (("h2d", host_src, dev_dst), ("d2h", dev_src, host_dst)):
+                    results += _latency_cases(backend, backend.copy_op(path, "ce", src.buf, dst, n), src, policy,
+                                              config.latency_kinds)
+    if backend.device_count() < 2:
+        return results
+    for a, b in pairs_of(backend, config):
+        src = {d: _Source(backend, backend.alloc("device", top, d), config.seed + 11 * d + (a if d == b else b))
+               for d in (a, b)}
+        dst = {d: backend.alloc("device", top, d) for d in (a, b)}
+        can = backend.can_access_peer(a, b) and backend.can_access_peer(b, a)
+        backend.set_peer_access(a, b, False)
+        for s, d in ((a, b), (b, a)):
+            for path, engine in (("driver-staged", "ce"), ("host-staged", "staged")):
+                for n in sizes:
+                    results += _latency_cases(backend, backend.copy_op(path, engine, src[s].buf, dst[d], n), src[s],
+                                              policy, config.latency_kinds)
+        if can:
+            refused = _enable_peer(backend, "latency", a, b)
+            if refused:
+                results.append(refused)
+                continue
+            try:
+                for s, d in ((a, b), (b, a)):
+                    for n in sizes:
+                        results += _latency_cases(backend, backend.copy_op("p2p", "ce", src[s].buf, dst[d], n), src[s],
+                                                  policy, config.latency_kinds)
+            finally:
+                backend.set_peer_access(a, b, False)
+    return results
+
+
+register(Probe("latency", "small copies (4 B - 64 KiB): one at a time, back to back, and the issue cost alone",
+               LinkConfig, applicable, run_latency))
