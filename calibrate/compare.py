@@ -5,8 +5,8 @@ which the caller resolves, see ``gpucal.inputs.planner_link``) and returns a ``C
 no printing. ``gpucal compare`` renders it (docs/compare.md).
 
 The device rows compare each profile's first device, ``devices[0]``: a calibrated profile lists its
-devices one by one in the runtime's order (``index``), a datasheet or article profile has one entry,
-and ``plan`` reads ``devices[0]`` too. A row appears when either profile has the field; a side without
+devices one by one in the runtime's order (``index``), a datasheet or article profile has one entry.
+(``plan`` takes each figure from the slowest device; ``gpucal calibrate``'s summary shows the spread.) A row appears when either profile has the field; a side without
 it shows no value and no ratio. Every field name carries its unit (``memory_bandwidth_Bps``,
 ``dense_flops.fp16_fp32acc``, ``host_link.h2d.alpha_s``); values are SI.
 """

@@ -26,6 +26,7 @@ __all__ = [
     "suggest",
     "resolve_document",
     "resolve_gpu",
+    "gpu_of",
     "resolve_link",
     "resolve_model",
     "profile_link",
@@ -121,7 +122,13 @@ def resolve_gpu(text: str, *, dtype: str = "fp16", flops_mode: str | None = None
     """The card of profile ``text`` at weight ``dtype``, with ``overrides`` (memory_bandwidth_Bps,
     flops, memory_bytes) taking precedence over the profile's values. Where the profile lists several
     devices (a calibrated machine), each figure is the slowest device's."""
-    doc = resolve_document(text, "--gpu", "profile")
+    return gpu_of(resolve_document(text, "--gpu", "profile"), dtype=dtype, flops_mode=flops_mode, overrides=overrides)
+
+
+def gpu_of(doc: profiles.Document, *, dtype: str = "fp16", flops_mode: str | None = None,
+           overrides: dict[str, float] | None = None) -> GpuChoice:
+    """The planner's card from a loaded profile (``resolve_gpu`` without the lookup); refusals name --gpu,
+    --dtype or --flops-mode."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     sources: dict[str, str] = {}
     values: dict[str, Any] = {}

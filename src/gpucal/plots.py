@@ -21,7 +21,7 @@ import numpy as np
 
 from gpucal import profile as profiles
 from gpucal.errors import InputError
-from gpucal.inputs import DTYPES, flops_entry, planner_link, resolve_model
+from gpucal.inputs import DTYPES, flops_entry, gpu_of, planner_link, resolve_model
 from gpucal.plan import Layout, evaluate, valid_tp
 from gpucal.plan.spec import NO_LINK, GpuSpec
 from gpucal.units import format_flops, format_rate, format_time
@@ -275,18 +275,12 @@ class PlanCurves:
 
 
 def _card(doc: profiles.Document) -> GpuSpec:
-    """The profile's first device at fp16, as ``gpucal plan --gpu`` builds it (same FLOP/s entry)."""
-    device = doc.data["devices"][0]
-    values = {}
-    for key in ("memory_bandwidth_Bps", "memory_bytes"):
-        if device[key]["value"] is None:
-            raise PlotSkipped(f"{doc.name}: devices[0].{key} is unknown ({device[key].get('reason')})")
-        values[key] = float(device[key]["value"])
+    """The profile's card at fp16, as ``gpucal plan --gpu`` builds it (``gpucal.inputs.gpu_of``: each figure
+    the slowest device's)."""
     try:
-        mode, entry = flops_entry(device, doc, "fp16", None)
+        return gpu_of(doc).spec
     except InputError as exc:
         raise PlotSkipped(str(exc).split(": ", 1)[-1]) from None
-    return GpuSpec(name=doc.name, flops=float(entry["value"]), flops_mode=mode, **values)
 
 
 def plan_curves(doc: profiles.Document, *, model="llama-3.1-8b", cards: int | None = None,
