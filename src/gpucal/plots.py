@@ -232,7 +232,8 @@ def roofline_figure(doc: profiles.Document):
             continue
         xs = [i for i, _ in mine]
         ys = [k["flop"] / k["median_s"] for _, k in mine]
-        ax.plot(xs, ys, marker, color="black", markersize=6, linestyle="none", label=f"{kind.upper()} (measured)")
+        how = "simulated" if any(k.get("source") == "simulated" for _, k in mine) else "measured"
+        ax.plot(xs, ys, marker, color="black", markersize=6, linestyle="none", label=f"{kind.upper()} ({how})")
         for x, y, (_, k) in zip(xs, ys, mine):
             below = kind == "gemm"  # on the flat roof: label under the point
             ax.annotate(k["case"], (x, y), textcoords="offset points", xytext=(0, -14) if below else (5, 6),

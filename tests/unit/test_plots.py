@@ -195,6 +195,7 @@ def test_the_roofline_has_the_ridge_and_the_kernels_of_device_0(measured):
     expected = {k["case"] for k in measured.data["kernels"] if k["device"] == 0 and k["flop"] > 0}
     assert points == expected and len(expected) == 6
     assert any(label.startswith("stream read-256MiB") for label in legend_labels(fig))
+    assert {"GEMV (simulated)", "GEMM (simulated)"} <= set(legend_labels(fig))  # never "measured"
 
 
 @pytest.mark.parametrize("kwargs, flag", [
