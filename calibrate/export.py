@@ -219,7 +219,7 @@ def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoi
 
 def _pcie_Bps(r: _Reader, key: str) -> float:
     """Host link per direction: the slower measured direction, else the PCIe line rate."""
-    from gpucal.kernels.virtual_machine import PCIE_GT_S, pcie_Bps
+    from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
 
     host = r.device.get("host_link") or {}
     measured = [(_value((host.get(d) or {}).get("beta_Bps")), d) for d in ("h2d", "d2h")]

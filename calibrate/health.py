@@ -153,7 +153,7 @@ def _row(figure, device, value, unit, peak, peak_ref, extra=None):
 def summary_rows(profile: dict) -> list[dict]:
     """Each measured figure with its peak and efficiency: memory bandwidth and dense FLOP/s against the
     datasheet, host links against PCIe, links between devices against PCIe or the datasheet's NVLink."""
-    from gpucal.kernels.virtual_machine import pcie_Bps
+    from gpucal.kernels.links import pcie_Bps
     from gpucal.profile import datasheet_for
 
     rows = []

@@ -9,16 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpucal.errors import InputError
+from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
 
-__all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "pcie_Bps", "path_model",
+__all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",
            "PCIE_EFFICIENCY", "NVLINK_EFFICIENCY", "ALPHA_S", "PIPELINED_FRAC", "ENQUEUE_S", "PAGEABLE_BETA_FRAC",
            "PAGEABLE_ALPHA_FACTOR", "DRIVER_STAGED_EFFICIENCY", "SLOW_P2P_FRAC", "CORRUPT_STRIDE_BYTES",
            "CORES_PER_SOCKET", "P2P_MODES", "TOPOLOGY_LEVELS"]
 
 # NVML's common-ancestor levels (NVML_TOPOLOGY_*)
 TOPOLOGY_LEVELS = {"internal": 0, "single": 10, "multiple": 20, "hostbridge": 30, "node": 40, "system": 50}
-PCIE_GT_S = {1: (2.5, 0.8), 2: (5.0, 0.8), 3: (8.0, 128 / 130), 4: (16.0, 128 / 130), 5: (32.0, 128 / 130),
-             6: (64.0, 242 / 256)}  # GT/s per lane, encoding efficiency
 PCIE_EFFICIENCY = 0.83  # DMA copies reach about 80-85 % of the PCIe rate (method.md's sanity ranges)
 NVLINK_EFFICIENCY = 0.83  # H100 SXM: about 375 of 450 GB/s one way
 NVLINK_LINK_Bps = 25e9  # per link and direction (NVLink 3 and 4)
@@ -31,12 +30,6 @@ SLOW_P2P_FRAC = 0.45  # p2p=slow: P2P at this share of the staged bandwidth
 CORRUPT_STRIDE_BYTES = 4096
 CORES_PER_SOCKET = 32
 P2P_MODES = ("on", "off", "corrupt", "slow")
-
-
-def pcie_Bps(generation: int, width: int) -> float:
-    """The PCIe rate per direction in B/s: GT/s × encoding × lanes / 8."""
-    gts, enc = PCIE_GT_S[generation]
-    return gts * 1e9 * enc * width / 8.0
 
 
 @dataclass(frozen=True)

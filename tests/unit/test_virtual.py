@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gpucal.kernels.links import ENGINES, STAGING_CHUNK_BYTES
+from gpucal.kernels.links import ENGINES, STAGING_CHUNK_BYTES, pcie_Bps
 from gpucal.kernels.virtual import VirtualBackend
 from gpucal.kernels.virtual_machine import (
     ALPHA_S,
@@ -14,7 +14,6 @@ from gpucal.kernels.virtual_machine import (
     Faults,
     VirtualMachine,
     parse_spec,
-    pcie_Bps,
 )
 
 from gpucal.errors import GpucalError, InputError
