@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check as one script for a machine with a GPU and no registry (the lent GPU machine): install
-# offline, then the GPU tests, gpucal info, a CLI probe, and bench/gpu_check.py; everything under $OUT.
+# offline, then the GPU tests, gpucal info, CLI probes (NCCL collectives and the MPI network probe too),
+# calibrate, and bench/gpu_check.py; everything under $OUT.
 set -o pipefail
 export PYTHONUNBUFFERED=1 NUMBA_ENABLE_CUDASIM=0
 OUT="${OUT:-bench/out}"; mkdir -p "$OUT"
@@ -17,4 +18,7 @@ timeout 60 python3 bench/gemv_variants.py 2>&1 | tee "$OUT/gemv_variants.txt"
 timeout 60 gpucal probe flops --dtype bf16 --sizes 4096 --batches 1 2>&1 | tee "$OUT/probe_flops.txt"
 timeout 90 gpucal p2p --sizes 4B..64MiB 2>&1 | tee "$OUT/p2p.txt"
 ( time timeout 120 gpucal calibrate -o "$OUT/calibrated.json" --force --plots "$OUT/plots" ) 2>&1 | tee "$OUT/calibrate.txt"
+# over MPI (where the machine's python has mpi4py): NCCL on one rank, the network probe over loopback
+timeout 90 gpucal probe collectives --graphs --hidden 4096 2>&1 | tee "$OUT/collectives.txt"
+timeout 60 mpiexec -n 2 gpucal probe net --sizes 8B..16MiB 2>&1 | tee "$OUT/net.txt"
 timeout "${CHECK_TIMEOUT:-300}" python3 bench/gpu_check.py --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.txt"

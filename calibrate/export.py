@@ -181,12 +181,12 @@ class _Reader:
         if given is not None:
             self.sources[key] = f"--net {given.spec.name}: beta ({given.source})"
             return given.spec.beta_Bps
-        entries = [(i, item) for i, item in enumerate(self.doc.data.get("network") or [])
-                   if isinstance(item, dict) and (_value(item.get("beta_Bps")) or 0.0) > 0.0]
-        if entries:
-            i, slowest = min(entries, key=lambda entry: entry[1]["beta_Bps"]["value"])
-            self.sources[key] = f"network[{i}].beta_Bps: {_cite(slowest['beta_Bps'])}, the slowest of {len(entries)}"
-            return float(slowest["beta_Bps"]["value"])
+        from gpucal.inputs import profile_network
+
+        measured = profile_network(self.doc)  # the slowest pair of hosts; ranks sharing a host are left out
+        if measured is not None:
+            self.sources[key] = f"network: {measured.spec.name} ({measured.source}): beta, per direction"
+            return measured.spec.beta_Bps
         preset = resolve_link(DEFAULT_NET, "--net")
         self.sources[key] = (f"default: link preset {DEFAULT_NET} ({preset.source}); the profile has no network "
                              "entry (give --net)")

@@ -28,6 +28,7 @@ __all__ = [
     "tp_exchanges",
     "seed_exchange_time_s",
     "ring_allreduce_time_s",
+    "measured_allreduce_time_s",
     "min_cards_by_capacity",
     "smallest_tp_degree",
 ]
@@ -121,6 +122,14 @@ def ring_allreduce_time_s(nbytes, alpha_s, beta_Bps, tp):
     tp = np.asarray(tp, dtype=float)
     steps = 2.0 * (tp - 1.0)
     return steps * alpha_s + steps / tp * nbytes / beta_Bps
+
+
+def measured_allreduce_time_s(nbytes, alpha_s, beta_Bps, tp):
+    """One TP exchange as a measured all-reduce: ``alpha + S/beta`` with alpha and beta fitted to the
+    all-reduce's time against its size S over the TP group's ranks (a cluster profile's ``collectives``,
+    nccl-tests' size convention: S is the buffer each rank reduces); zero at tp = 1. It replaces both the
+    seed and the ring model: the fit holds whatever algorithm and transport NCCL chose."""
+    return np.where(np.asarray(tp) > 1, transfer_time_s(nbytes, alpha_s, beta_Bps), 0.0)
 
 
 def min_cards_by_capacity(total_bytes, memory_bytes_per_card):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 __all__ = ["GpuSpec", "LinkSpec", "NO_LINK", "Layout", "STRATEGIES", "COMM_MODELS"]
 
 STRATEGIES = ("pp", "tp", "hybrid")
-COMM_MODELS = ("seed", "ring")
+COMM_MODELS = ("seed", "ring", "measured")
 
 
 def _positive(name: str, value: float) -> None:

@@ -9,7 +9,8 @@ Composition (the design's "hybrid: TP inside stages, PP across"):
 - per-card time ``t_card = max(w·P/N / BW, B·2·P/N / F)`` with N = tp·pp (plus the card's share of
   the KV cache in the memory term, when the workload has one);
 - TP: ``2·L`` exchanges per token of ``S = B·h·w_act`` bytes, each ``alpha + S/beta`` in the seed model
-  or a ring all-reduce in the ring model, over the link (the network if a TP group spans hosts);
+  or a ring all-reduce in the ring model, over the link (the network if a TP group spans hosts); in the
+  measured model, the all-reduce a cluster profile measured over the TP group (``collective``);
 - PP: ``pp`` hops per token of S bytes (none for one stage), over the network where consecutive
   stages sit on different hosts and over the link otherwise;
 - token latency ``pp·t_card + TP comm + PP comm``: with pp = 1 the article's TP equation
@@ -98,6 +99,7 @@ def evaluate(
     net: LinkSpec | None = None,
     cards_per_host=None,
     comm: str = "seed",
+    collective: LinkSpec | None = None,
     context_tokens=0,
     bytes_per_weight: float = 2.0,
     kv_bytes_per_value: float = 2.0,
@@ -107,6 +109,8 @@ def evaluate(
     """The decode step of ``model`` on ``tp``·``pp`` cards of ``gpu`` at ``batch`` (see the module doc)."""
     if comm not in COMM_MODELS:
         raise ValueError(f"comm: expected one of {', '.join(COMM_MODELS)}, got {comm!r}")
+    if comm == "measured" and collective is None:
+        raise ValueError("comm: the measured model needs the measured all-reduce (collective)")
     batch = np.asarray(batch, dtype=float)
     tp = np.asarray(tp, dtype=np.int64)
     pp = np.asarray(pp, dtype=np.int64)
@@ -139,6 +143,8 @@ def evaluate(
     tp_alpha, tp_beta = _link_arrays(tp > per_host, link, net)
     if comm == "seed":
         exchange_t = eq.seed_exchange_time_s(nbytes, tp_alpha, tp_beta, tp)
+    elif comm == "measured":
+        exchange_t = eq.measured_allreduce_time_s(nbytes, collective.alpha_s, collective.beta_Bps, tp)
     else:
         exchange_t = eq.ring_allreduce_time_s(nbytes, tp_alpha, tp_beta, tp)
     exchanges = np.where(tp > 1, eq.tp_exchanges(layers), 0)

@@ -45,6 +45,11 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _mpi_rank() -> int | None:
+    comm = sys.modules.get("gpucal.kernels.comm")
+    return comm.current_rank() if comm is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``gpucal`` with ``argv`` (default: the process's arguments); return the exit code."""
     parser = build_parser()
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except GpucalError as exc:
-        print(f"gpucal {args.command}: error: {exc}", file=sys.stderr)
+        if _mpi_rank() in (None, 0):  # under mpiexec every rank fails alike: rank 0 says it once
+            print(f"gpucal {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"gpucal {args.command}: interrupted", file=sys.stderr)

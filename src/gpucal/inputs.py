@@ -31,6 +31,9 @@ __all__ = [
     "resolve_model",
     "profile_link",
     "planner_link",
+    "profile_network",
+    "profile_collective",
+    "profile_cards_per_host",
 ]
 
 # Bytes per value of each weight dtype, and the FLOP/s entry used for it when nothing else is named.
@@ -272,3 +275,52 @@ def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSp
         except ValueError as exc:
             raise InputError(f"--{str(exc).split(':')[0]}: {exc}") from None
     return model
+
+
+def _known(q) -> bool:
+    return isinstance(q, dict) and q.get("value") is not None
+
+
+def profile_network(doc: profiles.Document) -> LinkChoice | None:
+    """The network between hosts that a cluster profile measured, for the planner; ``None`` without one.
+
+    ``network[]`` holds MPI ping-pong fits between hosts (``gpucal calibrate --cluster``). Pairs of ranks on
+    one host (``same_host``) are shared memory, not the network, and are left out. The planner takes the
+    slowest pair (the smallest beta; the larger alpha on a tie): a pipeline moves at its slowest hop.
+    """
+    entries = [e for e in doc.data.get("network") or [] if not e.get("same_host")
+               and _known(e.get("alpha_s")) and _known(e.get("beta_Bps")) and e["beta_Bps"]["value"] > 0]
+    if not entries:
+        return None
+    slowest = min(entries, key=lambda e: (e["beta_Bps"]["value"], -e["alpha_s"]["value"]))
+    name = f"{doc.name}: host{slowest['src_host']}<->host{slowest['dst_host']} network"
+    if len(entries) > 1:
+        name += f", the slowest of {len(entries)}"
+    source = " + ".join(sorted({slowest["alpha_s"]["source"], slowest["beta_Bps"]["source"]}))
+    alpha = max(0.0, float(slowest["alpha_s"]["value"]))  # a fit's alpha can come out a hair below zero
+    return LinkChoice(LinkSpec(name, alpha, float(slowest["beta_Bps"]["value"])), source)
+
+
+def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = None,
+                       op: str = "all-reduce") -> LinkChoice | None:
+    """The measured ``op`` over ``nranks`` ranks (spanning ``hosts`` hosts, when given) of a cluster profile,
+    as alpha + S/beta for the planner; ``None`` when the profile has no such entry. Entries timed in CUDA
+    graphs are used only where no plain entry exists (a program that does not capture pays the launch)."""
+    entries = [e for e in doc.data.get("collectives") or [] if e.get("op") == op and e.get("nranks") == nranks
+               and (hosts is None or e.get("hosts", 1) == hosts) and e.get("verified") is not False
+               and _known(e.get("alpha_s")) and _known(e.get("beta_Bps")) and e["beta_Bps"]["value"] > 0]
+    if not entries:
+        return None
+    entry = sorted(entries, key=lambda e: bool(e.get("graphs")))[0]
+    span = f", {entry.get('hosts', 1)} host(s)" if entry.get("hosts") else ""
+    name = f"{doc.name}: {op} over {nranks} ranks{span} ({entry.get('library') or 'measured'})"
+    source = " + ".join(sorted({entry["alpha_s"]["source"], entry["beta_Bps"]["source"]}))
+    alpha = max(0.0, float(entry["alpha_s"]["value"]))
+    return LinkChoice(LinkSpec(name, alpha, float(entry["beta_Bps"]["value"])), source)
+
+
+def profile_cards_per_host(doc: profiles.Document) -> int | None:
+    """The fewest cards on one host of a cluster profile; ``None`` for a profile of one machine."""
+    from gpucal.calibrate.cluster import cards_per_host
+
+    return cards_per_host(doc.data)

@@ -14,9 +14,16 @@ needs_simulator = pytest.mark.skipif(not SIMULATOR, reason="NUMBA_ENABLE_CUDASIM
 def test_probe_list():
     proc = run_gpucal("probe", "--list", "--json")
     assert proc.returncode == 0
-    assert set(json.loads(proc.stdout)) == {"membw", "flops", "host-link", "d2d", "peer", "latency"}
+    assert set(json.loads(proc.stdout)) == {"membw", "flops", "host-link", "d2d", "peer", "latency", "net",
+                                            "collectives"}
     text = run_gpucal("probe", "--list").stdout
-    assert "membw" in text and "flops" in text
+    assert "membw" in text and "flops" in text and "mpiexec -n N" in text
+
+
+def test_mpi_flags_are_refused_by_the_other_probes():
+    proc = run_gpucal("probe", "membw", "--backend", "virtual:rtx4090:1", "--simulate-net", "eth1g")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--simulate-net: only the net and collectives probes take it" in proc.stderr
 
 
 def test_info_without_a_gpu_reports_each_backend():

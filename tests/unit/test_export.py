@@ -178,15 +178,19 @@ def test_link_and_net_overrides_and_network_entries():
     data = ex.to_llm_analysis(builtin("rtx4090"), link=nvlink, net=eth)
     assert data["intra_node_bandwidth_in_GB_per_sec"] == 450.0 and data["inter_node_bandwidth_in_GB_per_sec"] == 12.5
 
+    def entry(a, b, beta_Bps, same_host=False):
+        q = {"source": "measured", "method": "fit", "statistic": "fit", "n": 20}
+        return {"src_rank": a, "dst_rank": b, "src_host": a, "dst_host": b, "same_host": same_host,
+                "alpha_s": {**q, "value": 20e-6}, "beta_Bps": {**q, "value": beta_Bps}}
+
     def networks(d):
-        d["network"] = [{"beta_Bps": {"value": 50e9, "source": "measured", "method": "m", "statistic": "median", "n": 3}},
-                        {"beta_Bps": {"value": 40e9, "source": "measured", "method": "m", "statistic": "median", "n": 3}},
-                        {"note": "no bandwidth here"}]
+        d["network"] = [entry(0, 1, 50e9), entry(0, 2, 40e9), entry(1, 2, 10e9, same_host=True)]
     doc = edited("h100-sxm", networks)
     assert ex.to_aiconfigurator(doc)["node"]["inter_node_bw"] == 40e9
     result = ex.export(doc, "llm-analysis")
     assert result.data["inter_node_bandwidth_in_GB_per_sec"] == 40.0
-    assert result.sources["inter_node_bandwidth_in_GB_per_sec"] == "network[1].beta_Bps: measured, the slowest of 2"
+    assert result.sources["inter_node_bandwidth_in_GB_per_sec"] == \
+        "network: h100-sxm: host0<->host2 network, the slowest of 2 (measured): beta, per direction"
     assert ex.to_llm_analysis(doc, net=eth)["inter_node_bandwidth_in_GB_per_sec"] == 12.5
 
 

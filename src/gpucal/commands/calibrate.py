@@ -47,6 +47,14 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--plots", metavar="DIR", help="also write the plots (gpucal plot) into DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) instead of tables")
+    cluster = p.add_argument_group("cluster (mpiexec -n N gpucal calibrate --cluster -o FILE)")
+    cluster.add_argument("--cluster", action="store_true",
+                         help="under MPI, one rank per GPU: calibrate every host (on its first rank), measure the "
+                              "network between hosts and the collectives over all ranks, and write one cluster "
+                              "profile on rank 0")
+    cluster.add_argument("--simulate-net", metavar="LINK[+OPTION...]",
+                         help="with --cluster --simulate: every rank a simulated host of its own, joined by a "
+                              "simulated LINK (a link preset such as eth1g, or alpha=..,beta=..; +noise=F, +seed=N)")
     p.set_defaults(run=run, mode="quick")
 
 
@@ -129,14 +137,8 @@ def _progress(show_bar: bool, quiet: bool):
     return report, contextlib.nullcontext()
 
 
-def run(args) -> int:
-    from gpucal import __version__
-    from gpucal import profile as profiles
-    from gpucal.calibrate.build import build_profile, default_name
-    from gpucal.calibrate.health import anomalies, summary_rows
-    from gpucal.calibrate.provenance import iso, provenance
-    from gpucal.calibrate.run import CalibrateConfig, run as calibrate, simulator_check
-
+def check_flags(args) -> None:
+    """The checks of calibrate's flags that need no device (the same on every rank under MPI)."""
     import math
 
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
@@ -148,10 +150,24 @@ def run(args) -> int:
 
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}", args.name):
             raise InputError(f"--name: {args.name!r}: use lowercase letters, digits, '.', '_' and '-'")
-    if args.output:
-        _check_output(args.output, args.force)
     if args.plots:
         _check_plots()
+    if args.simulate_net and not args.cluster:
+        raise InputError("--simulate-net: only with --cluster (the network between the hosts of a cluster)")
+
+
+def run(args) -> int:
+    from gpucal import profile as profiles
+    from gpucal.calibrate.build import default_name
+    from gpucal.calibrate.health import summary_rows
+
+    if args.cluster:
+        from gpucal.commands.calibrate_cluster import run_cluster
+
+        return run_cluster(args)
+    check_flags(args)
+    if args.output:
+        _check_output(args.output, args.force)
     backend = _backend(args)
     count = backend.device_count() if backend.links_reason() is None else 1
     import socket
@@ -161,31 +177,14 @@ def run(args) -> int:
     path = args.output or os.path.join("profiles", f"{name}.json")
     if not args.output:
         _check_output(path, args.force)
-    report, ctx = _progress(sys.stderr.isatty() and not args.json, quiet=args.json and not sys.stderr.isatty())
-    with ctx:
-        cal = calibrate(backend, CalibrateConfig(mode=args.mode, budget_s=args.budget), report)
-    if backend.simulated:
-        cal.simulator_check = {"ran": False, "reason": "--no-kernel-check"} if args.no_kernel_check \
-            else simulator_check()
-    doc = build_profile(cal, name, provenance(cal, args.argv), [], iso(cal.finished), __version__)
-    found = anomalies(cal, doc)
-    doc["host"]["anomalies"] = found
-    doc["notes"] += [a["text"][:2000] for a in found]
-    doc = render.json_ready(doc)
+    cal, doc, found, failed = measure_host(args, backend, name)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        profiles.validate(doc, path)
-    except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
-        aside = profiles.write_atomic(f"{path}.invalid", profiles.dumps(doc), force=True)
-        raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
-    written = profiles.save(doc, path, force=args.force)
+    written = write_profile(doc, path, args.force)
     plots = []
     if args.plots:
         from gpucal.plots import write_plots
 
         plots = write_plots(profiles.load(written), args.plots)
-    failed = any(r.status in ("failed", "error") for r in cal.all_results()) or bool(
-        cal.simulator_check and cal.simulator_check.get("failed"))
     rows = summary_rows(doc)
     if args.json:
         render.print_json({"command": "calibrate", "profile": str(written), "name": name, "source": doc["source"],
@@ -197,6 +196,45 @@ def run(args) -> int:
         return 1 if failed else 0
     _print(doc, rows, found, cal, str(written), plots)
     return 1 if failed else 0
+
+
+def measure_host(args, backend, name: str, progress: bool = True):
+    """Calibrate ``backend``'s machine into a profile named ``name``: (calibration, profile, anomalies,
+    failed). ``progress``: show it on stderr (a bar on a terminal, a line per step otherwise)."""
+    from gpucal import __version__
+    from gpucal.calibrate.build import build_profile
+    from gpucal.calibrate.health import anomalies
+    from gpucal.calibrate.provenance import iso, provenance
+    from gpucal.calibrate.run import CalibrateConfig, run as calibrate, simulator_check
+
+    quiet = not progress or (args.json and not sys.stderr.isatty())
+    report, ctx = _progress(sys.stderr.isatty() and not args.json, quiet=quiet)
+    with ctx:
+        cal = calibrate(backend, CalibrateConfig(mode=args.mode, budget_s=args.budget), report)
+    if backend.simulated:
+        cal.simulator_check = {"ran": False, "reason": "--no-kernel-check"} if args.no_kernel_check \
+            else simulator_check()
+    doc = build_profile(cal, name, provenance(cal, args.argv), [], iso(cal.finished), __version__)
+    found = anomalies(cal, doc)
+    doc["host"]["anomalies"] = found
+    doc["notes"] += [a["text"][:2000] for a in found]
+    doc = render.json_ready(doc)
+    failed = any(r.status in ("failed", "error") for r in cal.all_results()) or bool(
+        cal.simulator_check and cal.simulator_check.get("failed"))
+    return cal, doc, found, failed
+
+
+def write_profile(doc: dict, path: str, force: bool):
+    """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
+    gpucal's fault (exit 1), and is kept as ``path.invalid``."""
+    from gpucal import profile as profiles
+
+    try:
+        profiles.validate(doc, path)
+    except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
+        aside = profiles.write_atomic(f"{path}.invalid", profiles.dumps(doc), force=True)
+        raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
+    return profiles.save(doc, path, force=force)
 
 
 def _condense(rows: list[dict]) -> list[dict]:
@@ -224,14 +262,10 @@ def _condense(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _print(doc, rows, found, cal, path, plots) -> None:
+def figure_table(rows: list[dict]):
+    """The summary's table: one row per figure over every device (``_condense``), against its peak."""
     from gpucal.units import format_flops, format_rate, format_time
 
-    console = render.console()
-    host = doc["host"]
-    names = ", ".join(sorted({d["name"] for d in doc["devices"]}))
-    render.line(f"gpucal calibrate: {len(doc['devices'])} x {names} ({doc['source']}, {host['backend']}), "
-                f"{host['mode']} mode", console)
     table = []
     for r in _condense(rows):
         fmt = format_flops if r["unit"] == "FLOP/s" else format_rate
@@ -242,23 +276,38 @@ def _print(doc, rows, found, cal, path, plots) -> None:
         eff = f"{100 * r['efficiency_frac']:.1f} %" if r["efficiency_frac"] else "-"
         alpha = format_time(r["alpha_s"]) if r.get("alpha_s") is not None else ""
         table.append((r["figure"], r["where"], value, alpha, peak, r["peak_ref"] or "", eff))
-    console.print(render.table(("figure", "where", "median", "alpha", "peak", "peak from", "share"), table,
-                               right=(2, 3, 4, 6), no_wrap=(0, 2)))
+    return render.table(("figure", "where", "median", "alpha", "peak", "peak from", "share"), table,
+                        right=(2, 3, 4, 6), no_wrap=(0, 2))
+
+
+def print_anomalies(found: list[dict], console) -> None:
+    """Every anomaly found, up to ``ANOMALIES_SHOWN`` of them, then how many more."""
+    if not found:
+        render.line("anomalies: none found", console)
+        return
+    render.line(f"anomalies ({len(found)}):", console)
+    for a in found[:ANOMALIES_SHOWN]:
+        render.line(f"  {a['kind']}: {a['text']}", console)
+    if len(found) > ANOMALIES_SHOWN:
+        render.line(f"  ... and {len(found) - ANOMALIES_SHOWN} more: the profile's host.anomalies lists them all",
+                    console)
+
+
+def _print(doc, rows, found, cal, path, plots) -> None:
+
+    console = render.console()
+    host = doc["host"]
+    names = ", ".join(sorted({d["name"] for d in doc["devices"]}))
+    render.line(f"gpucal calibrate: {len(doc['devices'])} x {names} ({doc['source']}, {host['backend']}), "
+                f"{host['mode']} mode", console)
+    console.print(figure_table(rows))
     if cal.verdicts:
         counts: dict = {}
         for v in cal.verdicts:
             counts[v.label] = counts.get(v.label, 0) + 1
         render.line("P2P verdicts: " + ", ".join(f"{label} ({n} ordered pair(s))" for label, n in counts.items())
                     + "; gpucal p2p shows the evidence", console)
-    if found:
-        render.line(f"anomalies ({len(found)}):", console)
-        for a in found[:ANOMALIES_SHOWN]:
-            render.line(f"  {a['kind']}: {a['text']}", console)
-        if len(found) > ANOMALIES_SHOWN:
-            render.line(f"  ... and {len(found) - ANOMALIES_SHOWN} more: the profile's host.anomalies lists them all",
-                        console)
-    else:
-        render.line("anomalies: none found", console)
+    print_anomalies(found, console)
     check = cal.simulator_check
     if check is not None:
         if check["ran"]:

@@ -10,7 +10,8 @@ from typing import Any
 
 from gpucal.commands.args import nonnegative_int, positive_int, quantity, sweep_spec
 from gpucal.errors import InputError
-from gpucal.inputs import DTYPES, LinkChoice, planner_link, resolve_gpu, resolve_link, resolve_model
+from gpucal.inputs import (DTYPES, LinkChoice, planner_link, profile_cards_per_host, profile_collective,
+                           profile_network, resolve_gpu, resolve_link, resolve_model)
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.spec import COMM_MODELS, NO_LINK, STRATEGIES
 from gpucal.plan.sweep import valid_tp
@@ -40,8 +41,10 @@ def add_parser(sub) -> None:
                    help="link between stages and within a TP group (default: the profile's plan_defaults.link)")
     p.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..", help="link between hosts")
     p.add_argument("--cards-per-host", type=positive_int, metavar="N", help="cards per host (default: all on one)")
-    p.add_argument("--comm", choices=COMM_MODELS, default="seed",
-                   help="seed: the article's alpha + S/beta per exchange (default); ring: ring all-reduce")
+    p.add_argument("--comm", choices=COMM_MODELS,
+                   help="seed: the article's alpha + S/beta per exchange; ring: ring all-reduce; measured: the "
+                        "all-reduce a cluster profile measured over the TP group (the default where there is one, "
+                        "else seed)")
     p.add_argument("--context", type=nonnegative_int, default=0, metavar="TOKENS",
                    help="tokens of context per sequence (KV cache and activations; default 0, as the article)")
     p.add_argument("--kv-bytes", type=quantity("bytes", positive=False), metavar="SIZE",
@@ -82,8 +85,8 @@ def resolve_inputs(args) -> dict[str, Any]:
         link = resolve_link(args.link, "--link")
     else:
         link = planner_link(gpu.document)
-    net = resolve_link(args.net, "--net") if args.net else None
-    return {"model": model, "gpu": gpu, "link": link, "net": net}
+    net = resolve_link(args.net, "--net") if args.net else profile_network(gpu.document)
+    return {"model": model, "gpu": gpu, "link": link, "net": net, "collective": None}
 
 
 def inputs_dict(args, r: dict, strategy, cards, tp, pp, batch) -> dict[str, Any]:
@@ -109,14 +112,16 @@ def inputs_dict(args, r: dict, strategy, cards, tp, pp, batch) -> dict[str, Any]
         "batch": batch, "context_tokens": args.context, "kv_cache_bytes": args.kv_bytes,
         "dtype": args.dtype, "bytes_per_weight": DTYPES[args.dtype], "kv_dtype": kv_dtype,
         "kv_bytes_per_value": DTYPES[kv_dtype], "act_bytes": 4.0 if args.dtype == "fp32" else 2.0,
-        "comm_model": args.comm,
+        "comm_model": r.get("comm") or args.comm or "seed",
+        "collective": link_dict(r.get("collective")),
     }
 
 
 def _step(r: dict, inputs: dict, **changes):
     """``evaluate`` with the resolved inputs; ``changes`` replace batch, link or net."""
     kw = dict(batch=inputs["batch"], tp=inputs["tp"], pp=inputs["pp"], link=r["link"].spec if r["link"] else None,
-              net=r["net"].spec if r["net"] else None)
+              net=r["net"].spec if r["net"] else None,
+              collective=r["collective"].spec if r.get("collective") else None)
     kw.update(changes)
     if kw["link"] is None:
         kw["link"] = NO_LINK
@@ -145,6 +150,22 @@ def _check_layout(args, r: dict, layout: Layout) -> None:
         raise InputError(f"--net: required when --cards ({layout.cards}) exceeds --cards-per-host ({per_host})")
     if layout.cards > 1 and r["link"] is None and per_host > 1:
         raise InputError(f"--link: required: {r['gpu'].document.origin} has no measured link between cards and names no default link (plan_defaults.link)")
+
+
+def _choose_comm(args, r: dict, layout: Layout) -> None:
+    """The TP exchange model: ``--comm``, or the measured all-reduce where the profile has one over this TP
+    group (its size, and as many hosts as the group spans), else the seed model."""
+    doc = r["gpu"].document
+    span = -(-layout.tp // layout.per_host) if layout.tp > layout.per_host else 1
+    found = profile_collective(doc, layout.tp, span) if layout.tp > 1 else None
+    if args.comm == "measured" and found is None:
+        have = sorted({(e.get("nranks"), e.get("hosts", 1)) for e in doc.data.get("collectives") or []
+                       if e.get("op") == "all-reduce"})
+        listed = ", ".join(f"{n} ranks on {h} host(s)" for n, h in have) or "none"
+        raise InputError(f"--comm: measured: {doc.origin} has no measured all-reduce over {layout.tp} ranks on "
+                         f"{span} host(s) (it has: {listed})")
+    r["comm"] = args.comm or ("measured" if found is not None else "seed")
+    r["collective"] = found if r["comm"] == "measured" else None
 
 
 def _check_fit(r: dict, inputs: dict, row: dict) -> None:
@@ -180,9 +201,15 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
     solved: LinkSpec | None = r[which].spec if r[which] else None
     required = None
     if solved is not None and inputs["cards"] > 1:
+        collective = r.get("collective")
+        scale_collective = which == "net" and collective is not None and inputs["tp"] > inputs["cards_per_host"]
+
         def latency_at(beta: float) -> float:
-            changed = LinkSpec(solved.name, solved.alpha_s, beta)
-            return _step(r, inputs, **{which: changed}).row()["token_latency_s"]
+            changes = {which: LinkSpec(solved.name, solved.alpha_s, beta)}
+            if scale_collective:  # the all-reduce across hosts is bound by the network: NICs scale its beta too
+                c = collective.spec
+                changes["collective"] = LinkSpec(c.name, c.alpha_s, c.beta_Bps * beta / solved.beta_Bps)
+            return _step(r, inputs, **changes).row()["token_latency_s"]
 
         required = required_beta_for_target(latency_at, target, solved.beta_Bps)
     if args.nic:
@@ -211,6 +238,10 @@ def resolve_nic(text: str) -> float:
 def build(args) -> dict[str, Any]:
     """The plan (or sweep) for parsed ``args``, as the dict that ``--json`` prints."""
     r = resolve_inputs(args)
+    if args.cards_per_host is None:
+        hosts = len((r["gpu"].document.data.get("cluster") or {}).get("hosts") or [])
+        if hosts > 1:  # a cluster profile: its hosts' size, unless the flag says otherwise
+            args.cards_per_host = profile_cards_per_host(r["gpu"].document)
     sweeps: dict[str, list] = {}
     for key, values in args.sweep or []:
         sweeps.setdefault(key, []).extend(values)
@@ -229,12 +260,17 @@ def build(args) -> dict[str, Any]:
     if sweeps:
         from gpucal.commands.plan_sweep import build_sweep
 
+        if args.comm == "measured":
+            raise InputError("--comm: measured plans one configuration (the all-reduce was measured over one group "
+                             "size); sweeps use seed or ring")
+
         return build_sweep(args, r, strategies, batches, cards)
     try:
         layout = Layout.of(strategies[0], cards[0], tp=args.tp, pp=args.pp, cards_per_host=args.cards_per_host)
     except ValueError as exc:
         raise _flag_error(exc) from None
     _check_layout(args, r, layout)
+    _choose_comm(args, r, layout)
     inputs = inputs_dict(args, r, layout.strategy, layout.cards, layout.tp, layout.pp, batches[0])
     try:
         row = _step(r, inputs).row()

@@ -34,6 +34,8 @@ def _inputs_lines(p: dict[str, Any]) -> list[str]:
     ]
     if i["net"] is not None:
         lines.append(f"  net    {_link_line(i['net'])}")
+    if i.get("collective") is not None:
+        lines.append(f"  comm   {_link_line(i['collective'])}")
     if g["flops_mode"].startswith("sparse:"):
         lines.append("  note   this FLOP/s is a 2:4-sparse rate (the profile's choice); dense matmuls get half of it")
     return lines
@@ -45,7 +47,8 @@ def show_plan(p: dict[str, Any]) -> None:
     for line in _inputs_lines(p):
         render.line(line)
     bound = f"{p['bound']}-bound; balance batch {p['balance_batch']:.4g}"
-    tp_note = (f"{p['tp_exchanges']} x {format_time(p['tp_exchange_time_s'])} ({i['comm_model']} model, "
+    model = "measured all-reduce" if i["comm_model"] == "measured" else f"{i['comm_model']} model"
+    tp_note = (f"{p['tp_exchanges']} x {format_time(p['tp_exchange_time_s'])} ({model}, "
                f"{format_bytes(p['transfer_bytes'])} each)") if p["tp_exchanges"] else ""
     pp_note = ""
     if p["pp_hops"]:

@@ -35,7 +35,7 @@ def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards:
         result = sweep(
             r["model"], r["gpu"].spec, batches=batches, cards=cards, strategies=tuple(dict.fromkeys(strategies)),
             hybrid_tp=args.tp, link=r["link"].spec if r["link"] else NO_LINK,
-            net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm,
+            net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm or "seed",
             context_tokens=args.context, bytes_per_weight=inputs["bytes_per_weight"],
             kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],
             kv_cache_bytes=args.kv_bytes,

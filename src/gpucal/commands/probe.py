@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from gpucal import render
+from gpucal.commands.args import positive_int
 from gpucal.errors import InputError
 from gpucal.units import UnitError, format_flops, format_rate, format_time, parse_positive
 
@@ -48,6 +49,11 @@ def link_sizes(text: str) -> tuple[int, ...]:
 
 
 LINK_PROBES = ("host-link", "d2d", "peer", "latency")
+# Probes that run over MPI (every rank of mpiexec), not on one backend: their own commands.
+MPI_PROBES = {"net": "ping-pong between every pair of ranks over MPI, 8 B..64 MiB: alpha/beta per pair of hosts "
+                     "(mpiexec -n N)",
+              "collectives": "NCCL all-reduce, all-gather, reduce-scatter, broadcast, send/recv over the decode range, "
+                             "one rank per GPU: alpha/beta, algbw and busbw (mpiexec -n N)"}
 
 
 def backend_arg(p) -> None:
@@ -76,6 +82,16 @@ def add_parser(sub) -> None:
     p.add_argument("--gemv-shape", metavar="MxK", help="membw: rows and columns of the GEMV weight (default from the L2)")
     p.add_argument("--pairs", metavar="LIST", help="peer, latency: pairs of devices, e.g. 0-1,2-3 (default every pair)")
     p.add_argument("--budget", type=float, metavar="S", help="seconds of sampling per case at most (default 2)")
+    mpi = p.add_argument_group("over MPI (mpiexec -n N gpucal probe net|collectives)")
+    mpi.add_argument("--simulate-net", metavar="LINK[+OPTION...]",
+                     help="net, collectives: every rank a host of its own, joined by a simulated LINK (a link preset "
+                          "such as eth1g, or alpha=50us,beta=1Gbit/s; options +noise=F, +seed=N); the bytes really "
+                          "move over MPI and are checked, the times are priced by the link and say simulated")
+    mpi.add_argument("--ops", type=_names, metavar="LIST",
+                     help="collectives: all-reduce,all-gather,reduce-scatter,broadcast,send-recv (default all)")
+    mpi.add_argument("--hidden", type=positive_int, metavar="H",
+                     help="collectives: hidden size of the decode range B*h*2 bytes, B = 1..1024 (default 8192)")
+    mpi.add_argument("--graphs", action="store_true", help="collectives: also time each op captured in a CUDA graph")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(run=run)
 
@@ -195,13 +211,21 @@ def run(args) -> int:
 
     probes = all_probes()
     if args.list or not args.name:
+        listing = {name: p.description for name, p in probes.items()} | MPI_PROBES
         if args.json:
-            render.print_json({name: p.description for name, p in probes.items()})
+            render.print_json(listing)
         else:
-            render.print_table(("probe", "what it measures"), [(n, p.description) for n, p in probes.items()])
+            render.print_table(("probe", "what it measures"), list(listing.items()))
         return 0
+    if args.name in MPI_PROBES:
+        from importlib import import_module
+
+        return import_module(f"gpucal.commands.{args.name}").run(args)
+    mpi_flags = [f for f in ("simulate_net", "ops", "hidden", "graphs") if getattr(args, f)]
+    if mpi_flags:
+        raise InputError(f"--{mpi_flags[0].replace('_', '-')}: only the net and collectives probes take it")
     if args.name not in probes:
-        raise InputError(f"NAME: unknown probe {args.name!r} (choose from {', '.join(probes)})")
+        raise InputError(f"NAME: unknown probe {args.name!r} (choose from {', '.join([*probes, *MPI_PROBES])})")
     config = _config(args, args.name)
     backend = select(args.backend, args.device)
     probe = probes[args.name]

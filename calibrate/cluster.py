@@ -1,0 +1,119 @@
+"""From every host's profile, the network between hosts and the collectives to one cluster profile.
+
+``gpucal calibrate --cluster`` (under ``mpiexec``) calibrates each host on its leader rank, exactly as
+``gpucal calibrate`` does, measures the network between the hosts' leaders (``probes/net.py``) and the
+collectives over every rank (``probes/collectives.py``), and rank 0 merges them here. The merge is pure
+(no MPI, no GPU), so it is tested on its own.
+
+What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
+
+- ``devices[]``: every host's devices, numbered across the cluster (``index``), each with its ``host``
+  (the index into ``cluster.hosts``) and its ``local_index`` on that host; the planner takes each figure
+  from the slowest device, as for one machine;
+- ``links[]``, ``fits[]``, ``kernels[]``: every host's, with device numbers made cluster-wide (a link
+  also names its ``host``): links between cards never cross hosts;
+- ``network[]``: the links between hosts (MPI ping-pong between the hosts' leader ranks);
+- ``collectives[]``: NCCL's (or the simulated ring's) cost per operation over all ranks;
+- ``cluster``: the MPI world (library, ranks, hosts), and per host its name, ranks, devices and its own
+  provenance (``host`` of the host's profile);
+- ``host``: the provenance of rank 0's host and the cluster command, with every host's anomalies (each
+  text prefixed with its host name).
+"""
+
+from __future__ import annotations
+
+import copy
+
+__all__ = ["merge_cluster", "cards_per_host", "CLUSTER_SOURCES"]
+
+CLUSTER_SOURCES = ("measured", "simulated")
+
+
+def _source(parts: list[str]) -> str:
+    """``simulated`` as soon as any part is simulated: a cluster profile never passes a simulated figure
+    off as a measurement."""
+    return "simulated" if "simulated" in parts else "measured"
+
+
+def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], collectives: list[dict], *,
+                  name: str, created: str, version: str, command: str | None = None,
+                  collectives_note: str | None = None, network_note: str | None = None) -> dict:
+    """The cluster profile (a JSON-ready dict) of ``host_docs`` (one calibrated profile per host, in host
+    order), the MPI ``world`` (``World.to_dict()``), the ``network`` entries between hosts and the
+    ``collectives`` entries. ``*_note`` explain an empty network or collectives list (why none)."""
+    if not host_docs:
+        raise ValueError("host_docs: a cluster needs at least one host's profile")
+    devices, links, fits, kernels, notes, anomalies, hosts = [], [], [], [], [], [], []
+    offset = 0
+    for h, doc in enumerate(host_docs):
+        hostname = (doc.get("host") or {}).get("hostname") or f"host{h}"
+        local = doc["devices"]
+        for i, dev in enumerate(local):
+            dev = copy.deepcopy(dev)
+            dev["index"] = offset + i
+            dev["local_index"] = i
+            dev["host"] = h
+            devices.append(dev)
+        for link in doc.get("links") or []:
+            link = copy.deepcopy(link)
+            link["src"] += offset
+            link["dst"] += offset
+            link["host"] = h
+            links.append(link)
+        for fit in doc.get("fits") or []:
+            fit = copy.deepcopy(fit)
+            fit["src"] += offset
+            fit["dst"] += offset
+            fits.append(fit)
+        for kernel in doc.get("kernels") or []:
+            kernel = copy.deepcopy(kernel)
+            kernel["device"] += offset
+            kernels.append(kernel)
+        for note in doc.get("notes") or []:
+            notes.append(f"{hostname}: {note}"[:2000])
+        for a in (doc.get("host") or {}).get("anomalies") or []:
+            anomalies.append({**a, "text": f"{hostname}: {a['text']}", "host": h})
+        ranks = [r["rank"] for r in world["ranks"] if r["host"] == h]
+        hosts.append({"hostname": hostname, "name": doc["name"], "source": doc["source"], "ranks": ranks,
+                      "devices": list(range(offset, offset + len(local))), "host": doc.get("host")})
+        offset += len(local)
+
+    sources = [d["source"] for d in host_docs]
+    sources += [e["beta_Bps"]["source"] for e in network if e.get("beta_Bps")]
+    sources += [e["beta_Bps"]["source"] for e in collectives if e.get("beta_Bps")]
+    source = _source(sources)
+    first = host_docs[0]
+    provenance = copy.deepcopy(first.get("host") or {})
+    if command is not None:
+        provenance["command"] = command
+    provenance["anomalies"] = anomalies
+    cards = [len(d["devices"]) for d in host_docs]
+    gpu_names = sorted({d["name"] for d in devices})
+    title = (f"{len(host_docs)} host(s) of {'/'.join(map(str, sorted(set(cards))))} x {', '.join(gpu_names)}"
+             f" ({source}), {world['size']} MPI ranks")
+    if network_note:
+        notes.append(f"network: {network_note}")
+    if collectives_note:
+        notes.append(f"collectives: {collectives_note}")
+    doc = {
+        "schema": first["schema"], "name": name, "title": title, "source": source, "created": created,
+        "gpucal_version": version, "notes": notes, "host": provenance, "devices": devices, "links": links,
+        "fits": fits, "kernels": kernels, "collectives": list(collectives), "network": list(network),
+        "cluster": {"ranks": world["size"], "simulated_hosts": bool(world.get("simulated_hosts")),
+                    "mpi": {"library": world.get("library"), "version": world.get("mpi_version")},
+                    "hosts": hosts},
+    }
+    documents: dict = {}
+    for d in host_docs:
+        documents.update(copy.deepcopy(d.get("documents") or {}))
+    if documents:
+        doc["documents"] = documents
+    return doc
+
+
+def cards_per_host(doc: dict) -> int | None:
+    """The fewest cards on one host of a cluster profile (None for a profile of one machine): a layout
+    must fit the smallest host."""
+    hosts = (doc.get("cluster") or {}).get("hosts") or []
+    counts = [len(h.get("devices") or []) for h in hosts]
+    return min(counts) if counts else None

@@ -1,0 +1,226 @@
+"""``mpiexec -n N gpucal calibrate --cluster -o FILE``: one profile of several hosts.
+
+One rank per GPU (``mpiexec``, or ``srun`` under Slurm; gpucal launches nothing itself). Three phases,
+each ended by every rank agreeing that it went well (``World.agree``), so that a rank that fails never
+leaves the others waiting:
+
+1. each host's first rank (its leader) calibrates its host as ``gpucal calibrate`` does (every device of
+   the host); the other ranks wait without spinning;
+2. the network between the hosts: MPI ping-pong between the leaders, one pair at a time (``probes/net.py``);
+3. the collectives over every rank, one per GPU (``probes/collectives.py``: NCCL; waived with the reason
+   where CuPy or a GPU is absent).
+
+Rank 0 gathers the hosts' profiles and merges everything into one cluster profile
+(``calibrate/cluster.py``), writes it atomically (an existing file is kept without ``--force``), and prints
+the summary. ``--simulate PROFILE[:N] --simulate-net LINK`` makes every rank a simulated host of N cards
+joined by a simulated network: the bytes really move over MPI and are checked; every figure says
+``simulated``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from gpucal import render
+from gpucal.errors import GpucalError, InputError
+
+__all__ = ["run_cluster"]
+
+
+def _options(args):
+    from gpucal.commands.mpi_args import simulated_net
+
+    net = simulated_net(args.simulate_net)
+    if args.simulate and net is None:
+        raise InputError("--simulate-net: required with --cluster --simulate: the link between the simulated hosts, "
+                         "e.g. --simulate-net eth1g")
+    if net is not None and not args.simulate:
+        raise InputError("--simulate-net: only with --simulate (the network of real hosts is measured)")
+    if args.backend not in ("auto", "cupy", "numba") and not args.simulate:
+        raise InputError(f"--backend: {args.backend}: a cluster is calibrated on its GPUs (cupy, numba, auto); "
+                         "to simulate one: --simulate PROFILE[:N] --simulate-net LINK")
+    return net
+
+
+def _phase(world, work):
+    """Run ``work()`` on this rank (it may do nothing), then agree with every rank; its value or None."""
+    value, error = None, None
+    try:
+        value = work()
+    except GpucalError as exc:
+        error = exc
+    except Exception as exc:  # a device error on one host: every rank learns of it and stops together
+        error = exc
+    world.wait_quietly()
+    world.agree(error)
+    return value
+
+
+def _say(args, world):
+    """A progress line on stderr from rank 0 (none with --json unless stderr is a terminal)."""
+    import sys
+
+    def say(text: str) -> None:
+        if world.is_root and (sys.stderr.isatty() or not args.json):
+            print(f"gpucal calibrate --cluster: {text}", file=sys.stderr, flush=True)
+    return say
+
+
+def run_cluster(args) -> int:
+    from gpucal import __version__
+    from gpucal.calibrate.build import default_name
+    from gpucal.calibrate.provenance import iso
+    from gpucal.commands.calibrate import _backend, _check_output, check_flags, measure_host
+    from gpucal.commands.mpi_args import checked, mpi_world
+    from gpucal.probes.collectives import CollectivesConfig, run_collectives
+    from gpucal.probes.net import NetConfig, run_net
+
+    net = checked(lambda a: (check_flags(a), _options(a))[1], args)
+    world = mpi_world("calibrate --cluster", simulate_hosts=net is not None)
+    started = iso(time.time())
+
+    def check_output():
+        if world.is_root and args.output:
+            _check_output(args.output, args.force)
+
+    _phase(world, check_output)
+
+    leaders = world.leaders()
+    my_host = world.me.host
+
+    def calibrate_host():
+        if world.rank not in leaders:
+            return None
+        backend = _backend(args)
+        count = backend.device_count() if backend.links_reason() is None else 1
+        hostname = world.me.hostname
+        name = default_name(hostname, backend.devices()[0].name, count, backend.simulated)
+        cal, doc, found, failed = measure_host(args, backend, name, progress=world.is_root)
+        doc["host"]["hostname"] = hostname
+        return {"doc": doc, "failed": failed, "backend": backend.name}
+
+    mine = _phase(world, calibrate_host)
+    budget = args.budget
+    say = _say(args, world)
+    say(f"network between {len(leaders)} host(s), {len(leaders) * (len(leaders) - 1) // 2} pair(s) of leader ranks")
+    network = run_net(world, NetConfig(pairs="leaders", simulate=net, budget_s=budget))
+    spec = f"virtual:{args.simulate.removeprefix('virtual:')}" if args.simulate else args.backend
+    say(f"collectives over {world.size} ranks")
+    collectives = run_collectives(world, CollectivesConfig(simulate=net, backend=spec, budget_s=budget))
+    gathered = world.comm.gather((world.rank, my_host, mine), root=0)
+    code = 0
+    if world.is_root:
+        code = _write(args, world, gathered, network, collectives, started, __version__)
+    return world.comm.bcast(code, root=0)
+
+
+def _write(args, world, gathered, network, collectives, started, version) -> int:
+    from gpucal.calibrate.build import default_name
+    from gpucal.calibrate.cluster import merge_cluster
+    from gpucal.calibrate.health import summary_rows
+    from gpucal.calibrate.provenance import iso
+    from gpucal.commands.calibrate import _check_output, _name_of, write_profile
+
+    by_host = {host: item for _, host, item in gathered if item is not None}
+    host_docs = [by_host[h]["doc"] for h in range(len(world.hosts))]
+    failed_hosts = [world.hosts[h] for h in range(len(world.hosts)) if by_host[h]["failed"]]
+    devices = sum(len(d["devices"]) for d in host_docs)
+    simulated = any(d["source"] == "simulated" for d in host_docs) or bool(network.source == "simulated")
+    name = args.name or _name_of(args.output) or default_name(
+        f"{world.hosts[0]}-cluster-{len(world.hosts)}", host_docs[0]["devices"][0]["name"], devices, simulated)
+    path = args.output or os.path.join("profiles", f"{name}.json")
+    if not args.output:
+        _check_output(path, args.force)
+    net_note = None if network.entries else (
+        "one host: no network between hosts was measured" if len(world.hosts) == 1 else "no pair of hosts measured")
+    coll_note = collectives.waived if not collectives.entries else None
+    doc = merge_cluster(host_docs, world.to_dict(), network.entries, collectives.entries, name=name,
+                        created=iso(time.time()), version=version, command="gpucal " + " ".join(args.argv),
+                        collectives_note=coll_note, network_note=net_note)
+    doc["host"]["started"] = started
+    doc["host"]["finished"] = iso(time.time())
+    doc["host"].setdefault("hostname", socket.gethostname())
+    doc = render.json_ready(doc)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    written = write_profile(doc, path, args.force)
+    plots = []
+    if args.plots:
+        from gpucal import profile as profiles
+        from gpucal.plots import write_plots
+
+        plots = write_plots(profiles.load(written), args.plots)
+    failed_cases = [r for r in [*network.results, *collectives.results] if r.status in ("failed", "error")]
+    failed = bool(failed_hosts or failed_cases)
+    rows = summary_rows(doc)
+    if args.json:
+        render.print_json({
+            "command": "calibrate", "cluster": True, "profile": str(written), "name": name, "source": doc["source"],
+            "ranks": world.size,
+            "hosts": [{k: h[k] for k in ("hostname", "name", "ranks", "devices")} for h in doc["cluster"]["hosts"]],
+            "mpi": world.library, "summary": rows, "network": doc["network"], "collectives": doc["collectives"],
+            "collectives_waived": coll_note, "anomalies": doc["host"]["anomalies"], "failed_hosts": failed_hosts,
+            "plots": [{"name": n, "path": str(p) if p else None, "skipped": why} for n, p, why in plots]})
+        return 1 if failed else 0
+    _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, str(written), plots)
+    return 1 if failed else 0
+
+
+def _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, path, plots) -> None:
+    from gpucal.commands.calibrate import ANOMALIES_SHOWN, figure_table, print_anomalies
+    from gpucal.units import format_rate, format_time
+
+    console = render.console()
+    hosts = doc["cluster"]["hosts"]
+    names = ", ".join(sorted({d["name"] for d in doc["devices"]}))
+    render.line(f"gpucal calibrate --cluster: {len(hosts)} host(s), {len(doc['devices'])} x {names}, "
+                f"{world.size} MPI ranks ({world.library}); {doc['source']}", console)
+    for h, host in enumerate(hosts):
+        render.line(f"  host {h}: {host['hostname']} (ranks {', '.join(map(str, host['ranks']))}; devices "
+                    f"{', '.join(map(str, host['devices']))})", console)
+    console.print(figure_table(rows))
+    if doc["network"]:
+        net_rows = []
+        for e in doc["network"]:
+            a, b = e["alpha_s"]["value"], e["beta_Bps"]["value"]
+            lat = (e.get("latency_s") or {}).get("value")
+            net_rows.append((f"host{e['src_host']}<->host{e['dst_host']}",
+                             f"rank {e['src_rank']}-{e['dst_rank']}", format_time(a) if a is not None else "-",
+                             format_rate(b) if b else "-", f"{e['r2']:.4f}" if e.get("r2") is not None else "-",
+                             format_time(lat) if lat is not None else "-", "yes" if e.get("verified") else "NO"))
+        render.line("network between hosts (MPI ping-pong; t = half the round trip, beta = n/t one way):", console)
+        console.print(render.table(("hosts", "ranks", "alpha", "beta", "R²", "smallest", "checked"), net_rows,
+                                   right=(2, 3, 4, 5)))
+    else:
+        render.line(f"network: {net_note}", console)
+    if doc["collectives"]:
+        coll_rows = []
+        for e in doc["collectives"]:
+            a, b = e["alpha_s"]["value"], e["beta_Bps"]["value"]
+            busbw = e["busbw_Bps"][-1] if e.get("busbw_Bps") else None
+            coll_rows.append((e["op"] + (" (graph)" if e.get("graphs") else ""), str(e["nranks"]),
+                              format_time(a) if a is not None else "-", format_rate(b) if b else "-",
+                              format_rate(busbw) if busbw else "-", f"{e['busbw_factor']:.3g}",
+                              "yes" if e.get("verified") else "NO"))
+        first = doc["collectives"][0]
+        transport = ", ".join(first.get("transport") or []) or "unknown"
+        render.line(f"collectives over {first['nranks']} ranks ({first.get('library')}; transport {transport}); "
+                    "t = alpha + S/beta, S as nccl-tests counts it:", console)
+        console.print(render.table(("op", "ranks", "alpha", "beta", "busbw (largest)", "factor", "checked"),
+                                   coll_rows, right=(1, 2, 3, 4, 5)))
+    else:
+        render.line(f"collectives: waived: {coll_note}", console)
+    print_anomalies(doc["host"]["anomalies"], console)
+    if failed_hosts:
+        render.line(f"FAILED: a case failed its check or errored on {', '.join(failed_hosts)} (exit code 1)", console)
+    for r in failed_cases[:ANOMALIES_SHOWN]:
+        render.line(f"FAILED: {r.probe} {r.case}: {r.reason}", console)
+    for name, p, why in plots:
+        render.line(f"plot {name}: {p}" if p else f"plot {name}: skipped ({why})", console)
+    render.line("statistic: medians after warm-up (p10/p90 and n in the profile); every output and copied byte "
+                "verified outside the timed windows", console)
+    if doc["source"] == "simulated":
+        render.line("simulated: virtual hosts priced by their profiles and a network priced by its link; no figure "
+                    "here is a measurement", console)
+    render.line(f"wrote {path}", console)

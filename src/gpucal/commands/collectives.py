@@ -1,0 +1,160 @@
+"""``mpiexec -n N gpucal probe collectives``: NCCL all-reduce, all-gather, reduce-scatter, broadcast and
+send/recv over the decode range, one rank per GPU (``probes/collectives.py``; docs/collectives.md).
+
+Every rank checks the flags alike before the MPI world starts; only rank 0 prints. Exit 1 when a case
+failed (a wrong output or an error), 0 when every case passed or was waived (no CuPy, no GPU).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gpucal import render
+from gpucal.errors import InputError
+from gpucal.units import format_bytes, format_rate, format_time
+
+__all__ = ["run", "config_from_args"]
+
+WHAT = "probe collectives"
+
+
+def config_from_args(args):
+    """The run's ``CollectivesConfig`` from the ``gpucal probe`` flags; flags that do not apply are refused."""
+    from gpucal.commands.mpi_args import simulated_net
+    from gpucal.commands.probe import link_sizes
+    from gpucal.probes.collectives import OPS, CollectivesConfig
+
+    for flag in ("dtype", "batches", "kernels", "gemv_shape", "pairs"):
+        if getattr(args, flag, None):
+            raise InputError(f"--{flag.replace('_', '-')}: the collectives probe does not take it")
+    if getattr(args, "device", 0) != 0:
+        raise InputError("--device: the collectives probe runs one rank per GPU, each on its host's GPU "
+                         "numbered by its local rank; start it with mpiexec -n N instead")
+    backend = args.backend
+    virtual = backend == "virtual" or backend.startswith("virtual:")
+    if not virtual and backend not in ("auto", "cupy"):
+        raise InputError(f"--backend: the collectives probe runs on auto or cupy (NCCL through CuPy) or "
+                         f"virtual:PROFILE[:N] (a simulated machine), not {backend!r}")
+    if virtual:
+        from gpucal.inputs import resolve_document
+        from gpucal.kernels.virtual_machine import parse_spec
+
+        resolve_document(parse_spec(backend)[0], "--backend", "profile")
+    extra = {"backend": backend}
+    if args.ops:
+        bad = [o for o in args.ops if o not in OPS]
+        if bad:
+            raise InputError(f"--ops: unknown op {bad[0]!r} (choose from {', '.join(OPS)})")
+        extra["ops"] = tuple(dict.fromkeys(args.ops))
+    if args.hidden is not None:
+        extra["hidden"] = args.hidden
+    if args.sizes:
+        extra["sizes"] = link_sizes(args.sizes)
+    if args.budget is not None:
+        if not args.budget > 0:
+            raise InputError(f"--budget: must be positive, got {args.budget}")
+        extra["budget_s"] = args.budget
+    if args.simulate_net is not None:
+        if not virtual:
+            raise InputError("--simulate-net: needs --backend virtual:PROFILE (the simulated net joins virtual GPUs; "
+                             "on real GPUs, NCCL's own transport is measured)")
+        extra["simulate"] = simulated_net(args.simulate_net)
+    extra["graphs"] = bool(args.graphs)
+    return CollectivesConfig(**extra)
+
+
+def run(args) -> int:
+    from gpucal.commands.mpi_args import checked, mpi_world
+    from gpucal.kernels.comm import RankError, abort
+    from gpucal.probes.collectives import run_collectives
+
+    config = checked(config_from_args, args)
+    virtual = config.backend.startswith("virtual")
+    # One rank is allowed on real GPUs (NCCL then moves nothing between GPUs, but its path can be checked on
+    # a one-GPU machine); the simulated ring needs two.
+    w = mpi_world(WHAT, simulate_hosts=config.simulate is not None, minimum=2 if virtual else 1)
+    try:
+        report = run_collectives(w, config)
+    except RankError:
+        raise  # every rank raises it alike; rank 0 prints it
+    except BaseException as exc:  # a failure on this rank alone: end every rank rather than leave them waiting
+        _abort(w, exc, abort)
+        raise
+    if w.is_root:
+        if args.json:
+            render.print_json({"probe": "collectives", "world": w.to_dict(), **report.to_dict()})
+        else:
+            show(w, report)
+    return 1 if report.failed else 0
+
+
+def _abort(w, exc: BaseException, abort) -> None:
+    print(f"gpucal {WHAT}: rank {w.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    abort(1)
+
+
+def _rate(value) -> str:
+    return format_rate(value) if value is not None else "-"
+
+
+def show(w, report, out=None) -> None:
+    """The report as text: the header, one row per op (its fit), then every size of every op."""
+    out = out or render.console()
+    hosts = len(w.hosts)
+    per_host = max(r.local_size for r in w.ranks)
+    library = report.library or "NCCL (not run)"
+    transport = ", ".join(report.transport) if report.transport else f"unknown ({report.transport_reason})"
+    render.line(f"gpucal {WHAT}: {w.size} ranks on {hosts} host(s) ({per_host} per host"
+                f"{', simulated hosts' if w.simulated_hosts else ''}), {library}; MPI: {w.library}", out)
+    if report.waived:
+        out.print(render.table(("op", "status"), [(r.case, "WAIVED") for r in report.results]))
+        render.line(f"waived: every op, because {report.waived}", out)
+        return
+    render.line(f"transport: {transport}", out)
+    if w.size == 1:
+        render.line("one rank: NCCL moves nothing between GPUs (busbw 0); start one rank per GPU: mpiexec -n N", out)
+    rows, notes = [], {}
+    for e in report.entries:
+        last = e["busbw_Bps"][-1] if e["busbw_Bps"] else None
+        alpha, beta = e["alpha_s"]["value"], e["beta_Bps"]["value"]
+        note = f"[{notes.setdefault(e['reason'], len(notes) + 1)}]" if e["reason"] else ""
+        rows.append((e["op"] + (" (graph)" if e["graphs"] else ""), e["nranks"],
+                     format_time(alpha) if alpha is not None else "-", _rate(beta),
+                     f"{e['r2']:.4f}" if e["r2"] is not None else "-", _rate(last), f"{e['busbw_factor']:.4g}",
+                     "yes" if e["verified"] else "no", note))
+    out.print(render.table(("op", "N", "alpha", "beta (S/t)", "R²", "busbw @ largest", "busbw factor", "checked",
+                            "notes"), rows, right=(1, 2, 3, 4, 5, 6)))
+    for reason, number in notes.items():
+        render.line(f"[{number}] {reason}", out)
+    whole = {}
+    for r in report.results:
+        if r.status == "waived" and "bytes" not in r.params:  # a whole series waived
+            whole.setdefault(r.reason, []).append(r.case)
+    for reason, cases in whole.items():
+        render.line(f"waived: {', '.join(cases)}: {reason}", out)
+    rows = []
+    for r in report.results:
+        t = r.timing
+        if r.status == "waived" and "bytes" not in r.params:  # a whole series waived: said in the table above
+            continue
+        rows.append((r.params["op"] + (" (graph)" if r.params["series"].endswith("-graph") else ""),
+                     format_bytes(r.params["bytes"]) if "bytes" in r.params else "-", r.status,
+                     format_time(t.median_s) if t else "-", f"{100 * t.cv:.2g} %" if t else "-", t.n if t else "-",
+                     _rate(r.metrics.get("algbw_Bps")), _rate(r.metrics.get("busbw_Bps")),
+                     "; ".join(x for x in ("noisy" if r.noisy else "", r.reason or "") if x)))
+    out.print(render.table(("op", "S", "status", "median", "CV", "n", "algbw", "busbw", "notes"), rows,
+                           right=(1, 3, 4, 5, 6, 7)))
+    for op in dict.fromkeys(r.params["op"] for r in report.results):
+        conv = next(r.byte_convention for r in report.results if r.params["op"] == op)
+        render.line(f"bytes, {op}: {conv}", out)
+    clock = ("priced by the ring model on a virtual clock" if report.source == "simulated" else
+             "timed by CUDA events after an MPI barrier")
+    render.line(f"statistic: median of n samples, each k back-to-back ops {clock} (a sample is the slowest rank's "
+                "time per op), after warm-up; alpha and beta: least squares of "
+                "t = alpha + S/beta, weighted by 1/t, over the median times; every output checked exactly on every "
+                "rank before and after timing", out)
+    if report.source == "simulated" and report.link:
+        link = report.link
+        render.line(f"simulated: the bytes really move over MPI and are checked; the times are priced by the ring "
+                    f"algorithms over {link['description']} (alpha {format_time(link['alpha_s'])}, beta "
+                    f"{format_rate(link['beta_Bps'])}): no figure here is a measurement", out)

@@ -1,0 +1,65 @@
+"""What the commands that run over MPI share: the world (with a clear refusal outside mpiexec) and the
+``--simulate-net LINK[+OPTION...]`` flag."""
+
+from __future__ import annotations
+
+from gpucal.errors import InputError
+
+__all__ = ["simulated_net", "mpi_world"]
+
+
+def simulated_net(text: str | None, flag: str = "--simulate-net"):
+    """``LINK[+noise=F][+seed=N]`` as a ``SimulatedNet`` (LINK: a link preset, a file, or alpha=..,beta=..);
+    None for None."""
+    if text is None:
+        return None
+    from gpucal.inputs import resolve_link
+    from gpucal.kernels.comm import SimulatedNet
+
+    link, *options = text.split("+")
+    if not link:
+        raise InputError(f"{flag}: expected LINK[+noise=F][+seed=N], such as eth1g or eth1g+noise=0.02")
+    choice = resolve_link(link, flag)
+    values = {"noise": 0.0, "seed": 0}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if key not in values or not sep:
+            raise InputError(f"{flag}: unknown option {option!r} (options: +noise=F, +seed=N)")
+        try:
+            values[key] = int(value) if key == "seed" else float(value)
+        except ValueError:
+            raise InputError(f"{flag}: {key}: expected a number, got {value!r}") from None
+        if key == "noise" and not 0 <= values[key] < 1:
+            raise InputError(f"{flag}: noise: expected a fraction in [0, 1), got {value!r}")
+    return SimulatedNet(choice.spec.name, choice.spec.alpha_s, choice.spec.beta_Bps, values["noise"], values["seed"])
+
+
+def mpi_world(what: str, simulate_hosts: bool = False, minimum: int = 2):
+    """The MPI world; refuses (exit 2) fewer than ``minimum`` ranks, naming how to launch ``what``."""
+    from gpucal.kernels.comm import world
+
+    w = world(simulate_hosts=simulate_hosts)
+    if w.size < minimum:
+        raise InputError(f"{what}: runs over MPI with at least {minimum} ranks; launch it with "
+                         f"mpiexec -n N gpucal {what} (or srun -n N under Slurm); this is 1 rank")
+    return w
+
+
+def mark_rank() -> None:
+    """Learn this process's rank, where MPI is there, so that an error every rank raises alike (a bad flag)
+    is printed by rank 0 alone."""
+    from gpucal.kernels.comm import MpiUnavailable, world
+
+    try:
+        world()
+    except MpiUnavailable:
+        pass
+
+
+def checked(parse, args):
+    """``parse(args)`` (a command's flag checks, the same on every rank), with a refusal printed by rank 0 only."""
+    try:
+        return parse(args)
+    except InputError:
+        mark_rank()
+        raise
