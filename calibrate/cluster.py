@@ -17,7 +17,9 @@ What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
 - ``cluster``: the MPI world (library, ranks, hosts), and per host its name, ranks, devices and its own
   provenance (``host`` of the host's profile);
 - ``host``: the provenance of rank 0's host and the cluster command, with every host's anomalies (each
-  text prefixed with its host name).
+  text prefixed with its host name);
+- ``plan_defaults``: the hosts' own, where they all agree (hosts of one card each measure no link between
+  cards, and name the datasheet's link preset).
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], colle
                     "mpi": {"library": world.get("library"), "version": world.get("mpi_version")},
                     "hosts": hosts},
     }
+    defaults = [d.get("plan_defaults") for d in host_docs]
+    if defaults[0] and all(x == defaults[0] for x in defaults):  # the hosts agree on the planner's default link
+        doc["plan_defaults"] = copy.deepcopy(defaults[0])
     documents: dict = {}
     for d in host_docs:
         documents.update(copy.deepcopy(d.get("documents") or {}))

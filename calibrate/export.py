@@ -274,9 +274,16 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
         gpu["sm_version"] = cc[0] * 10 + cc[1]
         r.sources["gpu.sm_version"] = f"compute capability {cc_source}"
     chosen = r.link(link, ("node.intra_node_bw", "node.p2p_latency"))
-    per_node = sum(int(d.get("count", 1)) for d in doc.data["devices"])
-    entries = len(doc.data["devices"])
-    r.sources["node.num_gpus_per_node"] = f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
+    from gpucal.calibrate.cluster import cards_per_host
+
+    per_node = cards_per_host(doc.data)
+    if per_node is not None:
+        r.sources["node.num_gpus_per_node"] = "cluster profile: the smallest host's cards (cluster.hosts[].devices)"
+    else:
+        per_node = sum(int(d.get("count", 1)) for d in doc.data["devices"])
+        entries = len(doc.data["devices"])
+        r.sources["node.num_gpus_per_node"] = \
+            f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
     node = {
         "num_gpus_per_node": per_node,
         "inter_node_bw": _round(r.network_Bps(net, "node.inter_node_bw")),

@@ -522,8 +522,8 @@ def nccl_version_text(code: int) -> str:
 class NcclEngine:
     """NCCL through CuPy (``cupy.cuda.nccl``), one rank per GPU: rank r uses its host's GPU ``local_rank``
     (or the only GPU it sees, where the launcher gives each rank its own, as ``srun --gpus-per-task=1`` does
-    through CUDA_VISIBLE_DEVICES); ops are issued on one non-blocking stream and timed with CUDA events around k of them (or one CUDA
-    graph of k captured ops)."""
+    through CUDA_VISIBLE_DEVICES); ops are issued on one non-blocking stream and timed with CUDA events
+    around k of them (or one CUDA graph of k captured ops)."""
 
     source = "measured"
     backend_name = "cupy"

@@ -186,3 +186,30 @@ def test_a_profile_without_a_network_or_one_host_keeps_the_old_defaults(tmp_path
     proc = run_gpucal("plan", "--gpu", str(path), "--model", "seed-70b", "--ignore-memory", "--cards", "4", "--strategy", "pp",
                       "--batch", "1")
     assert proc.returncode == 2 and "--net" in proc.stderr  # ranks on one host measure no network
+
+
+def test_show_and_export_read_a_cluster_profile(cluster_file, tmp_path):
+    text = run_gpucal("profiles", "show", cluster_file).stdout
+    assert "network host0<->host1" in text and "alpha 60 µs, beta 125 MB/s" in text
+    assert "all-reduce over 4 ranks" in text and "alpha 180 µs, beta 100 MB/s" in text
+    proc = run_gpucal("profiles", "export", cluster_file, "--format", "aiconfigurator", "-o", str(tmp_path / "x"),
+                      "--json")
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    data = yaml.safe_load((tmp_path / "x" / "twohosts.yaml").read_text())
+    assert data["node"]["num_gpus_per_node"] == 2 and data["node"]["inter_node_bw"] == ETH_BETA_BPS
+
+
+def test_the_hosts_default_link_is_kept_where_they_agree():
+    one_card = []
+    for h in range(2):
+        doc = _host(h)
+        doc["devices"], doc["links"] = doc["devices"][:1], []
+        doc["plan_defaults"] = {"link": "pcie4-x16"}
+        one_card.append(doc)
+    merged = merge_cluster(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
+    assert merged["plan_defaults"] == {"link": "pcie4-x16"}
+    one_card[1]["plan_defaults"] = {"link": "pcie5-x16"}
+    merged = merge_cluster(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
+    assert "plan_defaults" not in merged

@@ -141,7 +141,18 @@ def _profile_rows(data: dict) -> list[tuple[str, str, str]]:
             rows.append((f"{prefix}peer link", f"{peer['kind']}: {text}", _cite(p2p)))
     if data.get("plan_defaults", {}).get("link"):
         rows.append(("planner's default link", data["plan_defaults"]["link"], "plan_defaults.link"))
+    for e in data.get("network") or []:
+        where = f"network host{e['src_host']}<->host{e['dst_host']}" + (" (same host)" if e.get("same_host") else "")
+        rows.append((where, _alpha_beta(e), _cite(e["beta_Bps"])))
+    for e in data.get("collectives") or []:
+        what = f"{e['op']} over {e['nranks']} ranks" + (" (graph)" if e.get("graphs") else "")
+        rows.append((what, _alpha_beta(e), _cite(e["beta_Bps"])))
     return rows
+
+
+def _alpha_beta(entry: dict) -> str:
+    """``alpha A, beta B`` of a network or collectives entry (the fit t = alpha + n/beta)."""
+    return f"alpha {_value(entry['alpha_s'], format_time)}, beta {_value(entry['beta_Bps'], format_rate)}"
 
 
 def run_show(args) -> int:
