@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from gpucal.probes import collective_engines as E
 from gpucal.probes import collectives as C
 
 
@@ -38,7 +39,7 @@ def _valid_entries(entries):
 
 
 def test_waived_without_a_gpu(run_mpi):
-    if C.nccl_unavailable() is None:
+    if E.nccl_unavailable() is None:
         pytest.skip("CuPy, a CUDA device and NCCL are present here: the probe runs rather than waives")
     out = _ok(run_mpi(2, "probe", "collectives", "--hidden", "1024", "--budget", "0.05", "--json"))
     assert out["probe"] == "collectives" and out["world"]["size"] == 2

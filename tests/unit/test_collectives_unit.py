@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gpucal.calibrate.fit import fit_alpha_beta
+from gpucal.probes import collective_engines as E
 from gpucal.probes import collectives as C
 
 
@@ -84,14 +85,14 @@ node1:12345:12400 [0] NCCL INFO comm 0x55d0 rank 0 nranks 4 cudaDev 0 nvmlDev 0 
 
 
 def test_nccl_transport_parser():
-    found = C.parse_nccl_transports(NCCL_LOG.splitlines())
+    found = E.parse_nccl_transports(NCCL_LOG.splitlines())
     assert found == ["NET/IB/GDRDMA", "NET/Socket", "P2P/CUMEM", "P2P/IPC", "P2P/direct", "SHM"]
-    assert C.parse_nccl_transports(["NCCL INFO Connected all rings", ""]) == []
+    assert E.parse_nccl_transports(["NCCL INFO Connected all rings", ""]) == []
 
 
 def test_nccl_version_text():
-    assert C.nccl_version_text(22707) == "2.27.7"
-    assert C.nccl_version_text(2804) == "2.8.4"
+    assert E.nccl_version_text(22707) == "2.27.7"
+    assert E.nccl_version_text(2804) == "2.8.4"
 
 
 @pytest.mark.parametrize("op", C.OPS)
@@ -128,7 +129,7 @@ def test_compare_names_the_first_difference():
 
 
 def test_waived_reason_without_a_gpu():
-    reason = C.nccl_unavailable()
+    reason = E.nccl_unavailable()
     if reason is None:
         pytest.skip("CuPy, a CUDA device and NCCL are present here: nothing is waived")
     assert "CUDA device" in reason or "CuPy" in reason or "NCCL" in reason
@@ -136,7 +137,7 @@ def test_waived_reason_without_a_gpu():
 
 def test_waived_reason_without_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
-    reason = C.nccl_unavailable()
+    reason = E.nccl_unavailable()
     assert reason.startswith("CuPy is not installed")
     assert "pip install" in reason
 
