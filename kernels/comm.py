@@ -7,9 +7,9 @@ only by the commands that run over MPI (``probe net``, ``probe collectives``, ``
 Hosts: two ranks share a host when MPI puts them in the same shared-memory communicator
 (``MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)``), the standard's own test for "can share memory", not a
 comparison of host names (containers and hosts with equal names exist). Hosts are numbered in the order
-of their lowest rank; each host's lowest rank is its leader. ``simulate_hosts=True`` makes every rank a
-host of its own (named ``<hostname>#<rank>``): only for the simulated network, whose times are priced by
-a link preset and say ``simulated``.
+of their lowest rank; each host's lowest rank is its leader. ``simulate_hosts=True`` makes simulated
+hosts of ``ranks_per_host`` consecutive ranks each (default one; named ``<hostname>#<host>``): only for
+the simulated network, whose times are priced by a link preset and say ``simulated``.
 
 Errors across ranks: a rank that fails alone would leave the others waiting in the next collective
 call. Work is therefore split into phases that end in ``World.agree`` (every rank learns whether any
@@ -117,6 +117,14 @@ class World:
             exc.exit_code = code
             raise exc
 
+    def host_world(self) -> World:
+        """The ranks of this rank's host, as a world of their own (collective: every rank calls it, each
+        joining its host's communicator)."""
+        sub = self.comm.Split(color=self.me.host, key=self.rank)
+        mates = [r for r in self.ranks if r.host == self.me.host]
+        ranks = [RankInfo(i, r.hostname, 0, r.local_rank, r.local_size) for i, r in enumerate(mates)]
+        return World(sub, ranks, self.simulated_hosts, self.library, self.mpi_version)
+
     def wait_quietly(self, poll_s: float = 0.01) -> None:
         """Wait until every rank got here, sleeping between polls (a blocking MPI call spins a core, which
         would disturb the host-side timings of ranks still measuring on the same host)."""
@@ -143,8 +151,9 @@ def _mpi():
     return MPI
 
 
-def world(simulate_hosts: bool = False) -> World:
-    """The MPI world of this process (collective: every rank calls it)."""
+def world(simulate_hosts: bool = False, ranks_per_host: int = 1) -> World:
+    """The MPI world of this process (collective: every rank calls it). ``simulate_hosts``: ranks make
+    simulated hosts of ``ranks_per_host`` consecutive ranks each (named ``<hostname>#<host>``)."""
     global _RANK
     MPI = _mpi()
     comm = MPI.COMM_WORLD
@@ -156,7 +165,10 @@ def world(simulate_hosts: bool = False) -> World:
     shared.Free()
     hostname = MPI.Get_processor_name() or socket.gethostname()
     if simulate_hosts:
-        hostname, leader, local_rank, local_size = f"{hostname}#{rank}", rank, 0, 1
+        host = rank // ranks_per_host
+        leader = host * ranks_per_host
+        hostname, local_rank = f"{hostname}#{host}", rank - leader
+        local_size = min(ranks_per_host, comm.Get_size() - leader)
     everyone = comm.allgather((hostname, leader, local_rank, local_size))
     order = sorted({lead for _, lead, _, _ in everyone})
     ranks = [RankInfo(r, name, order.index(lead), lr, ls) for r, (name, lead, lr, ls) in enumerate(everyone)]
@@ -228,14 +240,16 @@ def abort(code: int) -> None:
 
 @dataclass(frozen=True)
 class SimulatedNet:
-    """A network between simulated hosts: a transfer of n bytes one way costs ``alpha_s + n/beta_Bps``,
-    times ``1 + noise_frac·N(0,1)`` per sample (a generator seeded with ``seed``)."""
+    """A network between simulated hosts (of ``ranks_per_host`` ranks each): a transfer of n bytes one way
+    costs ``alpha_s + n/beta_Bps``, times ``1 + noise_frac·N(0,1)`` per sample (a generator seeded with
+    ``seed``)."""
 
     name: str
     alpha_s: float
     beta_Bps: float
     noise_frac: float = 0.0
     seed: int = 0
+    ranks_per_host: int = 1
 
     def one_way_s(self, nbytes: float) -> float:
         return self.alpha_s + nbytes / self.beta_Bps

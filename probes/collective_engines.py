@@ -73,14 +73,16 @@ class VirtualEngine:
         doc = resolve_document(profile, "--backend", "profile")
         self.world, self.seed, self.net, self._sum = world, config.seed, config.simulate, MPI.SUM
         n = world.size
-        machine = VirtualMachine(doc.data, doc.name, count or (1 if self.net else n), faults)
-        if self.net is None and machine.count < n:
-            raise InputError(f"--backend: the virtual machine {doc.name} has {machine.count} GPUs and this run "
-                             f"{n} ranks: start one rank per GPU (mpiexec -n {machine.count}, or virtual:{doc.name}:{n})")
-        self.device_name = machine.devices[0 if self.net else world.rank].name
-        if self.net is not None:
+        per_host = self.net.ranks_per_host if self.net else n  # ranks on one (virtual) machine
+        machine = VirtualMachine(doc.data, doc.name, count or per_host, faults)
+        if machine.count < per_host:
+            raise InputError(f"--backend: the virtual machine {doc.name} has {machine.count} GPUs and {per_host} "
+                             f"ranks run on it: start one rank per GPU (virtual:{doc.name}:{per_host})")
+        self.device_name = machine.devices[world.me.local_rank if self.net else world.rank].name
+        if self.net is not None:  # a ring across the hosts runs at the pace of its slowest hop: the network
             self.alpha_s, self.beta_Bps = self.net.alpha_s, self.net.beta_Bps
-            what = f"simulated net {self.net.name}, one GPU per host"
+            what = (f"simulated net {self.net.name}, {per_host} GPU(s) per host" if per_host > 1 else
+                    f"simulated net {self.net.name}, one GPU per host")
             self.backend_name = f"virtual:{doc.name} + {self.net.name}"
         else:
             paths = []

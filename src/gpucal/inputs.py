@@ -305,14 +305,16 @@ def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = 
                        op: str = "all-reduce") -> LinkChoice | None:
     """The measured ``op`` over ``nranks`` ranks (spanning ``hosts`` hosts, when given) of a cluster profile,
     as alpha + S/beta for the planner; ``None`` when the profile has no such entry. Entries timed in CUDA
-    graphs are used only where no plain entry exists (a program that does not capture pays the launch)."""
+    graphs are used only where no plain entry exists (a program that does not capture pays the launch);
+    of several (one per host, measured inside each), the slowest (smallest beta, then larger alpha)."""
     entries = [e for e in doc.data.get("collectives") or [] if e.get("op") == op and e.get("nranks") == nranks
                and (hosts is None or e.get("hosts", 1) == hosts) and e.get("verified") is not False
                and _known(e.get("alpha_s")) and _known(e.get("beta_Bps")) and e["beta_Bps"]["value"] > 0]
     if not entries:
         return None
-    entry = sorted(entries, key=lambda e: bool(e.get("graphs")))[0]
-    span = f", {entry.get('hosts', 1)} host(s)" if entry.get("hosts") else ""
+    entry = min(entries, key=lambda e: (bool(e.get("graphs")), e["beta_Bps"]["value"], -e["alpha_s"]["value"]))
+    span = f" inside host{entry['host']}" if "host" in entry else \
+        f", {entry.get('hosts', 1)} host(s)" if entry.get("hosts") else ""
     name = f"{doc.name}: {op} over {nranks} ranks{span} ({entry.get('library') or 'measured'})"
     source = " + ".join(sorted({entry["alpha_s"]["source"], entry["beta_Bps"]["source"]}))
     alpha = max(0.0, float(entry["alpha_s"]["value"]))

@@ -88,7 +88,7 @@ def test_two_hosts_of_two_cards_with_the_kernel_check(run_mpi, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "2 host(s)" in text and "network between hosts" in text and "simulated" in text
-    assert "collectives over 2 ranks" in text and "wrote c2.json" in text
+    assert "collectives over all 2 ranks" in text and "wrote c2.json" in text
     assert proc.stderr.count("gpucal calibrate --cluster: network between 2 host(s)") == 1  # rank 0 only
     doc = profiles.load(str(tmp_path / "c2.json")).data
     assert [(d["index"], d["host"], d["local_index"]) for d in doc["devices"]] == [(0, 0, 0), (1, 0, 1), (2, 1, 0),
@@ -100,7 +100,7 @@ def test_two_hosts_of_two_cards_with_the_kernel_check(run_mpi, tmp_path):
     plan = json.loads(run_gpucal("plan", "--gpu", str(tmp_path / "c2.json"), "--model", "llama-3.1-8b", "--cards", "4",
                                  "--strategy", "hybrid", "--tp", "2", "--batch", "4", "--json").stdout)
     assert plan["inputs"]["cards_per_host"] == 2 and plan["pp_network_hops"] == 2
-    assert plan["inputs"]["comm_model"] == "seed"  # the all-reduce was measured over 2 hosts, not within one
+    assert plan["inputs"]["comm_model"] == "seed"  # one rank per host: no all-reduce was measured inside a host
     assert "host-staged" in plan["inputs"]["link"]["name"]
     assert plan["inputs"]["net"]["beta_Bps"] == pytest.approx(resolve_link("eth10g").spec.beta_Bps, rel=0.03)
 
@@ -124,3 +124,35 @@ def test_a_cluster_without_gpus_fails_once_naming_the_rank(run_mpi, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("error:") == 1 and "rank 0" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "real.json").exists()
+
+
+def test_hosts_of_two_ranks_measure_their_own_allreduce_for_tp_inside(run_mpi, tmp_path):
+    """2 simulated hosts of 2 cards and 2 ranks each: the all-reduce over all 4 ranks (bound by the
+    network) and inside each host (over its cards' host staging); a hybrid plan takes the latter for TP
+    and the network for its hops."""
+    proc = run_mpi(4, "calibrate", "--cluster", "--simulate", "rtx4090:2", "--simulate-net", "eth10g+per-host=2",
+                   "-o", "c22.json", "--json", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    doc = profiles.load(str(tmp_path / "c22.json")).data
+    assert [h["ranks"] for h in doc["cluster"]["hosts"]] == [[0, 1], [2, 3]]
+    assert len(doc["network"]) == 1 and len(doc["devices"]) == 4
+    world = [e for e in doc["collectives"] if "host" not in e]
+    inside = [e for e in doc["collectives"] if "host" in e]
+    assert {(e["nranks"], e["hosts"]) for e in world} == {(4, 2)}
+    assert {(e["host"], e["nranks"], e["hosts"]) for e in inside} == {(0, 2, 1), (1, 2, 1)}
+    eth = resolve_link("eth10g").spec
+    ar = next(e for e in world if e["op"] == "all-reduce")
+    assert ar["beta_Bps"]["value"] * ar["busbw_factor"] == pytest.approx(eth.beta_Bps, rel=0.03)
+    local = next(e for e in inside if e["op"] == "all-reduce" and e["host"] == 0)
+    assert local["beta_Bps"]["value"] > 10 * eth.beta_Bps  # host staging, not the network
+    plan = json.loads(run_gpucal("plan", "--gpu", str(tmp_path / "c22.json"), "--model", "llama-3.1-8b", "--cards",
+                                 "4", "--strategy", "hybrid", "--tp", "2", "--batch", "4", "--json").stdout)
+    assert plan["inputs"]["comm_model"] == "measured" and "inside host" in plan["inputs"]["collective"]["name"]
+    s_bytes = 4 * 4096 * 2
+    slowest = min((e for e in inside if e["op"] == "all-reduce"), key=lambda e: e["beta_Bps"]["value"])
+    assert plan["tp_exchange_time_s"] == pytest.approx(
+        slowest["alpha_s"]["value"] + s_bytes / slowest["beta_Bps"]["value"], rel=1e-9)
+    assert plan["pp_network_hops"] == 2
+    proc = run_mpi(4, "calibrate", "--cluster", "--simulate", "rtx4090:1", "--simulate-net", "eth10g+per-host=2",
+                   "-o", "bad.json")
+    assert proc.returncode == 2 and "--simulate" in proc.stderr and proc.stderr.count("\n") == 1

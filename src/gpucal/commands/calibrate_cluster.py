@@ -38,6 +38,13 @@ def _options(args):
                          "e.g. --simulate-net eth1g")
     if net is not None and not args.simulate:
         raise InputError("--simulate-net: only with --simulate (the network of real hosts is measured)")
+    if net is not None and net.ranks_per_host > 1:
+        from gpucal.kernels.virtual_machine import parse_spec
+
+        _, count, _ = parse_spec(f"virtual:{args.simulate.removeprefix('virtual:')}")
+        if count is not None and count < net.ranks_per_host:
+            raise InputError(f"--simulate: {args.simulate}: {count} card(s) per host for {net.ranks_per_host} ranks "
+                             "per host (+per-host): one rank per GPU")
     if args.backend not in ("auto", "cupy", "numba") and not args.simulate:
         raise InputError(f"--backend: {args.backend}: a cluster is calibrated on its GPUs (cupy, numba, auto); "
                          "to simulate one: --simulate PROFILE[:N] --simulate-net LINK")
@@ -78,7 +85,8 @@ def run_cluster(args) -> int:
     from gpucal.probes.net import NetConfig, run_net
 
     net = checked(lambda a: (check_flags(a), _options(a))[1], args)
-    world = mpi_world("calibrate --cluster", simulate_hosts=net is not None)
+    world = mpi_world("calibrate --cluster", simulate_hosts=net is not None,
+                      ranks_per_host=net.ranks_per_host if net else 1)
     started = iso(time.time())
 
     def check_output():
@@ -109,7 +117,19 @@ def run_cluster(args) -> int:
     spec = f"virtual:{args.simulate.removeprefix('virtual:')}" if args.simulate else args.backend
     say(f"collectives over {world.size} ranks")
     collectives = run_collectives(world, CollectivesConfig(simulate=net, backend=spec, budget_s=budget))
-    gathered = world.comm.gather((world.rank, my_host, mine), root=0)
+    host_collectives = None
+    if len(world.hosts) > 1 and max(r.local_size for r in world.ranks) > 1:
+        # TP inside a host runs its all-reduce over the host's own links: measure each host's ranks too, every
+        # host at once (their traffic stays inside the host)
+        say(f"collectives inside each host ({max(r.local_size for r in world.ranks)} ranks at most)")
+        host = world.host_world()
+        host_spec = spec if not args.simulate or ":" in args.simulate.removeprefix("virtual:") else \
+            f"{spec}:{world.me.local_size}"
+        report = run_collectives(host, CollectivesConfig(backend=host_spec, budget_s=budget)) \
+            if host.size > 1 else None
+        host_collectives = (report.entries, [r for r in report.results if r.status in ("failed", "error")]) \
+            if report is not None and host.is_root else None
+    gathered = world.comm.gather((world.rank, my_host, mine, host_collectives), root=0)
     code = 0
     if world.is_root:
         code = _write(args, world, gathered, network, collectives, started, __version__)
@@ -123,7 +143,14 @@ def _write(args, world, gathered, network, collectives, started, version) -> int
     from gpucal.calibrate.provenance import iso
     from gpucal.commands.calibrate import _check_output, _name_of, write_profile
 
-    by_host = {host: item for _, host, item in gathered if item is not None}
+    by_host = {host: item for _, host, item, _ in gathered if item is not None}
+    inside: list[dict] = []
+    inside_failed: list = []
+    for _, host, _, found in gathered:
+        if found is not None:
+            entries, failed = found
+            inside += [{**e, "host": host} for e in entries]
+            inside_failed += failed
     host_docs = [by_host[h]["doc"] for h in range(len(world.hosts))]
     failed_hosts = [world.hosts[h] for h in range(len(world.hosts)) if by_host[h]["failed"]]
     devices = sum(len(d["devices"]) for d in host_docs)
@@ -136,7 +163,7 @@ def _write(args, world, gathered, network, collectives, started, version) -> int
     net_note = None if network.entries else (
         "one host: no network between hosts was measured" if len(world.hosts) == 1 else "no pair of hosts measured")
     coll_note = collectives.waived if not collectives.entries else None
-    doc = merge_cluster(host_docs, world.to_dict(), network.entries, collectives.entries, name=name,
+    doc = merge_cluster(host_docs, world.to_dict(), network.entries, collectives.entries + inside, name=name,
                         created=iso(time.time()), version=version, command="gpucal " + " ".join(args.argv),
                         collectives_note=coll_note, network_note=net_note)
     doc["host"]["started"] = started
@@ -152,6 +179,7 @@ def _write(args, world, gathered, network, collectives, started, version) -> int
 
         plots = write_plots(profiles.load(written), args.plots)
     failed_cases = [r for r in [*network.results, *collectives.results] if r.status in ("failed", "error")]
+    failed_cases += inside_failed
     failed = bool(failed_hosts or failed_cases)
     rows = summary_rows(doc)
     if args.json:
@@ -199,16 +227,18 @@ def _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, pa
         for e in doc["collectives"]:
             a, b = e["alpha_s"]["value"], e["beta_Bps"]["value"]
             busbw = e["busbw_Bps"][-1] if e.get("busbw_Bps") else None
-            coll_rows.append((e["op"] + (" (graph)" if e.get("graphs") else ""), str(e["nranks"]),
+            group = f"host{e['host']}" if "host" in e else f"{e.get('hosts', 1)} host(s)"
+            coll_rows.append((e["op"] + (" (graph)" if e.get("graphs") else ""), group, str(e["nranks"]),
                               format_time(a) if a is not None else "-", format_rate(b) if b else "-",
                               format_rate(busbw) if busbw else "-", f"{e['busbw_factor']:.3g}",
                               "yes" if e.get("verified") else "NO"))
         first = doc["collectives"][0]
         transport = ", ".join(first.get("transport") or []) or "unknown"
-        render.line(f"collectives over {first['nranks']} ranks ({first.get('library')}; transport {transport}); "
-                    "t = alpha + S/beta, S as nccl-tests counts it:", console)
-        console.print(render.table(("op", "ranks", "alpha", "beta", "busbw (largest)", "factor", "checked"),
-                                   coll_rows, right=(1, 2, 3, 4, 5)))
+        render.line(f"collectives over all {first['nranks']} ranks, and inside each host of several "
+                    f"({first.get('library')}; transport {transport}); t = alpha + S/beta, S as nccl-tests counts it:",
+                    console)
+        console.print(render.table(("op", "over", "ranks", "alpha", "beta", "busbw (largest)", "factor", "checked"),
+                                   coll_rows, right=(2, 3, 4, 5, 6)))
     else:
         render.line(f"collectives: waived: {coll_note}", console)
     print_anomalies(doc["host"]["anomalies"], console)

@@ -72,7 +72,8 @@ def run(args) -> int:
     virtual = config.backend.startswith("virtual")
     # One rank is allowed on real GPUs (NCCL then moves nothing between GPUs, but its path can be checked on
     # a one-GPU machine); the simulated ring needs two.
-    w = mpi_world(WHAT, simulate_hosts=config.simulate is not None, minimum=2 if virtual else 1)
+    w = mpi_world(WHAT, simulate_hosts=config.simulate is not None, minimum=2 if virtual else 1,
+                  ranks_per_host=config.simulate.ranks_per_host if config.simulate else 1)
     try:
         report = run_collectives(w, config)
     except RankError:

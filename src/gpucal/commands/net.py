@@ -36,6 +36,9 @@ def config_from_args(args):
         if is_set(getattr(args, attr, None)):
             raise InputError(f"{flag}: the net probe does not take it")
     net = simulated_net(getattr(args, "simulate_net", None))
+    if net is not None and net.ranks_per_host > 1:
+        raise InputError("--simulate-net: per-host: the net probe makes every rank a simulated host of its own "
+                         "(ranks on one host would meet in shared memory, which a link preset does not price)")
     sizes = None
     if args.sizes:
         sizes = tuple(sorted(set(link_sizes(args.sizes))))
