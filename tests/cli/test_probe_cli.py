@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -32,8 +33,11 @@ def test_info_without_a_gpu_reports_each_backend():
     data = json.loads(proc.stdout)
     names = [b["name"] for b in data["backends"]]
     assert names == ["cupy", "numba"]
+    assert data["mpi"]["available"] is (importlib.util.find_spec("mpi4py") is not None) and data["mpi"]["detail"]
+    assert isinstance(data["nccl"]["available"], bool) and data["nccl"]["detail"]
     if not any(b["available"] for b in data["backends"]):
         assert data["devices"] == [] and all(b["detail"] for b in data["backends"])
+        assert data["nccl"]["available"] is False and "CUDA" in data["nccl"]["detail"]
         assert "--backend simulator" in run_gpucal("info").stdout
 
 

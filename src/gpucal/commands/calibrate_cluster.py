@@ -25,6 +25,7 @@ import time
 
 from gpucal import render
 from gpucal.errors import GpucalError, InputError
+from gpucal.kernels.comm import RankError
 
 __all__ = ["run_cluster"]
 
@@ -76,6 +77,23 @@ def _say(args, world):
 
 
 def run_cluster(args) -> int:
+    """``calibrate --cluster`` on this rank (see the module doc); anything but gpucal's own errors ends every
+    rank (``MPI_Abort``) rather than leave the others waiting."""
+    from gpucal.kernels.comm import abort
+
+    try:
+        return _run_cluster(args)
+    except (GpucalError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        import sys
+
+        print(f"gpucal calibrate --cluster: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        abort(1)
+        raise
+
+
+def _run_cluster(args) -> int:
     from gpucal import __version__
     from gpucal.calibrate.build import default_name
     from gpucal.calibrate.provenance import iso
@@ -130,10 +148,20 @@ def run_cluster(args) -> int:
         host_collectives = (report.entries, [r for r in report.results if r.status in ("failed", "error")]) \
             if report is not None and host.is_root else None
     gathered = world.comm.gather((world.rank, my_host, mine, host_collectives), root=0)
-    code = 0
+    outcome, error = (0, None, 0), None
     if world.is_root:
-        code = _write(args, world, gathered, network, collectives, started, __version__)
-    return world.comm.bcast(code, root=0)
+        try:
+            outcome = (_write(args, world, gathered, network, collectives, started, __version__), None, 0)
+        except GpucalError as exc:  # e.g. the file could not be written: every rank ends with its exit code
+            outcome, error = (None, str(exc), exc.exit_code), exc
+    code, text, exit_code = world.comm.bcast(outcome, root=0)
+    if error is not None:
+        raise error
+    if text is not None:
+        failed = RankError(text)  # rank 0 prints it; this rank only takes its exit code
+        failed.exit_code = exit_code
+        raise failed
+    return code
 
 
 def _write(args, world, gathered, network, collectives, started, version) -> int:

@@ -28,6 +28,11 @@ def collect() -> dict:
     out = {"host": platform.node(), "backends": [asdict(r) for r in reports],
            "nvml": {"available": nvml_ok, "detail": nvml_detail, **versions}, "devices": [], "runtime": {},
            "topology": {"available": False, "reason": nvml_detail if not nvml_ok else "no GPU backend can run here"}}
+    out["mpi"] = mpi_status()
+    from gpucal.probes.collective_engines import nccl_unavailable
+
+    why = nccl_unavailable()
+    out["nccl"] = {"available": why is None, "detail": why or "NCCL through CuPy (gpucal probe collectives)"}
     live = next((r.name for r in reports if r.available), None)
     if live:
         be = backends.select(live)
@@ -42,6 +47,23 @@ def collect() -> dict:
     elif nvml_ok:  # a driver without a usable runtime backend: NVML still knows the devices
         out["devices"] = [asdict(d) for d in nvml_devices()]
     return out
+
+
+def mpi_status() -> dict:
+    """Whether mpi4py and an MPI library are here (for ``mpiexec -n N gpucal ...``), without starting MPI."""
+    try:
+        import mpi4py
+
+        mpi4py.rc.initialize = False  # the library's version is readable before MPI_Init; start nothing
+        mpi4py.rc.finalize = False
+        from mpi4py import MPI
+    except ImportError as exc:
+        return {"available": False, "detail": f"mpi4py is not installed ({exc}): pip install 'gpucal[mpi]'"}
+    except RuntimeError as exc:
+        return {"available": False, "detail": f"mpi4py cannot load an MPI library ({exc})"}
+    library = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+    return {"available": True, "detail": f"{library}, mpi4py {mpi4py.__version__}", "library": library,
+            "mpi4py": mpi4py.__version__}
 
 
 def _pcie(d: dict) -> str:
@@ -63,8 +85,9 @@ def run(args) -> int:
     nv = data["nvml"]
     render.line(f"NVML: {nv['detail']}" + (f"; driver {nv.get('driver_version')}, CUDA {nv.get('cuda_driver_version')}"
                                           if nv["available"] else ""), out)
-    out.print(render.table(("backend", "available", "detail"),
-                           [(b["name"], "yes" if b["available"] else "no", b["detail"]) for b in data["backends"]]))
+    rows = [(b["name"], "yes" if b["available"] else "no", b["detail"]) for b in data["backends"]]
+    rows += [(name, "yes" if data[name]["available"] else "no", data[name]["detail"]) for name in ("mpi", "nccl")]
+    out.print(render.table(("backend", "available", "detail"), rows))
     if not data["devices"]:
         render.line("no GPU here: gpucal probe ... --backend simulator checks the kernels on the CPU; "
                     "--backend virtual:PROFILE[:N] simulates a machine (e.g. gpucal p2p --backend virtual:rtx4090:8)", out)
