@@ -10,8 +10,9 @@ What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
 - ``devices[]``: every host's devices, numbered across the cluster (``index``), each with its ``host``
   (the index into ``cluster.hosts``) and its ``local_index`` on that host; the planner takes each figure
   from the slowest device, as for one machine;
-- ``links[]``, ``fits[]``, ``kernels[]``: every host's, with device numbers made cluster-wide (a link
-  also names its ``host``): links between cards never cross hosts;
+- ``links[]``, ``fits[]``, ``kernels[]``: every host's, with device numbers made cluster-wide, in the
+  fields and in the series names (``dev0`` of the second host of two cards is ``dev2``; a link also names
+  its ``host``): links between cards never cross hosts; anomalies' device numbers too;
 - ``network[]``: the links between hosts (MPI ping-pong between the hosts' leader ranks);
 - ``collectives[]``: NCCL's (or the simulated ring's) cost per operation over all ranks;
 - ``cluster``: the MPI world (library, ranks, hosts), and per host its name, ranks, devices and its own
@@ -25,6 +26,7 @@ What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
 from __future__ import annotations
 
 import copy
+import re
 
 __all__ = ["merge_cluster", "cards_per_host", "CLUSTER_SOURCES"]
 
@@ -35,6 +37,17 @@ def _source(parts: list[str]) -> str:
     """``simulated`` as soon as any part is simulated: a cluster profile never passes a simulated figure
     off as a measurement."""
     return "simulated" if "simulated" in parts else "measured"
+
+
+_DEV = re.compile(r"\bdev(\d+)\b")
+
+
+def _renumber(text, offset: int):
+    """``dev<N>`` in a series name or label made cluster-wide (``h2d-ce-pinned-dev0`` on the second host of
+    two cards is ``h2d-ce-pinned-dev2``)."""
+    if not isinstance(text, str) or not offset:
+        return text
+    return _DEV.sub(lambda m: f"dev{int(m.group(1)) + offset}", text)
 
 
 def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], collectives: list[dict], *,
@@ -61,11 +74,16 @@ def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], colle
             link["src"] += offset
             link["dst"] += offset
             link["host"] = h
+            if "series" in link:
+                link["series"] = _renumber(link["series"], offset)
+            if isinstance(link.get("bidirectional"), dict) and "series" in link["bidirectional"]:
+                link["bidirectional"]["series"] = _renumber(link["bidirectional"]["series"], offset)
             links.append(link)
         for fit in doc.get("fits") or []:
             fit = copy.deepcopy(fit)
             fit["src"] += offset
             fit["dst"] += offset
+            fit["series"] = _renumber(fit["series"], offset)
             fits.append(fit)
         for kernel in doc.get("kernels") or []:
             kernel = copy.deepcopy(kernel)
@@ -74,7 +92,11 @@ def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], colle
         for note in doc.get("notes") or []:
             notes.append(f"{hostname}: {note}"[:2000])
         for a in (doc.get("host") or {}).get("anomalies") or []:
-            anomalies.append({**a, "text": f"{hostname}: {a['text']}", "host": h})
+            a = {**a, "text": f"{hostname}: {_renumber(a['text'], offset)}", "host": h}
+            for key in ("device", "src", "dst"):  # device numbers made cluster-wide, as in devices[]
+                if isinstance(a.get(key), int):
+                    a[key] += offset
+            anomalies.append(a)
         ranks = [r["rank"] for r in world["ranks"] if r["host"] == h]
         hosts.append({"hostname": hostname, "name": doc["name"], "source": doc["source"], "ranks": ranks,
                       "devices": list(range(offset, offset + len(local))), "host": doc.get("host")})

@@ -112,6 +112,10 @@ class World:
         failed = [(rank, t, c) for rank, (t, c) in enumerate(everyone) if t is not None]
         if failed:
             rank, text, code = failed[0]
+            if len(failed) == self.size and len({t for _, t, _ in failed}) == 1 and code == 2:
+                exc = RankError(text.removeprefix("InputError: "))  # bad input every rank found alike: as it is
+                exc.exit_code = code
+                raise exc
             more = f" (and {len(failed) - 1} other rank(s))" if len(failed) > 1 else ""
             exc = RankError(f"rank {rank} ({self.ranks[rank].hostname}): {text}{more}")
             exc.exit_code = code

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gpucal.errors import InputError
-from gpucal.kernels.comm import RankError, World
+from gpucal.kernels.comm import World
 from gpucal.probes.collectives import OPS, VIRTUAL_LIBRARY, ring_time_s
 
 if TYPE_CHECKING:
     from gpucal.probes.collectives import CollectivesConfig, _Case
+
+_NCCL_LOG: dict = {"dir": None}  # NCCL's log folder of this process (NCCL reads its logging variables once)
 
 __all__ = ["VirtualEngine", "NcclEngine", "nccl_unavailable", "nccl_version_text", "parse_nccl_transports"]
 
@@ -134,6 +136,9 @@ class VirtualEngine:
             return self.net.noisy(seconds, case.state["rng"])
         return self._clock.sample(f"{case.op}-{case.size_bytes}", seconds)
 
+    def poison(self, case: _Case) -> None:
+        pass  # every run writes a fresh output (run_once)
+
     def output_after_timing(self, case: _Case) -> np.ndarray:
         return self.run_once(case)  # the priced samples move no bytes: move them once more and check
 
@@ -205,12 +210,8 @@ class NcclEngine:
         world.agree(error)
         self = cls.__new__(cls)
         self.world, self.seed, self.cp, self._logdir, self.device = world, config.seed, cupy, None, device
-        self._env = self._log_to_file()
-        try:
-            return self._connect(world, runtime)
-        except RankError:
-            self._restore()
-            raise
+        self._log_to_file()
+        return self._connect(world, runtime)
 
     def _connect(self, world: World, runtime) -> NcclEngine:
         cupy, me, error, bus = self.cp, world.me, None, (None,)
@@ -250,46 +251,55 @@ class NcclEngine:
         self.device_name = " + ".join(names)
         return self
 
-    def _log_to_file(self) -> dict | None:
-        """NCCL's INIT log into one file per process (before NCCL starts), to read its channels' transport;
-        the user's own NCCL_DEBUG is left alone. Returns the environment to restore."""
+    def _log_to_file(self) -> None:
+        """NCCL's INIT log into one file per process, to read its channels' transport. NCCL reads its
+        logging variables once per process, so the folder is made once (``_NCCL_LOG``) and kept until the
+        process ends; each engine reads only what was written after it started. The user's own
+        NCCL_DEBUG is left alone."""
+        import atexit
+        import glob
         import os
+        import shutil
         import tempfile
 
-        if "NCCL_DEBUG" in os.environ:
-            self._transport_reason = (f"NCCL_DEBUG={os.environ['NCCL_DEBUG']} is set: NCCL's log is the user's, and "
-                                      "its channel lines (\"via ...\") show the transport")
-            return None
-        self._logdir = tempfile.mkdtemp(prefix="gpucal-nccl-")
-        saved = {k: os.environ.get(k) for k in ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "NCCL_DEBUG_FILE")}
-        os.environ.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT",
-                          NCCL_DEBUG_FILE=os.path.join(self._logdir, "nccl.%h.%p"))
-        return saved
+        if _NCCL_LOG["dir"] is None:
+            if "NCCL_DEBUG" in os.environ:
+                self._transport_reason = (f"NCCL_DEBUG={os.environ['NCCL_DEBUG']} is set: NCCL's log is the user's, "
+                                          "and its channel lines (\"via ...\") show the transport")
+                return
+            _NCCL_LOG["dir"] = tempfile.mkdtemp(prefix="gpucal-nccl-")
+            atexit.register(shutil.rmtree, _NCCL_LOG["dir"], True)
+            os.environ.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT",
+                              NCCL_DEBUG_FILE=os.path.join(_NCCL_LOG["dir"], "nccl.%h.%p"))
+        self._logdir = _NCCL_LOG["dir"]
+        self._offsets = {path: os.path.getsize(path) for path in glob.glob(f"{self._logdir}/nccl.*")}
+
+    def _log_lines(self) -> list[str]:
+        """The lines NCCL logged on this rank since this engine started."""
+        import glob
+
+        lines: list[str] = []
+        for path in glob.glob(f"{self._logdir}/nccl.*") if self._logdir is not None else ():
+            with open(path, errors="replace") as f:
+                f.seek(self._offsets.get(path, 0))
+                lines += f.readlines()
+        return lines
 
     def _nccl_warning(self) -> str | None:
         """The last WARN line of NCCL's log on this rank (where the log is ours), or None."""
-        import glob
 
         found = None
-        for path in glob.glob(f"{self._logdir}/nccl.*") if self._logdir is not None else ():
-            with open(path, errors="replace") as f:
-                for line in f:
-                    if " NCCL WARN " in line:
-                        found = line.split(" NCCL WARN ", 1)[1].strip()
+        for line in self._log_lines():
+            if " NCCL WARN " in line:
+                found = line.split(" NCCL WARN ", 1)[1].strip()
         return found
 
     def transport(self):
         """The union over ranks of the transports in NCCL's channel lines (read after the ops ran: NCCL may
         connect a channel at its first use)."""
-        import glob
-
         mine: list[str] | str = getattr(self, "_transport_reason", "no NCCL log")
         if self._logdir is not None:
-            lines = []
-            for path in glob.glob(f"{self._logdir}/nccl.*"):
-                with open(path, errors="replace") as f:
-                    lines += f.readlines()
-            mine = parse_nccl_transports(lines)
+            mine = parse_nccl_transports(self._log_lines())
         everyone = self.world.comm.allgather(mine)
         found = sorted({t for m in everyone if isinstance(m, list) for t in m})
         if found:
@@ -352,8 +362,14 @@ class NcclEngine:
 
     def run_k(self, case: _Case, k: int) -> float:
         """Seconds of k ops on this rank: MPI barrier, then CUDA events around them on the stream."""
-        graph = self._graph(case, k) if case.graph else None
-        self.world.comm.Barrier()
+        graph, error = None, None
+        if case.graph:
+            try:
+                graph = self._graph(case, k)
+            except Exception as exc:  # every rank learns of it below, before any launches a collective
+                error = f"graph capture: {type(exc).__name__}: {exc}"
+        if self.world.comm.allreduce(1 if error else 0):  # also the barrier that starts every rank together
+            raise RuntimeError(error or "graph capture failed on another rank")
         self.start_event.record(self.stream)
         if graph is not None:
             graph.launch(stream=self.stream)
@@ -363,6 +379,12 @@ class NcclEngine:
         self.end_event.record(self.stream)
         self.end_event.synchronize()
         return self.cp.cuda.get_elapsed_time(self.start_event, self.end_event) / 1e3
+
+    def poison(self, case: _Case) -> None:
+        """NaN in the output before timing: the check after timing then sees what the timed ops wrote."""
+        with self.stream:
+            case.state["recv"].fill(np.nan)
+        self.stream.synchronize()
 
     def output_after_timing(self, case: _Case) -> np.ndarray:
         self.stream.synchronize()
@@ -374,21 +396,5 @@ class NcclEngine:
         self.cp.get_default_memory_pool().free_all_blocks()
 
     def close(self) -> None:
-        try:
-            self.stream.synchronize()
-            self.comm.destroy()
-        finally:
-            self._restore()
-
-    def _restore(self) -> None:
-        """NCCL's logging variables as they were, and its log files removed."""
-        import os
-        import shutil
-
-        for key, value in (self._env or {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if self._logdir is not None:
-            shutil.rmtree(self._logdir, ignore_errors=True)
+        self.stream.synchronize()
+        self.comm.destroy()

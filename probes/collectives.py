@@ -218,11 +218,19 @@ def _run_case(world: World, engine, case: _Case, policy, base: dict) -> Result:
     error = check = None
     try:
         engine.prepare(case, send, count)
+    except Exception as exc:  # e.g. out of memory on this rank: every rank learns of it before any op starts
+        error = f"{type(exc).__name__}: {exc}"
+    failed = [(rank, e) for rank, e in enumerate(world.comm.allgather(error)) if e is not None]
+    if failed:
+        engine.release(case)
+        return Result(status="error", reason=f"rank {failed[0][0]} (preparing): {failed[0][1]}", **base)
+    try:
         check = compare(engine.run_once(case), case.expected)
     except Exception as exc:  # a device or MPI error on this rank: every rank learns of it below
         error = f"{type(exc).__name__}: {exc}"
     error, check = _gather_checks(world, error, check, "before timing")
     if error is None and check.ok:
+        engine.poison(case)
         try:
             timing = lockstep_measure(world.comm, lambda k: engine.run_k(case, k), policy, engine.clock_name)
         except RankError as exc:

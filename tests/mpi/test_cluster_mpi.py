@@ -156,3 +156,24 @@ def test_hosts_of_two_ranks_measure_their_own_allreduce_for_tp_inside(run_mpi, t
     proc = run_mpi(4, "calibrate", "--cluster", "--simulate", "rtx4090:1", "--simulate-net", "eth10g+per-host=2",
                    "-o", "bad.json")
     assert proc.returncode == 2 and "--simulate" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_an_existing_default_file_is_refused_before_the_network_is_measured(run_mpi, tmp_path):
+    args = ("calibrate", "--cluster", "--simulate", "rtx4090:1", "--simulate-net", "eth1g", *FAST)
+    first = run_mpi(2, *args)
+    assert first.returncode == 0, first.stderr
+    (written,) = (tmp_path / "profiles").glob("*.json")
+    assert "-cluster-2" in written.name and written.name.endswith("-simulated.json")
+    before = written.read_text()
+    again = run_mpi(2, *args)
+    assert again.returncode == 2 and again.stderr.count("error:") == 1, again.stderr
+    assert "exists; pass --force" in again.stderr and "rank 0" not in again.stderr
+    assert "network between" not in again.stderr  # refused right after the hosts, before the network
+    assert written.read_text() == before
+
+
+def test_a_file_that_cannot_be_written_names_the_flag(run_mpi):
+    proc = run_mpi(2, "calibrate", "--cluster", "--simulate", "rtx4090:1", "--simulate-net", "eth1g", "-o",
+                   "/proc/gpucal-no/c.json", *FAST)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1, proc.stderr
+    assert "-o: /proc/gpucal-no/c.json: cannot write it" in proc.stderr and "Traceback" not in proc.stderr

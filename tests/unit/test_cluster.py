@@ -65,11 +65,24 @@ def test_merge_numbers_devices_across_hosts_and_validates():
     assert [(link["src"], link["dst"], link["host"]) for link in doc["links"]] == [(0, 1, 0), (1, 0, 0), (2, 3, 1),
                                                                                   (3, 2, 1)]
     assert {f["src"] for f in doc["fits"]} == {0, 1, 2, 3}
+    assert [link["series"] for link in doc["links"]] == ["host-staged-dev0->dev1", "host-staged-dev1->dev0",
+                                                         "host-staged-dev2->dev3", "host-staged-dev3->dev2"]
+    assert len({f["series"] for f in doc["fits"]}) == len(doc["fits"])  # no two hosts' series share a name
     assert {k["device"] for k in doc["kernels"]} == {0, 1, 2, 3}
     assert [h["ranks"] for h in doc["cluster"]["hosts"]] == [[0, 1], [2, 3]]
     assert [h["devices"] for h in doc["cluster"]["hosts"]] == [[0, 1], [2, 3]]
     assert doc["source"] == "simulated" and doc["host"]["command"] == "gpucal calibrate --cluster"
     assert cards_per_host(doc) == 2
+
+
+def test_anomalies_name_cluster_wide_devices():
+    hosts = [_host(0), _host(1)]
+    hosts[1]["host"]["anomalies"] = [{"kind": "downtrained", "device": 1, "text": "dev1: PCIe Gen3 x16 of Gen4"},
+                                     {"kind": "p2p-corrupt", "src": 0, "dst": 1, "text": "dev0->dev1: bytes differ"}]
+    doc = merge_cluster(hosts, _world(), _network(), [], name="x", created="2026-11-28", version="0")
+    a, b = [x for x in doc["host"]["anomalies"] if x["host"] == 1]
+    assert (a["device"], a["text"]) == (3, "node1: dev3: PCIe Gen3 x16 of Gen4")
+    assert (b["src"], b["dst"], b["text"]) == (2, 3, "node1: dev2->dev3: bytes differ")
 
 
 def test_merge_never_calls_a_simulated_part_measured():
@@ -213,3 +226,26 @@ def test_the_hosts_default_link_is_kept_where_they_agree():
     one_card[1]["plan_defaults"] = {"link": "pcie5-x16"}
     merged = merge_cluster(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
     assert "plan_defaults" not in merged
+
+
+def test_a_measured_allreduce_is_left_out_when_its_network_is_replaced(cluster_file):
+    plan = _plan(cluster_file, "--cards", "4", "--strategy", "tp", "--batch", "8", "--net", "ib400g")
+    assert plan["inputs"]["comm_model"] == "seed" and plan["inputs"]["collective"] is None
+    proc = run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--cards", "4",
+                      "--strategy", "tp", "--batch", "8", "--net", "ib400g", "--comm", "measured")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--net replaces" in proc.stderr
+
+
+def test_the_link_solver_scales_an_allreduce_measured_inside_a_host(tmp_path):
+    inside = dict(_allreduce(nranks=2, hosts=1), host=0)
+    path = tmp_path / "inside.json"
+    path.write_text(json.dumps(_cluster(collectives=[inside])))
+    plan = _plan(str(path), "--cards", "2", "--strategy", "tp", "--batch", "8", "--target-tps", "10")
+    t = plan["target"]
+    assert plan["inputs"]["comm_model"] == "measured" and t["solved_link"] == "link"
+    link_beta = plan["inputs"]["link"]["beta_Bps"]
+    # the all-reduce's beta scales with the link's: t = t_card + 160·(alpha + S·link_beta/(AR_BETA·x))
+    s_bytes = 8 * 8192 * 2
+    budget_s = 1 / 10 - plan["card_time_s"] - 160 * AR_ALPHA_S
+    expected = 160 * s_bytes * link_beta / AR_BETA_BPS / budget_s
+    assert t["required_beta_Bps"] == pytest.approx(expected, rel=1e-9)

@@ -148,10 +148,11 @@ class _FakeGpu:
     NumPy, pointers index a registry, a stream can capture ops into a graph, and every op advances a clock
     by 1 µs + bytes / 10 GB/s (what the fake events read)."""
 
-    def __init__(self, corrupt: bool = False):
+    def __init__(self, corrupt: bool = False, writes: int | None = None):
         import types
 
         self.arrays, self.capture, self.clock_s, self.corrupt, self.pending = {}, None, 0.0, corrupt, None
+        self.writes = writes  # ops that write their output at most (None: all); later ops only take time
         gpu = self
 
         class Array:
@@ -205,12 +206,14 @@ class _FakeGpu:
 
                 assert (n, rank, uid) == (1, 0, ("uid",))
                 path = os.environ["NCCL_DEBUG_FILE"].replace("%h", socket.gethostname()).replace("%p", str(os.getpid()))
-                with open(path, "w") as f:
+                with open(path, "a") as f:  # NCCL keeps one log file open per process, and appends
                     f.write("h:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 0[0] via P2P/IPC\n")
 
             def _do(self, fn, nbytes):
                 def op():
-                    fn()
+                    if gpu.writes is None or gpu.writes > 0:
+                        fn()
+                        gpu.writes = None if gpu.writes is None else gpu.writes - 1
                     gpu.clock_s += 1e-6 + nbytes / 1e10
                 (gpu.capture.append if gpu.capture is not None else lambda f: f())(op)
 
@@ -277,19 +280,31 @@ def _self_world():
     return World(MPI.COMM_SELF, [RankInfo(0, "h", 0, 0, 1)], False, "MPI", "4.0")
 
 
+def _fresh_nccl_log(monkeypatch):
+    """A process whose NCCL has not started yet: no log folder of ours, no NCCL_DEBUG (restored afterwards)."""
+    monkeypatch.setitem(E._NCCL_LOG, "dir", None)
+    for key in ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS", "NCCL_DEBUG_FILE"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+
+
 @pytest.mark.parametrize("graphs", [False, True])
 def test_nccl_engine_with_a_stand_in(monkeypatch, graphs):
     import os
 
     world = _self_world()
     _FakeGpu().install(monkeypatch)
-    monkeypatch.delenv("NCCL_DEBUG", raising=False)
+    _fresh_nccl_log(monkeypatch)
     config = C.CollectivesConfig(sizes=(256, 1024, 4096, 16384), budget_s=0.05, graphs=graphs, backend="cupy")
     report = C.run_collectives(world, config)
     assert report.waived is None and report.source == "measured"
     assert report.library == "NCCL 2.27.7" and report.nccl_version == "2.27.7"
     assert report.transport == ["P2P/IPC"] and report.transport_reason is None
-    assert "NCCL_DEBUG" not in os.environ and "NCCL_DEBUG_FILE" not in os.environ  # restored
+    assert os.environ["NCCL_DEBUG"] == "INFO" and os.environ["NCCL_DEBUG_SUBSYS"] == "INIT"  # for the process
+    log = E._NCCL_LOG["dir"]
+    again = C.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096), budget_s=0.05,
+                                                         backend="cupy"))
+    assert E._NCCL_LOG["dir"] == log and again.transport == ["P2P/IPC"]  # one log per process, read from its end
     assert all(r.status == "passed" and r.check.ok for r in report.results), [r.reason for r in report.results]
     assert len(report.results) == len(C.OPS) * 4 * (2 if graphs else 1)
     assert len(report.entries) == len(C.OPS) * (2 if graphs else 1)
@@ -305,7 +320,7 @@ def test_nccl_engine_with_a_stand_in(monkeypatch, graphs):
 def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch):
     world = _self_world()
     _FakeGpu(corrupt=True).install(monkeypatch)
-    monkeypatch.delenv("NCCL_DEBUG", raising=False)
+    _fresh_nccl_log(monkeypatch)
     report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256, 1024, 4096),
                                                           budget_s=0.05, backend="cupy"))
     assert report.failed and report.entries == []
@@ -313,10 +328,23 @@ def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch):
     assert "verification failed" in report.results[0].reason
 
 
+def test_timed_ops_that_write_nothing_fail_the_check_after_timing(monkeypatch):
+    """The check before timing passes (the first op writes); the timed ops write nothing: the output is
+    poisoned (NaN) before timing, so the check after timing sees it."""
+    world = _self_world()
+    _FakeGpu(writes=1).install(monkeypatch)
+    _fresh_nccl_log(monkeypatch)
+    report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256,), budget_s=0.05,
+                                                          backend="cupy"))
+    (result,) = report.results
+    assert result.status == "failed" and "after timing" in result.check.method and result.timing is None
+
+
 def test_nccl_engine_leaves_the_users_nccl_debug(monkeypatch):
     world = _self_world()
     fake = _FakeGpu()
     fake.install(monkeypatch)
+    _fresh_nccl_log(monkeypatch)
     monkeypatch.setenv("NCCL_DEBUG", "WARN")
     monkeypatch.setenv("NCCL_DEBUG_FILE", "/dev/null")
     report = C.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096),

@@ -53,8 +53,9 @@ def add_parser(sub) -> None:
                               "network between hosts and the collectives over all ranks, and write one cluster "
                               "profile on rank 0")
     cluster.add_argument("--simulate-net", metavar="LINK[+OPTION...]",
-                         help="with --cluster --simulate: every rank a simulated host of its own, joined by a "
-                              "simulated LINK (a link preset such as eth1g, or alpha=..,beta=..; +noise=F, +seed=N)")
+                         help="with --cluster --simulate: every rank a simulated host of its own (+per-host=R: hosts "
+                              "of R ranks), joined by a simulated LINK (a link preset such as eth1g, or "
+                              "alpha=..,beta=..; +noise=F, +seed=N)")
     p.set_defaults(run=run, mode="quick")
 
 
@@ -178,7 +179,6 @@ def run(args) -> int:
     if not args.output:
         _check_output(path, args.force)
     cal, doc, found, failed = measure_host(args, backend, name)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = write_profile(doc, path, args.force)
     plots = []
     if args.plots:
@@ -234,7 +234,11 @@ def write_profile(doc: dict, path: str, force: bool):
     except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
         aside = profiles.write_atomic(f"{path}.invalid", profiles.dumps(doc), force=True)
         raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
-    return profiles.save(doc, path, force=force)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return profiles.save(doc, path, force=force)
+    except OSError as exc:
+        raise InputError(f"-o: {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _condense(rows: list[dict]) -> list[dict]:

@@ -66,6 +66,34 @@ def _phase(world, work):
     return value
 
 
+def _on_root(world, work):
+    """``work()`` on rank 0 alone (what only its file system or its gathered data can answer), its value
+    broadcast to every rank; a failure there is raised on every rank with rank 0's text and exit code."""
+    outcome = None
+    if world.is_root:
+        try:
+            outcome = (work(), None, 0)
+        except GpucalError as exc:
+            outcome = (None, str(exc), exc.exit_code)
+    value, text, code = world.comm.bcast(outcome, root=0)
+    if text is not None:
+        exc = RankError(text)
+        exc.exit_code = code
+        raise exc
+    return value
+
+
+def _host_spec(spec: str, ranks: int) -> str:
+    """The backend of one host's collectives: ``spec``, and for a virtual machine without a card count, one
+    card per rank of the host (``virtual:rtx4090+noise=0.01`` -> ``virtual:rtx4090:2+noise=0.01``)."""
+    if not spec.startswith("virtual:"):
+        return spec
+    head, plus, options = spec.partition("+")
+    if head.count(":") == 1:  # virtual:PROFILE, no :N
+        head = f"{head}:{ranks}"
+    return head + plus + options
+
+
 def _say(args, world):
     """A progress line on stderr from rank 0 (none with --json unless stderr is a terminal)."""
     import sys
@@ -107,11 +135,8 @@ def _run_cluster(args) -> int:
                       ranks_per_host=net.ranks_per_host if net else 1)
     started = iso(time.time())
 
-    def check_output():
-        if world.is_root and args.output:
-            _check_output(args.output, args.force)
-
-    _phase(world, check_output)
+    if args.output:
+        _on_root(world, lambda: _check_output(args.output, args.force))
 
     leaders = world.leaders()
     my_host = world.me.host
@@ -128,6 +153,13 @@ def _run_cluster(args) -> int:
         return {"doc": doc, "failed": failed, "backend": backend.name}
 
     mine = _phase(world, calibrate_host)
+    docs = world.comm.gather((my_host, mine), root=0)
+
+    def name_and_path():  # the default file is known once the hosts are: refuse an existing one before measuring on
+        by_host = {h: item["doc"] for h, item in docs if item is not None}
+        return _output(args, world, [by_host[h] for h in range(len(world.hosts))], net is not None)
+
+    name, path = _on_root(world, name_and_path)
     budget = args.budget
     say = _say(args, world)
     say(f"network between {len(leaders)} host(s), {len(leaders) * (len(leaders) - 1) // 2} pair(s) of leader ranks")
@@ -141,53 +173,53 @@ def _run_cluster(args) -> int:
         # host at once (their traffic stays inside the host)
         say(f"collectives inside each host ({max(r.local_size for r in world.ranks)} ranks at most)")
         host = world.host_world()
-        host_spec = spec if not args.simulate or ":" in args.simulate.removeprefix("virtual:") else \
-            f"{spec}:{world.me.local_size}"
-        report = run_collectives(host, CollectivesConfig(backend=host_spec, budget_s=budget)) \
-            if host.size > 1 else None
-        host_collectives = (report.entries, [r for r in report.results if r.status in ("failed", "error")]) \
-            if report is not None and host.is_root else None
-    gathered = world.comm.gather((world.rank, my_host, mine, host_collectives), root=0)
-    outcome, error = (0, None, 0), None
-    if world.is_root:
-        try:
-            outcome = (_write(args, world, gathered, network, collectives, started, __version__), None, 0)
-        except GpucalError as exc:  # e.g. the file could not be written: every rank ends with its exit code
-            outcome, error = (None, str(exc), exc.exit_code), exc
-    code, text, exit_code = world.comm.bcast(outcome, root=0)
-    if error is not None:
-        raise error
-    if text is not None:
-        failed = RankError(text)  # rank 0 prints it; this rank only takes its exit code
-        failed.exit_code = exit_code
-        raise failed
-    return code
+
+        def inside_host():
+            if host.size == 1:
+                return None
+            report = run_collectives(host, CollectivesConfig(backend=_host_spec(spec, host.size), budget_s=budget))
+            failed = [r for r in report.results if r.status in ("failed", "error")]
+            return (report.entries, failed) if host.is_root else None
+
+        # a failure inside one host reaches that host's ranks only: every rank of the world agrees on it here
+        host_collectives = _phase(world, inside_host)
+    gathered = world.comm.gather((my_host, host_collectives), root=0)
+    # e.g. a file that cannot be written: every rank ends with rank 0's exit code
+    return _on_root(world, lambda: _write(args, world, docs, gathered, network, collectives, started, __version__,
+                                          name, path))
 
 
-def _write(args, world, gathered, network, collectives, started, version) -> int:
+def _output(args, world, host_docs: list[dict], simulated: bool) -> tuple[str, str]:
+    """The profile's name and file: --name, -o, or ``profiles/<host0>-cluster-<H>-<N>x<gpu>.json``; an
+    existing file is refused without --force."""
     from gpucal.calibrate.build import default_name
+    from gpucal.commands.calibrate import _check_output, _name_of
+
+    devices = sum(len(d["devices"]) for d in host_docs)
+    simulated = simulated or any(d["source"] == "simulated" for d in host_docs)
+    name = args.name or _name_of(args.output) or default_name(
+        f"{world.hosts[0]}-cluster-{len(world.hosts)}", host_docs[0]["devices"][0]["name"], devices, simulated)
+    path = args.output or os.path.join("profiles", f"{name}.json")
+    _check_output(path, args.force)
+    return name, path
+
+
+def _write(args, world, docs, gathered, network, collectives, started, version, name, path) -> int:
     from gpucal.calibrate.cluster import merge_cluster
     from gpucal.calibrate.health import summary_rows
     from gpucal.calibrate.provenance import iso
-    from gpucal.commands.calibrate import _check_output, _name_of, write_profile
+    from gpucal.commands.calibrate import write_profile
 
-    by_host = {host: item for _, host, item, _ in gathered if item is not None}
+    by_host = {host: item for host, item in docs if item is not None}
     inside: list[dict] = []
     inside_failed: list = []
-    for _, host, _, found in gathered:
+    for host, found in gathered:
         if found is not None:
             entries, failed = found
             inside += [{**e, "host": host} for e in entries]
             inside_failed += failed
     host_docs = [by_host[h]["doc"] for h in range(len(world.hosts))]
     failed_hosts = [world.hosts[h] for h in range(len(world.hosts)) if by_host[h]["failed"]]
-    devices = sum(len(d["devices"]) for d in host_docs)
-    simulated = any(d["source"] == "simulated" for d in host_docs) or bool(network.source == "simulated")
-    name = args.name or _name_of(args.output) or default_name(
-        f"{world.hosts[0]}-cluster-{len(world.hosts)}", host_docs[0]["devices"][0]["name"], devices, simulated)
-    path = args.output or os.path.join("profiles", f"{name}.json")
-    if not args.output:
-        _check_output(path, args.force)
     net_note = None if network.entries else (
         "one host: no network between hosts was measured" if len(world.hosts) == 1 else "no pair of hosts measured")
     coll_note = collectives.waived if not collectives.entries else None
@@ -198,7 +230,6 @@ def _write(args, world, gathered, network, collectives, started, version) -> int
     doc["host"]["finished"] = iso(time.time())
     doc["host"].setdefault("hostname", socket.gethostname())
     doc = render.json_ready(doc)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = write_profile(doc, path, args.force)
     plots = []
     if args.plots:

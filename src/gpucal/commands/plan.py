@@ -154,17 +154,24 @@ def _check_layout(args, r: dict, layout: Layout) -> None:
 
 def _choose_comm(args, r: dict, layout: Layout) -> None:
     """The TP exchange model: ``--comm``, or the measured all-reduce where the profile has one over this TP
-    group (its size, and as many hosts as the group spans), else the seed model."""
+    group (its size, and as many hosts as the group spans), else the seed model. A measured all-reduce ran
+    on the profile's own network (a group across hosts) or links (inside a host): ``--net`` or ``--link``
+    replacing those leaves it out (refused with ``--comm measured``)."""
     doc = r["gpu"].document
     span = -(-layout.tp // layout.per_host) if layout.tp > layout.per_host else 1
     found = profile_collective(doc, layout.tp, span) if layout.tp > 1 else None
+    replaced = ("--net" if args.net else None) if span > 1 else ("--link" if args.link else None)
     if args.comm == "measured" and found is None:
         have = sorted({(e.get("nranks"), e.get("hosts", 1)) for e in doc.data.get("collectives") or []
                        if e.get("op") == "all-reduce"})
         listed = ", ".join(f"{n} ranks on {h} host(s)" for n, h in have) or "none"
         raise InputError(f"--comm: measured: {doc.origin} has no measured all-reduce over {layout.tp} ranks on "
                          f"{span} host(s) (it has: {listed})")
-    r["comm"] = args.comm or ("measured" if found is not None else "seed")
+    if args.comm == "measured" and replaced:
+        where = "network" if span > 1 else "links between its cards"
+        raise InputError(f"--comm: measured: the all-reduce was measured on {doc.origin}'s own {where}, which "
+                         f"{replaced} replaces; drop {replaced}, or use --comm seed or ring")
+    r["comm"] = args.comm or ("measured" if found is not None and not replaced else "seed")
     r["collective"] = found if r["comm"] == "measured" else None
 
 
@@ -202,11 +209,13 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
     required = None
     if solved is not None and inputs["cards"] > 1:
         collective = r.get("collective")
-        scale_collective = which == "net" and collective is not None and inputs["tp"] > inputs["cards_per_host"]
+        across = inputs["tp"] > inputs["cards_per_host"]
+        # the measured all-reduce ran on this very network (across hosts) or these links (inside a host)
+        scale_collective = collective is not None and (which == "net") == across
 
         def latency_at(beta: float) -> float:
             changes = {which: LinkSpec(solved.name, solved.alpha_s, beta)}
-            if scale_collective:  # the all-reduce across hosts is bound by the network: NICs scale its beta too
+            if scale_collective:  # its bandwidth is the link's: more NICs (or a faster link) scale its beta too
                 c = collective.spec
                 changes["collective"] = LinkSpec(c.name, c.alpha_s, c.beta_Bps * beta / solved.beta_Bps)
             return _step(r, inputs, **changes).row()["token_latency_s"]

@@ -145,7 +145,8 @@ def _profile_rows(data: dict) -> list[tuple[str, str, str]]:
         where = f"network host{e['src_host']}<->host{e['dst_host']}" + (" (same host)" if e.get("same_host") else "")
         rows.append((where, _alpha_beta(e), _cite(e["beta_Bps"])))
     for e in data.get("collectives") or []:
-        what = f"{e['op']} over {e['nranks']} ranks" + (" (graph)" if e.get("graphs") else "")
+        what = f"{e['op']} over {e['nranks']} ranks" + (f" inside host{e['host']}" if "host" in e else "") + \
+            (" (graph)" if e.get("graphs") else "")
         rows.append((what, _alpha_beta(e), _cite(e["beta_Bps"])))
     return rows
 
