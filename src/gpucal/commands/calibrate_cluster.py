@@ -131,7 +131,9 @@ def _run_cluster(args) -> int:
     from gpucal.probes.net import NetConfig, run_net
 
     net = checked(lambda a: (check_flags(a), _options(a))[1], args)
-    world = mpi_world("calibrate --cluster", simulate_hosts=net is not None,
+    # one rank is allowed on real GPUs (a cluster profile of one host, its collectives NCCL's on one GPU: the
+    # whole path checked on a one-GPU machine); simulated hosts need a network between two at least
+    world = mpi_world("calibrate --cluster", simulate_hosts=net is not None, minimum=2 if net else 1,
                       ranks_per_host=net.ranks_per_host if net else 1)
     started = iso(time.time())
 
