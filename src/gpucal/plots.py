@@ -1,10 +1,11 @@
 """Figures of a profile, as PNG files: copy bandwidth, the P2P verdicts, the roofline, the planner's curves.
 
-``write_plots(doc, out_dir)`` writes ``bandwidth.png``, ``p2p.png``, ``roofline.png`` and ``plan.png`` and
-says, per figure, where it went or why it was skipped (a datasheet profile has no copy series and no
-links; one device has no P2P). Each figure also has a function that returns the matplotlib ``Figure``
-(``bandwidth_figure``, ``p2p_figure``, ``roofline_figure``, ``plan_figure``), and the plan's numbers come
-from ``plan_curves``, which calls the planner (``gpucal.plan.evaluate``) exactly as ``gpucal plan`` does.
+``write_plots(doc, out_dir)`` writes ``bandwidth.png``, ``p2p.png``, ``roofline.png``, ``plan.png`` and
+``network.png`` and says, per figure, where it went or why it was skipped (a datasheet profile has no copy
+series and no links; one device has no P2P; only a cluster profile has a network). Each figure also has a
+function that returns the matplotlib ``Figure`` (``bandwidth_figure``, ``p2p_figure``, ``roofline_figure``,
+``plan_figure``, and ``gpucal.plot_network.network_figure``), and the plan's numbers come from
+``plan_curves``, which calls the planner (``gpucal.plan.evaluate``) exactly as ``gpucal plan`` does.
 
 matplotlib is imported here only, lazily, and used without pyplot: each figure is a
 ``matplotlib.figure.Figure`` on its own Agg canvas, so that no global state is shared (thread-safe).
@@ -29,7 +30,7 @@ from gpucal.units import format_flops, format_rate, format_time
 __all__ = ["FIGURES", "PLAN_BATCHES", "VERDICT_COLOURS", "PlotSkipped", "PlanCurves", "plan_curves",
            "bandwidth_figure", "p2p_figure", "roofline_figure", "plan_figure", "write_plots"]
 
-FIGURES = ("bandwidth", "p2p", "roofline", "plan")
+FIGURES = ("bandwidth", "p2p", "roofline", "plan", "network")
 PLAN_BATCHES = tuple(2 ** k for k in range(11))  # 1 .. 1024
 PLAN_STRATEGIES = ("pp", "tp")
 VERDICT_COLOURS = {"nvlink": "#1b7837", "p2p-pcie": "#7fbf7b", "host-staged": "#fdb863",
@@ -394,12 +395,15 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"-o: cannot create {out}: {exc.strerror or exc}") from None
+    from gpucal.plot_network import network_figure  # its own module; it imports this one's helpers
+
     makers = {
         "bandwidth": lambda: bandwidth_figure(doc),
         "p2p": lambda: p2p_figure(doc),
         "roofline": lambda: roofline_figure(doc),
         "plan": lambda: plan_figure(doc, plan_curves(doc, model=spec, cards=cards, strategy=strategy,
                                                      context_tokens=context_tokens)),
+        "network": lambda: network_figure(doc),
     }
     results: list[tuple[str, Path | None, str | None]] = []
     for name in (n for n in FIGURES if n in names):

@@ -17,7 +17,7 @@ DOC = (Path(__file__).parents[2] / "docs" / "plots.md").read_text(encoding="utf-
 FIXTURE = str(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
 
 
-def test_a_measured_profile_gets_all_four_figures(tmp_path):
+def test_a_measured_profile_gets_every_figure_but_the_clusters(tmp_path):
     out = tmp_path / "new" / "plots"
     done = run_gpucal("plot", FIXTURE, "-o", str(out), "--json")
     assert done.returncode == 0, done.stderr
@@ -25,15 +25,16 @@ def test_a_measured_profile_gets_all_four_figures(tmp_path):
     result = json.loads(done.stdout)
     assert result["schema"] == "gpucal.plots/1" and result["profile"] == FIXTURE
     assert [(f["name"], f["skipped"]) for f in result["figures"]] == [
-        ("bandwidth", None), ("p2p", None), ("roofline", None), ("plan", None)]
-    for figure in result["figures"]:
+        ("bandwidth", None), ("p2p", None), ("roofline", None), ("plan", None),
+        ("network", "sample-rtx4090x2 has no network[] or collectives[]: gpucal calibrate --cluster measures them")]
+    for figure in result["figures"][:-1]:
         path = Path(figure["path"])
         assert path == out / f"{figure['name']}.png"
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 10_000
 
 
 def test_the_docs_example_prints_what_the_docs_say(tmp_path):
-    """docs/plots.md's console example (a datasheet: two figures skipped, with the reason), run as written."""
+    """docs/plots.md's console example (a datasheet: three figures skipped, with the reason), run as written."""
     block = re.search(r"```console\n\$ (.*?)\n(.*?)```", DOC, flags=re.S)
     command, expected = shlex.split(block.group(1)), block.group(2)
     assert command[:2] == ["gpucal", "plot"]

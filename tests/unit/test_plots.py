@@ -13,10 +13,12 @@ import pytest
 from gpucal import profile as profiles
 from gpucal.cli import main
 from gpucal.errors import InputError
+from gpucal.plot_network import network_figure
 from gpucal.plots import (
     FIGURES, PLAN_BATCHES, PlotSkipped, bandwidth_figure, p2p_figure, plan_curves, plan_figure, roofline_figure,
     write_plots,
 )
+from test_cluster import _allreduce, _cluster, _network
 
 pytest.importorskip("matplotlib")  # gpucal.plots imports it lazily; the test extra installs it
 
@@ -32,6 +34,15 @@ def measured():
 @pytest.fixture(scope="module")
 def datasheet():
     return profiles.load_builtin("profile", "rtx4090")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two hosts of two simulated RTX 4090s, the network between them and an all-reduce over the four ranks."""
+    return profiles.validate(_cluster(), "twohosts.json")
+
+
+NO_NETWORK = "has no network[] or collectives[]: gpucal calibrate --cluster measures them"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,8 @@ def test_every_figure_of_a_measured_profile_is_a_real_png(written):
 
     out, results = written
     assert [name for name, _, _ in results] == list(FIGURES)
-    for name, path, reason in results:
+    assert results[-1] == ("network", None, f"sample-rtx4090x2 {NO_NETWORK}")  # one machine: no network
+    for name, path, reason in results[:-1]:
         assert reason is None and path == out / f"{name}.png"
         raw = path.read_bytes()
         assert raw.startswith(PNG_SIGNATURE)
@@ -81,15 +93,86 @@ def test_a_datasheet_profile_skips_the_measured_figures_and_says_why(datasheet, 
     assert "copy series" in results["bandwidth"][1] and "links" in results["p2p"][1]
     for name in ("roofline", "plan"):
         assert results[name] == (tmp_path / f"{name}.png", None)
+    assert results["network"] == (None, f"rtx4090 {NO_NETWORK}") and not (tmp_path / "network.png").exists()
+    with pytest.raises(PlotSkipped, match=r"^rtx4090 has no network\[\] or collectives\[\]"):
+        network_figure(datasheet)
     fig = roofline_figure(datasheet)
     assert any("roof only" in t for t in texts(fig))
     assert not any("simulated" in t for t in texts(fig))
 
 
-def test_titles_say_simulated(measured):
+def test_titles_say_simulated(measured, cluster):
     for fig in (bandwidth_figure(measured), p2p_figure(measured), roofline_figure(measured)):
         assert "(simulated)" in " ".join(texts(fig))
     assert "(simulated)" in plan_figure(measured, plan_curves(measured)).get_suptitle()
+    assert network_figure(cluster).get_suptitle().endswith("(simulated)")
+
+
+def test_a_cluster_profile_gets_the_network_figure(cluster, tmp_path):
+    import matplotlib.image
+
+    [(name, path, reason)] = write_plots(cluster, tmp_path, which=["network"])
+    assert (name, path, reason) == ("network", tmp_path / "network.png", None)
+    raw = path.read_bytes()
+    assert raw.startswith(PNG_SIGNATURE) and len(raw) > 10_000
+    pixels = np.round(matplotlib.image.imread(path) * 255).astype(np.uint8)
+    assert len(np.unique(pixels.reshape(-1, 4).view(np.uint32))) > 50
+    fig = network_figure(cluster)
+    left, right = fig.axes
+    assert "network between hosts" in left.get_title() and "collectives" in right.get_title()
+    assert (left.get_xscale(), left.get_yscale(), right.get_xscale()) == ("log", "log", "log")
+    assert "node0<->node1: α 60 µs, β 125 MB/s" in legend_labels(fig)
+    assert "all-reduce: 4 ranks on 2 hosts" in legend_labels(fig)
+    # the network: the measured points as markers, the fit alpha + n/beta as a line through their range
+    points, fit = left.lines[0], left.lines[1]
+    assert list(points.get_xdata()) == [8, 1 << 20] and list(points.get_ydata()) == [6e-5, 8.4e-3]
+    n = fit.get_xdata()
+    assert fit.get_ydata() == pytest.approx(60e-6 + n / 125e6)
+    # the collectives: busbw per point, in GB/s
+    busbw = right.lines[0]
+    assert list(busbw.get_xdata()) == [16384, 16777216]
+    assert busbw.get_ydata() == pytest.approx([0.072, 0.15])
+
+
+def test_the_allreduce_inside_each_host_is_dashed(tmp_path):
+    inside = []
+    for host in (0, 1):
+        entry = _allreduce(nranks=2, hosts=1) | {"host": host, "busbw_Bps": [1e9, 2e10]}
+        inside.append(entry)
+    doc = profiles.validate(_cluster(network=[], collectives=[_allreduce(), *inside]), "inside.json")
+    fig = network_figure(doc)
+    [ax] = fig.axes  # no network[]: the collectives alone
+    assert "collectives" in ax.get_title() and "network" not in fig.get_suptitle()
+    dashed = [line for line in ax.lines if line.get_linestyle() not in ("-", "None")]
+    assert [line.get_label() for line in dashed] == ["all-reduce inside node0: 2 ranks",
+                                                    "all-reduce inside node1: 2 ranks"]
+    assert list(dashed[0].get_ydata()) == [1.0, 20.0]
+
+
+def test_only_the_network_panel_when_there_are_no_collectives(tmp_path):
+    doc = profiles.validate(_cluster(collectives=[]), "netonly.json")
+    fig = network_figure(doc)
+    [ax] = fig.axes
+    assert "network between hosts" in ax.get_title()
+    assert fig.get_suptitle() == "twohosts: the network between hosts (simulated)"
+    [(_, path, reason)] = write_plots(doc, tmp_path, which=["network"])
+    assert reason is None and path.stat().st_size > 10_000
+
+
+def test_the_network_legend_is_bounded(cluster):
+    template = _network()[0]
+    pairs = []
+    for a in range(6):
+        for b in range(a + 1, 6):
+            pairs.append(copy.deepcopy(template) | {"src_host": a, "dst_host": b, "src_hostname": f"node{a}",
+                                                    "dst_hostname": f"node{b}"})
+    pairs.append(copy.deepcopy(template) | {"dst_rank": 1, "dst_host": 0, "dst_hostname": "node0", "same_host": True})
+    fig = network_figure(variant(cluster, network=pairs))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(labels) == 11 and labels[-1] == "+6 more"  # 16 pairs: 10 named
+    assert labels[0] == "node0<->node1: α 60 µs, β 125 MB/s"
+    fig = network_figure(variant(cluster, network=pairs[-1:]))
+    assert legend_labels(fig)[0] == "node0<->node0 (same host): α 60 µs, β 125 MB/s"
 
 
 @pytest.mark.parametrize("cards, strategy", [(2, "tp"), (2, "pp"), (1, "tp")])

@@ -1,4 +1,4 @@
-"""``gpucal plot``: a profile's figures as PNG files (copy bandwidth, P2P verdicts, roofline, plan).
+"""``gpucal plot``: a profile's figures as PNG files (copy bandwidth, P2P verdicts, roofline, plan, network).
 
 The figures are drawn by ``gpucal.plots``; this command resolves the profile, passes the flags on and
 says what it wrote and what it skipped (and why). Needs matplotlib (``pip install 'gpucal[plot]'``).
@@ -17,10 +17,11 @@ PLOTS_FORMAT = "gpucal.plots/1"
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "plot",
-        help="draw a profile's figures as PNG: copy bandwidth, P2P verdicts, roofline, plan",
+        help="draw a profile's figures as PNG: copy bandwidth, P2P verdicts, roofline, plan, network",
         description="Draw a profile's figures as PNG files: bandwidth.png (copy bandwidth against size, with the "
                     "alpha-beta fits), p2p.png (the P2P verdict per device pair), roofline.png (the first device's "
-                    "roofline and kernels) and plan.png (the planner's token latency and throughput against batch). "
+                    "roofline and kernels), plan.png (the planner's token latency and throughput against batch) and "
+                    "network.png (a cluster profile's network between hosts and its collectives' busbw). "
                     "Figures the profile has no data for are skipped, with the reason. Needs matplotlib.",
     )
     p.add_argument("profile", metavar="PROFILE", help="profile name (gpucal profiles list) or file")

@@ -1,0 +1,180 @@
+"""The cluster figure, ``network.png``: the network between hosts and the collectives (``gpucal calibrate --cluster``).
+
+``network_figure(doc)`` returns a matplotlib ``Figure`` of two panels side by side: on the left, per
+``network[]`` entry (a pair of hosts), the measured one-way time against the message size (log-log) with
+its fit t = alpha + n/beta; on the right, per op of ``collectives[]`` over every rank, busbw against the
+op's size S, and dashed, the all-reduce measured inside each host. A profile with only one of the two gets
+that panel alone; one with neither raises ``PlotSkipped``. ``gpucal.plots.write_plots`` draws it as
+``network.png`` (it imports this module when it draws, so that the name is registered there only).
+
+Drawn without pyplot, on ``gpucal.plots``' own Agg canvas. See docs/plots.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpucal import profile as profiles
+from gpucal.plots import LEGEND_MAX_SERIES, PlotSkipped, _canvas_figure, _title
+from gpucal.units import format_rate, format_time
+
+__all__ = ["network_figure", "NETWORK_SKIPPED"]
+
+NETWORK_SKIPPED = "has no network[] or collectives[]: gpucal calibrate --cluster measures them"
+_GB = 1e9
+_OP_ORDER = ("all-reduce", "all-gather", "reduce-scatter", "broadcast", "send-recv")
+_OP_MARKERS = ("o", "s", "^", "D", "v")  # ops often coincide (all-gather's busbw is all-reduce's): tell them apart
+_HOST_COLOURS = ("#636363", "#969696", "#252525", "#bdbdbd")  # the all-reduce inside each host, dashed
+_HOST_DASHES = ((0, (6, 3)), (0, (2, 2)), (0, (6, 2, 2, 2)), (0, (10, 4)))
+
+
+def _points(entry: dict) -> np.ndarray:
+    """The entry's [bytes, seconds] points with both positive, as an (n, 2) array (log axes)."""
+    pts = [p[:2] for p in entry.get("points") or [] if p[0] > 0 and p[1] > 0]
+    return np.array(pts, dtype=float).reshape(-1, 2)
+
+
+def _value(quantity) -> float | None:
+    value = (quantity or {}).get("value")
+    return float(value) if value is not None else None
+
+
+def _hostname(doc: profiles.Document, index: int, named: str | None = None) -> str:
+    if named:
+        return named
+    hosts = (doc.data.get("cluster") or {}).get("hosts") or []
+    if 0 <= index < len(hosts) and hosts[index].get("hostname"):
+        return hosts[index]["hostname"]
+    return f"host{index}"
+
+
+def _bounded_legend(ax, handles: list, loc: str) -> None:
+    """At most ``LEGEND_MAX_SERIES`` entries, then one saying how many more were drawn."""
+    if not handles:
+        return
+    shown = handles[:LEGEND_MAX_SERIES]
+    labels = [h.get_label() for h in shown]
+    if len(handles) > len(shown):
+        shown.append(ax.plot([], [], " ")[0])
+        labels.append(f"+{len(handles) - LEGEND_MAX_SERIES} more")
+    ax.legend(shown, labels, fontsize=7, loc=loc)
+
+
+# -- left: the network between hosts -----------------------------------------------------------------------
+
+def _network_labels(doc: profiles.Document, entries: list[dict]) -> list[str]:
+    labels = []
+    for e in entries:
+        a = _hostname(doc, e["src_host"], e.get("src_hostname"))
+        b = _hostname(doc, e["dst_host"], e.get("dst_hostname"))
+        labels.append(f"{a}<->{b}" + (" (same host)" if e.get("same_host") else ""))
+    for i, e in enumerate(entries):  # two pairs of ranks between the same hosts: name the ranks too
+        if labels.count(labels[i]) > 1 and "src_rank" in e:
+            labels[i] += f" ranks {e['src_rank']}-{e['dst_rank']}"
+    return labels
+
+
+def _network_panel(ax, doc: profiles.Document, entries: list[dict]) -> None:
+    handles = []
+    for i, (entry, label) in enumerate(zip(entries, _network_labels(doc, entries))):
+        pts = _points(entry)
+        n, t = pts[:, 0], pts[:, 1]
+        if entry.get("verified") is False:
+            reason = (entry.get("reason") or "byte check failed")[:50]
+            handles.append(ax.plot(n, t, "x", color="red", markersize=7, mew=2,
+                                   label=f"{label}: NOT verified ({reason})")[0])
+            continue
+        colour = f"C{i % 10}"
+        ax.plot(n, t, "o", color=colour, markersize=4)
+        alpha, beta = _value(entry.get("alpha_s")), _value(entry.get("beta_Bps"))
+        if alpha is not None and beta:
+            grid = np.geomspace(n.min(), n.max(), 200)
+            ax.plot(grid, alpha + grid / beta, "-", color=colour, lw=1.2)
+            label += f": α {format_time(alpha)}, β {format_rate(beta)}"
+        handles.append(ax.plot([], [], "o-", color=colour, markersize=4, label=label)[0])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title("network between hosts: MPI ping-pong, t = α + n/β", fontsize=10)
+    ax.set_xlabel("bytes per message")
+    ax.set_ylabel("one-way time (s)")
+    ax.grid(True, which="both", alpha=0.3)
+    _bounded_legend(ax, handles, "upper left")
+
+
+# -- right: the collectives ------------------------------------------------------------------------------------
+
+def _busbw(entry: dict, pts: np.ndarray) -> np.ndarray:
+    """busbw per point: the profile's ``busbw_Bps`` where it has one per point, else S/t x ``busbw_factor``."""
+    given = entry.get("busbw_Bps") or []
+    raw = [p for p in entry.get("points") or [] if p[0] > 0 and p[1] > 0]
+    if len(given) == len(entry.get("points") or []) and len(raw) == len(given):
+        return np.array(given, dtype=float)
+    return pts[:, 0] / pts[:, 1] * float(entry.get("busbw_factor", 1.0))
+
+
+def _op_key(entry: dict):
+    op = entry["op"]
+    return (_OP_ORDER.index(op) if op in _OP_ORDER else len(_OP_ORDER), op, entry.get("graphs", False))
+
+
+def _collectives_panel(ax, doc: profiles.Document, everyone: list[dict], inside: list[dict]) -> None:
+    handles = []
+    for i, entry in enumerate(sorted(everyone, key=_op_key)):
+        pts = _points(entry)
+        hosts = entry.get("hosts")
+        label = f"{entry['op']}: {entry['nranks']} ranks" + (f" on {hosts} hosts" if hosts else "")
+        label += ", CUDA graphs" if entry.get("graphs") else ""
+        if entry.get("verified") is False:
+            reason = (entry.get("reason") or "check failed")[:50]
+            handles.append(ax.plot(pts[:, 0], _busbw(entry, pts) / _GB, "x", color="red", markersize=7, mew=2,
+                                   label=f"{label}: NOT verified ({reason})")[0])
+            continue
+        marker = _OP_MARKERS[_op_key(entry)[0] % len(_OP_MARKERS)]
+        handles.append(ax.plot(pts[:, 0], _busbw(entry, pts) / _GB, "-", marker=marker, color=f"C{i % 10}",
+                               markersize=7 - i % 3, markerfacecolor="none", lw=1.2, label=label)[0])
+    for j, entry in enumerate(sorted(inside, key=lambda e: (e["host"], e.get("graphs", False)))):
+        pts = _points(entry)
+        label = (f"all-reduce inside {_hostname(doc, entry['host'])}: {entry['nranks']} ranks"
+                 + (", CUDA graphs" if entry.get("graphs") else ""))
+        if entry.get("verified") is False:
+            label += " (NOT verified)"
+        handles.append(ax.plot(pts[:, 0], _busbw(entry, pts) / _GB, color=_HOST_COLOURS[j % len(_HOST_COLOURS)],
+                               ls=_HOST_DASHES[j % len(_HOST_DASHES)], lw=1.4, label=label,
+                               marker="." if entry.get("verified") is not False else "x")[0])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title("collectives: busbw (nccl-tests' convention)", fontsize=10)
+    ax.set_xlabel("bytes per op (S)")
+    ax.set_ylabel("busbw (GB/s)")
+    ax.grid(True, which="both", alpha=0.3)
+    _bounded_legend(ax, handles, "upper left")
+
+
+# -- the figure --------------------------------------------------------------------------------------------------
+
+def network_figure(doc: profiles.Document):
+    """The network between hosts (left) and the collectives (right) of a cluster profile; a panel only for what
+    the profile has. ``PlotSkipped`` when it has neither (a single machine's or a datasheet profile)."""
+    network = [e for e in doc.data.get("network") or [] if len(_points(e))]
+    collectives = [e for e in doc.data.get("collectives") or [] if len(_points(e))]
+    everyone = [e for e in collectives if "host" not in e]
+    inside = [e for e in collectives if "host" in e and e["op"] == "all-reduce"]
+    if not network and not (everyone or inside):
+        if doc.data.get("network") or doc.data.get("collectives"):
+            waived = [e.get("reason") for e in (doc.data.get("network") or []) + (doc.data.get("collectives") or [])
+                      if e.get("reason")]
+            raise PlotSkipped(f"{doc.name}: no measured points in network[] or collectives[]"
+                              + (f" ({waived[0]})" if waived else ""))
+        raise PlotSkipped(f"{doc.name} {NETWORK_SKIPPED}")
+    panels = [p for p, has in (("network", network), ("collectives", everyone or inside)) if has]
+    fig = _canvas_figure((7.5 * len(panels), 5.6))
+    what = {("network",): "the network between hosts", ("collectives",): "the collectives"}.get(
+        tuple(panels), "the network between hosts and the collectives")
+    fig.suptitle(_title(doc, f"{doc.name}: {what}"))
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, panel in zip(axes, panels):
+        if panel == "network":
+            _network_panel(ax, doc, network)
+        else:
+            _collectives_panel(ax, doc, everyone, inside)
+    return fig
