@@ -197,3 +197,18 @@ def test_leaders_with_simulated_hosts_and_a_corrupted_size(mpiexec, tmp_path):
     for e in report["entries"]:  # a fit over the sizes that passed, priced by the simulated link
         assert e["alpha_s"]["value"] == pytest.approx(10e-6, rel=1e-6)
         assert e["beta_Bps"]["value"] == pytest.approx(1e9, rel=1e-6)
+
+
+def test_the_pingpong_benchmark_runs(mpiexec):
+    """bench/net_pingpong.py: the probe beside a plain ping-pong loop (its ratios are the benchmark's to report)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "net_pingpong.py"
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), "--sizes", "8B..4KiB", "--iters", "50",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["same_host"] is True and [r["bytes"] for r in report["rows"]] == [2 ** k for k in range(3, 13)]
+    assert all(r["status"] == "passed" and r["gpucal_s"] > 0 and r["plain_s"] > 0 for r in report["rows"])
