@@ -28,9 +28,7 @@ from __future__ import annotations
 import copy
 import re
 
-__all__ = ["merge_cluster", "cards_per_host", "CLUSTER_SOURCES"]
-
-CLUSTER_SOURCES = ("measured", "simulated")
+__all__ = ["merge_cluster", "cards_per_host"]
 
 
 def _source(parts: list[str]) -> str:

@@ -181,10 +181,6 @@ def world(simulate_hosts: bool = False, ranks_per_host: int = 1) -> World:
     return World(comm, ranks, simulate_hosts, library, version)
 
 
-def _max_op():
-    return _mpi().MAX
-
-
 def lockstep_measure(comm, run_k: Callable[[int], float], policy: Policy, clock_name: str,
                      root: int = 0) -> Timing:
     """The timing harness (``probes.timing.measure``) run by every rank of ``comm`` together.
@@ -197,7 +193,7 @@ def lockstep_measure(comm, run_k: Callable[[int], float], policy: Policy, clock_
     returns the same ``Timing``.
     """
     rank = comm.Get_rank()
-    MAX = _max_op()
+    MAX = _mpi().MAX
 
     def sample(k: int) -> float:
         try:

@@ -32,7 +32,6 @@ module never prints and never exits.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -312,13 +311,6 @@ class _Pair:
         return Result(status="passed", check=check, timing=timing, metrics={"link_Bps": n / timing.median_s}, **base)
 
 
-def _wait_idle(comm) -> None:
-    """A barrier that sleeps between polls, so that waiting ranks leave the CPUs to the pair."""
-    request = comm.Ibarrier()
-    while not request.Test():
-        time.sleep(_POLL_S)
-
-
 def _run_pair(world: World, i: int, j: int, sizes, config: NetConfig, policy: Policy) -> list[Result]:
     """Measure pair (i, j) over ``sizes``; collective over the world (the others wait). Every rank returns
     the pair's results."""
@@ -332,7 +324,7 @@ def _run_pair(world: World, i: int, j: int, sizes, config: NetConfig, policy: Po
         results = [side.case(n) for n in sizes]
         outcome = [r for r in results if r is not None]
         pair_comm.Free()  # collective over the pair: skipped when a side failed (the command then aborts)
-    _wait_idle(comm)
+    world.wait_quietly(_POLL_S)  # waiting ranks sleep between polls: the CPUs are the pair's
     return comm.bcast(outcome if world.rank == i else None, root=i)
 
 
