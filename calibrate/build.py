@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 
+from gpucal.calibrate.fit import piece_dict
 from gpucal.calibrate.links import SeriesFit, oneshot_alpha
 from gpucal.profile import datasheet_for
 
-__all__ = ["build_profile", "default_name", "planner_series"]
+__all__ = ["build_profile", "default_name", "planner_series", "link_pieces"]
 
 STAGED_PATHS = ("driver-staged", "host-staged")
 
@@ -127,7 +128,7 @@ def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
     if fit is None or not fit.beta_Bps:
         return None
     sizes = sorted(r.params["bytes"] for r in _passed(results, series=fit.series, latency="oneshot"))
-    alpha = oneshot_alpha(results, fit.series, fit.beta_Bps)
+    alpha = oneshot_alpha(results, fit.series, fit.first_beta_Bps)
     if alpha is not None:
         alpha_q = {"value": max(alpha, 0.0), "source": source, "statistic": "median", "n": len(sizes),
                    "method": f"one copy issued and waited for (host clock), {sizes[0]}-{sizes[-1]} B: median of "
@@ -140,9 +141,12 @@ def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
     if fit.fit:
         lo, hi = int(min(fit.fit.sizes_bytes)), int(max(fit.fit.sizes_bytes))
         clocks = sorted({r.params.get("clock") for r in _passed(results, series=fit.series, direction="one-way")} - {None})
+        pieces = len(fit.fit.pieces)
+        regime = "" if pieces == 1 else f"; {pieces} regimes, this the largest sizes' (from " \
+                                        f"{int(fit.fit.breakpoints_bytes[-1])} B)"
         beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": fit.fit.n,
                   "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back "
-                            f"({'; '.join(clocks) or 'timed'}); R2 {fit.fit.r2:.5f}",
+                            f"({'; '.join(clocks) or 'timed'}); R2 {fit.fit.r2:.5f}{regime}",
                   "byte_convention": "link_Bps = n/t (n bytes one way)"}
     else:
         beta_q = {"value": fit.beta_Bps, "source": source, "statistic": "max", "n": fit.cases,
@@ -193,19 +197,32 @@ def _links(cal, results, source: str) -> list[dict]:
         if chosen.fit:
             item["alpha_pipelined_s"] = {"value": max(chosen.fit.alpha_s, 0.0), "source": source, "statistic": "fit",
                                          "n": chosen.fit.n, "method": "the sweep's fit: copies back to back"}
+            item["pieces"] = link_pieces(chosen.fit, ab["alpha_s"]["value"])
+            item["poor_fit"] = chosen.fit.poor
         out.append(item)
     return out
+
+
+def link_pieces(fit, alpha_s: float) -> list[dict]:
+    """The regimes of a link's sweep for the planner: each piece's beta, and as its alpha the link's ``alpha_s``
+    (one copy issued and waited for) plus the piece's intercept above the first piece's (what a later regime's
+    protocol adds to every transfer), never below 0."""
+    first = fit.pieces[0].alpha_s
+    return [dict(piece_dict(p), alpha_s=max(0.0, alpha_s + p.alpha_s - first)) for p in fit.pieces]
 
 
 def _fits(cal, results) -> list[dict]:
     out = []
     for f in cal.fits:
-        one = oneshot_alpha(results, f.series, f.beta_Bps) if f.beta_Bps else None
-        out.append({"series": f.series, "path": f.path, "engine": f.engine, "memory": f.memory, "src": f.src,
-                    "dst": f.dst, "source": f.source, "alpha_s": f.fit.alpha_s if f.fit else None,
-                    "beta_Bps": f.beta_Bps, "oneshot_alpha_s": one, "r2": f.fit.r2 if f.fit else None,
-                    "n": f.fit.n if f.fit else 0, "verified": f.verified, "reason": f.reason,
-                    "points": _series_points(results, f.series)})
+        one = oneshot_alpha(results, f.series, f.first_beta_Bps) if f.beta_Bps else None
+        item = {"series": f.series, "path": f.path, "engine": f.engine, "memory": f.memory, "src": f.src,
+                "dst": f.dst, "source": f.source, "alpha_s": f.fit.alpha_s if f.fit else None,
+                "beta_Bps": f.beta_Bps, "oneshot_alpha_s": one, "r2": f.fit.r2 if f.fit else None,
+                "n": f.fit.n if f.fit else 0, "verified": f.verified, "reason": f.reason,
+                "points": _series_points(results, f.series)}
+        if f.fit:
+            item.update(pieces=[piece_dict(p) for p in f.fit.pieces], poor_fit=f.fit.poor)
+        out.append(item)
     return out
 
 

@@ -19,6 +19,23 @@ case of the model, so ``0 <= r2 <= 1``.
 
 ``alpha`` is kept as fitted: on noisy data it can come out slightly negative. A fit whose ``g`` is not
 positive (the times do not grow with size) is refused.
+
+Regimes (``fit_pieces``). One line does not describe every curve: MPI switches protocol near 8 KiB (eager
+to rendezvous) and a copy engine has regimes too, so that beta moves by tens of percent with the sizes
+fitted. ``fit_pieces`` fits ``t = alpha_i + n/beta_i`` per regime, contiguous ranges of sizes whose
+breakpoints come from the data:
+
+1. one line over every point; where every point lies within ``ONE_LINE_TOL_FRAC`` of it, it is kept;
+2. otherwise every split into 2 and 3 pieces of at least ``MIN_PIECE_SIZES`` distinct sizes each is fitted
+   (each piece as above, with a positive bandwidth), and the best split of each count is the one with the
+   smallest sum of squared relative residuals;
+3. of one line, the best 2 and the best 3 pieces, the smallest Bayesian information criterion wins,
+   ``N·ln(max(SS/N, NOISE_FLOOR_FRAC²)) + p·ln(N)`` with ``p = 3·pieces - 1`` (alpha and beta per piece and
+   each breakpoint): a split must pay for its parameters, and residuals below the floor (the harness's
+   noise) buy nothing, so noise does not make regimes.
+
+A size of n bytes belongs to the piece whose first size is the largest at or below n (below the first
+piece: the first; above the last: the last). R² is given per piece and for the whole curve.
 """
 
 from __future__ import annotations
@@ -31,9 +48,18 @@ import numpy as np
 
 from gpucal.errors import InputError
 
-__all__ = ["FitError", "AlphaBetaFit", "fit_alpha_beta"]
+__all__ = ["FitError", "AlphaBetaFit", "PiecewiseFit", "fit_alpha_beta", "fit_pieces", "POOR_FIT_RESIDUAL_FRAC"]
 
 METHOD = "least squares of t = alpha + n/beta, weighted by 1/t (relative error)"
+PIECES_METHOD = ("t = alpha + n/beta per regime (breakpoints from the data: one line where every point is within "
+                 "5 %, else the split into up to 3 pieces of >= 4 sizes with the smallest BIC), each piece least "
+                 "squares weighted by 1/t")
+MAX_PIECES = 3
+MIN_PIECE_SIZES = 4
+ONE_LINE_TOL_FRAC = 0.05
+NOISE_FLOOR_FRAC = 0.02
+# A fitted curve some point of which lies further than this from it does not describe the points: "poor fit".
+POOR_FIT_RESIDUAL_FRAC = 0.10
 
 # Below this relative growth over the sweep, the slope is rounding noise, not a bandwidth.
 _MIN_GROWTH_FRAC = 1e-12
@@ -149,3 +175,144 @@ def fit_alpha_beta(sizes_bytes: Sequence[float], times_s: Sequence[float]) -> Al
         sizes_bytes=tuple(float(s) for s in sizes),
         times_s=tuple(float(t) for t in times),
     )
+
+
+@dataclass(frozen=True)
+class PiecewiseFit:
+    """``t = alpha_i + n/beta_i`` per regime (``pieces``, by size), and the one ``line`` over every point.
+
+    ``alpha_s`` is the first piece's (small transfers), ``beta_Bps`` the last piece's (large transfers);
+    with one piece both are the line's. ``r2``, ``residuals_frac`` and ``max_abs_residual_frac`` are the
+    whole curve's; each piece keeps its own."""
+
+    pieces: tuple[AlphaBetaFit, ...]
+    line: AlphaBetaFit
+
+    @property
+    def alpha_s(self) -> float:
+        return self.pieces[0].alpha_s
+
+    @property
+    def beta_Bps(self) -> float:
+        return self.pieces[-1].beta_Bps
+
+    @property
+    def n(self) -> int:
+        return self.line.n
+
+    @property
+    def sizes_bytes(self) -> tuple[float, ...]:
+        return tuple(s for p in self.pieces for s in p.sizes_bytes)
+
+    @property
+    def times_s(self) -> tuple[float, ...]:
+        return tuple(t for p in self.pieces for t in p.times_s)
+
+    @property
+    def residuals_frac(self) -> tuple[float, ...]:
+        return tuple(r for p in self.pieces for r in p.residuals_frac)
+
+    @property
+    def max_abs_residual_frac(self) -> float:
+        return max(abs(r) for r in self.residuals_frac)
+
+    @property
+    def r2(self) -> float:
+        return _weighted_r2(np.asarray(self.residuals_frac), np.asarray(self.times_s))
+
+    @property
+    def breakpoints_bytes(self) -> tuple[float, ...]:
+        """The first size of each piece after the first."""
+        return tuple(min(p.sizes_bytes) for p in self.pieces[1:])
+
+    @property
+    def poor(self) -> bool:
+        """Some point lies further than ``POOR_FIT_RESIDUAL_FRAC`` from the curve."""
+        return self.max_abs_residual_frac > POOR_FIT_RESIDUAL_FRAC
+
+    def piece_for(self, n_bytes: float) -> AlphaBetaFit:
+        """The piece whose range holds ``n_bytes`` (see the module docstring)."""
+        index = int(np.searchsorted(np.asarray(self.breakpoints_bytes), float(n_bytes), side="right"))
+        return self.pieces[index]
+
+    def predict_s(self, n_bytes: float) -> float:
+        return self.piece_for(n_bytes).predict_s(n_bytes)
+
+    def to_dict(self) -> dict:
+        """The headline alpha/beta, the whole curve's R² and residuals, the points, and every piece."""
+        out = self.line.to_dict()
+        out.update(alpha_s=self.alpha_s, beta_Bps=self.beta_Bps, r2=self.r2,
+                   max_abs_residual_frac=self.max_abs_residual_frac, residuals_frac=list(self.residuals_frac),
+                   method=PIECES_METHOD, poor_fit=self.poor, breakpoints_bytes=list(self.breakpoints_bytes),
+                   pieces=[piece_dict(p) for p in self.pieces],
+                   line={"alpha_s": self.line.alpha_s, "beta_Bps": self.line.beta_Bps, "r2": self.line.r2,
+                         "max_abs_residual_frac": self.line.max_abs_residual_frac})
+        return out
+
+
+def piece_dict(piece: AlphaBetaFit) -> dict:
+    """One piece as the profile stores it: its range of sizes, alpha, beta, R², n and worst residual."""
+    return {"lo_bytes": min(piece.sizes_bytes), "hi_bytes": max(piece.sizes_bytes), "alpha_s": piece.alpha_s,
+            "beta_Bps": piece.beta_Bps, "r2": piece.r2, "n": piece.n,
+            "max_abs_residual_frac": piece.max_abs_residual_frac}
+
+
+def _ss(fit: AlphaBetaFit) -> float:
+    return float(sum(r * r for r in fit.residuals_frac))
+
+
+def _bic(ss: float, n_points: int, n_pieces: int) -> float:
+    return n_points * math.log(max(ss / n_points, NOISE_FLOOR_FRAC ** 2)) + (3 * n_pieces - 1) * math.log(n_points)
+
+
+def _best_split(sizes: np.ndarray, times: np.ndarray, distinct: np.ndarray, n_pieces: int):
+    """(SS, pieces) of the split of the sorted points into ``n_pieces`` with the smallest SS, or None."""
+    import itertools
+
+    m = len(distinct)
+    cache: dict[tuple[int, int], AlphaBetaFit | None] = {}
+
+    def piece(lo: int, hi: int) -> AlphaBetaFit | None:  # distinct sizes [lo, hi)
+        if (lo, hi) not in cache:
+            keep = (sizes >= distinct[lo]) & (sizes <= distinct[hi - 1])
+            try:
+                cache[lo, hi] = fit_alpha_beta(sizes[keep], times[keep])
+            except FitError:
+                cache[lo, hi] = None
+        return cache[lo, hi]
+
+    best = None
+    for cuts in itertools.combinations(range(MIN_PIECE_SIZES, m - MIN_PIECE_SIZES + 1), n_pieces - 1):
+        bounds = (0, *cuts, m)
+        if any(b - a < MIN_PIECE_SIZES for a, b in zip(bounds, bounds[1:])):
+            continue
+        fits = [piece(a, b) for a, b in zip(bounds, bounds[1:])]
+        if any(f is None for f in fits):
+            continue
+        ss = sum(_ss(f) for f in fits)
+        if best is None or ss < best[0]:
+            best = (ss, tuple(fits))
+    return best
+
+
+def fit_pieces(sizes_bytes: Sequence[float], times_s: Sequence[float]) -> PiecewiseFit:
+    """``t = alpha_i + n/beta_i`` per regime, breakpoints from the data (the module docstring says how).
+
+    Takes what ``fit_alpha_beta`` takes and refuses what it refuses (``FitError``); with too few sizes for
+    two pieces, or where one line fits every point within ``ONE_LINE_TOL_FRAC``, the result has one piece.
+    """
+    line = fit_alpha_beta(sizes_bytes, times_s)
+    order = np.argsort(np.asarray(line.sizes_bytes), kind="stable")
+    sizes, times = np.asarray(line.sizes_bytes)[order], np.asarray(line.times_s)[order]
+    distinct = np.unique(sizes)
+    if line.max_abs_residual_frac <= ONE_LINE_TOL_FRAC or len(distinct) < 2 * MIN_PIECE_SIZES:
+        return PiecewiseFit((line,), line)
+    n_points = len(sizes)
+    best = (_bic(_ss(line), n_points, 1), (line,))
+    for n_pieces in range(2, MAX_PIECES + 1):
+        if len(distinct) < n_pieces * MIN_PIECE_SIZES:
+            break
+        split = _best_split(sizes, times, distinct, n_pieces)
+        if split is not None and _bic(split[0], n_points, n_pieces) < best[0]:
+            best = (_bic(split[0], n_points, n_pieces), split[1])
+    return PiecewiseFit(best[1], line)

@@ -10,8 +10,11 @@ Anomalies (``kind``): ``failed`` (a check failed: the bytes or the result were w
 error in a case), ``throttled`` (clocks slowed by a throttle reason while timing), ``noisy`` (a case behind
 one of the profile's figures stopped sampling with its CV above target), ``downtrained`` (a PCIe link under load below its maximum), ``p2p-slower-than-staged``,
 ``p2p-corrupt``, ``p2p-unmeasured`` (peer access offered, no P2P copy measured), ``numa-remote`` (pinned
-memory known to sit off the device's NUMA node), ``link-missing``
+memory known to sit off the device's NUMA node: the buffer's node as the kernel reports its pages, or the
+virtual machine's placement, against the device's CPU-side node from sysfs, or NVML where sysfs cannot
+say; an unknown node on either side is no evidence), ``link-missing``
 (a pair without a measured link), ``fit-failed`` (a series behind the profile without an α/β fit),
+``poor-fit`` (a series behind the profile with a point more than ``POOR_FIT_RESIDUAL_FRAC`` off its fit),
 ``kernel-check-failed`` (a kernel wrong on the Numba simulator), ``membw-low`` (memory bandwidth under
 ``MEMBW_LOW_FRAC`` of the datasheet), ``flops-low`` (dense FLOP/s under ``FLOPS_LOW_FRAC``). Failed cases
 are grouped per series (or kernel), with their count and the first reason.
@@ -91,18 +94,7 @@ def anomalies(cal, profile: dict) -> list[dict]:
                 out.append({"kind": "downtrained", "device": d,
                             "text": f"dev{d}: PCIe Gen{gen} x{width} under load, below its maximum "
                                     f"Gen{topo.pcie_generation_max} x{topo.pcie_width_max}"})
-        remote = set()
-        for r in cal.results.get("host-link", []):
-            p = r.params or {}
-            topo = topology.device(p.get("src") if p.get("path") == "d2h" else p.get("dst"))
-            got = p.get("host_numa_node")
-            if p.get("memory") == "pinned" and topo and topo.numa_node is not None and got is not None \
-                    and got != topo.numa_node:  # unknown placement is not evidence
-                remote.add((topo.index, topo.numa_node, got))
-        for d, want, got in sorted(remote):
-            out.append({"kind": "numa-remote", "device": d,
-                        "text": f"dev{d}: pinned host memory on NUMA node {got}, not the device's node {want}: "
-                                "host-link figures may be low"})
+        out.extend(_numa_remote(cal.results.get("host-link", []), topology))
     for v in cal.verdicts:
         if v.verdict in ("p2p-slower-than-staged", "p2p-corrupt"):
             what = ("P2P copies corrupt data: disable P2P (NCCL_P2P_DISABLE=1) and check the platform (IOMMU, ACS); "
@@ -126,6 +118,11 @@ def anomalies(cal, profile: dict) -> list[dict]:
         if f.fit is None and f.series in used and f.cases:
             out.append({"kind": "fit-failed", "text": f"{f.series}: no alpha/beta fit ({f.reason}); the profile uses "
                                                       "its best rate"})
+        elif f.fit is not None and f.fit.poor and f.series in used:
+            out.append({"kind": "poor-fit", "text": f"{f.series}: a measured point lies "
+                                                    f"{100 * f.fit.max_abs_residual_frac:.0f} % from its fit t = alpha "
+                                                    f"+ n/beta ({len(f.fit.pieces)} regime(s), R2 {f.fit.r2:.4f}): its "
+                                                    "alpha and beta describe the sweep poorly"})
     check = cal.simulator_check
     if check and check.get("failed"):
         out.append({"kind": "kernel-check-failed",
@@ -143,6 +140,35 @@ def anomalies(cal, profile: dict) -> list[dict]:
                         "text": f"dev{row['device']}: {row['figure']} {100 * frac:.0f} % of the datasheet's dense "
                                 f"rate (under {100 * FLOPS_LOW_FRAC:.0f} %)"})
     return out
+
+
+_NUMA_SOURCES = {"sysfs": "sysfs numa_node of its PCI device", "nvml": "NVML nvmlDeviceGetNumaNodeId"}
+
+
+def _numa_remote(host_results, topology) -> list[dict]:
+    """``numa-remote`` per device whose pinned host buffers sit on another node than the device's CPU side.
+
+    The buffer's node is ``params["host_numa_node"]``: what the kernel (``move_pages``) reports for the
+    buffer's pages (``kernels/numa.py``), or the virtual machine's placement; the device's is the topology's
+    (sysfs, else NVML). Either unknown: no evidence, no anomaly."""
+    remote: dict[tuple[int, int], tuple] = {}
+    for r in host_results:
+        p = r.params or {}
+        topo = topology.device(p.get("src") if p.get("path") == "d2h" else p.get("dst"))
+        got = p.get("host_numa_node")
+        if p.get("memory") != "pinned" or topo is None or topo.numa_node is None or not isinstance(got, int):
+            continue
+        if got != topo.numa_node:
+            buffer_from = ("the virtual machine's placement" if r.source == "simulated"
+                           else "the kernel's move_pages on the buffer's pages")
+            device_from = _NUMA_SOURCES.get(topo.numa_source, topo.numa_source or "the topology")
+            if r.source == "simulated" and topo.numa_source == "nvml":
+                device_from = "the virtual machine's NVML"
+            remote.setdefault((topo.index, got), (topo.numa_node, buffer_from, device_from))
+    return [{"kind": "numa-remote", "device": d,
+             "text": f"dev{d}: pinned host memory on NUMA node {got} ({buffer_from}), not the device's node {want} "
+                     f"({device_from}): host-link figures may be low"}
+            for (d, got), (want, buffer_from, device_from) in sorted(remote.items())]
 
 
 def _row(figure, device, value, unit, peak, peak_ref, extra=None):

@@ -1,7 +1,8 @@
 """From link-probe results to one α/β fit per copy series.
 
 A series is one path, engine, memory and pair of endpoints swept over sizes (``params["series"]``, e.g.
-``h2d-ce-pinned-dev0``). Its fit takes the median time of each verified size. A series with a failed
+``h2d-ce-pinned-dev0``). Its fit takes the median time of each verified size, one line per regime
+(``fit_pieces``: one line where one fits). A series with a failed
 case is ``verified=False``: its bytes cannot be trusted, and the P2P verdict says so. The one-shot
 latency of a series (issue one copy, wait for it) comes from the ``latency`` probe, as the median over
 the small sizes of ``t - n/β``: the α a program pays for one transfer it waits on.
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucal.calibrate.fit import AlphaBetaFit, FitError, fit_alpha_beta
+from gpucal.calibrate.fit import FitError, PiecewiseFit, fit_pieces
 
 __all__ = ["SeriesFit", "series_fits", "oneshot_alpha", "find"]
 
@@ -27,7 +28,7 @@ class SeriesFit:
     src: int
     dst: int
     source: str  # measured or simulated
-    fit: AlphaBetaFit | None
+    fit: PiecewiseFit | None
     reason: str | None  # why there is no fit
     verified: bool  # every case's bytes compared equal
     failures: tuple[str, ...] = ()
@@ -38,6 +39,15 @@ class SeriesFit:
     @property
     def beta_Bps(self) -> float | None:
         return self.fit.beta_Bps if self.fit else self.peak_Bps
+
+    @property
+    def first_beta_Bps(self) -> float | None:
+        """The bandwidth of the smallest sizes' regime (the one latency cases fall in)."""
+        return self.fit.pieces[0].beta_Bps if self.fit else self.peak_Bps
+
+    @property
+    def noisy_sizes(self) -> tuple[int, ...]:
+        return tuple(self.extra.get("noisy_sizes", ()))
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("series", "path", "engine", "memory", "src", "dst", "source", "reason",
@@ -70,12 +80,14 @@ def series_fits(results) -> list[SeriesFit]:
             reason = f"{len(set(sizes))} size(s): the best rate, no fit"
         else:
             try:
-                fit = fit_alpha_beta(sizes, times)
+                fit = fit_pieces(sizes, times)
             except FitError as exc:
                 reason = str(exc)
         rates = [r.metrics.get("link_Bps") or r.metrics.get("copy_Bps") for r in passed]
+        noisy = sorted(r.params["bytes"] for r in passed if r.noisy)
         out.append(SeriesFit(series, p["path"], p["engine"], p.get("memory"), p["src"], p["dst"], rs[0].source, fit,
-                             reason, verified, failures, len(rs), max((x for x in rates if x), default=None)))
+                             reason, verified, failures, len(rs), max((x for x in rates if x), default=None),
+                             {"noisy_sizes": noisy} if noisy else {}))
     return out
 
 
@@ -86,7 +98,8 @@ def find(fits: list[SeriesFit], path: str, src: int, dst: int, engine: str | Non
 
 
 def oneshot_alpha(results, series: str, beta_Bps: float) -> float | None:
-    """Median over the series' one-shot latency cases of ``t - n/β`` (``None`` without such cases)."""
+    """Median over the series' one-shot latency cases of ``t - n/β`` (``None`` without such cases); ``β``:
+    the bandwidth of the regime of small sizes (``SeriesFit.first_beta_Bps``)."""
     values = [r.timing.median_s - r.params["bytes"] / beta_Bps for r in results
               if r.status == "passed" and r.params.get("latency") == "oneshot" and r.params.get("series") == series]
     return float(np.median(values)) if values else None

@@ -218,6 +218,10 @@ class Backend:
     def time_ops(self, ops: list[CopyOp], k: int) -> list[float]:
         raise NotImplementedError
 
+    def max_gated_k(self, ops: list[CopyOp]) -> int:
+        """The most copies of each op that ``time_ops`` can queue behind its blocked start at once."""
+        return 1 << 16
+
     def time_back_to_back(self, op: CopyOp, k: int) -> float:
         raise NotImplementedError
 

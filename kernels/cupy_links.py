@@ -9,9 +9,12 @@
 - Host staging: chunks of ``STAGING_CHUNK_BYTES`` through two pinned buffers; D2H on a stream of the source,
   H2D on a stream of the destination, events between them so each buffer is refilled only once emptied.
 - Each copy has its own non-blocking stream. ``time_ops`` queues all copies behind the blocked-start gate
-  (``BlockedStart``) and reads one pair of events per copy. Copies from or to pageable memory, and the
+  (``BlockedStart``) and reads one pair of events per copy, the first recorded right behind the gate, so
+  the copies of a bidirectional case start together; ``max_gated_k`` bounds the copies queued at once (a
+  full queue would block the host behind its own closed gate). Copies from or to pageable memory, and the
   driver's staging, may block the host until they complete, so they are never queued behind the gate
-  (it would wait for its own timeout): they are timed with events as issued, and their results say so.
+  (it would wait for its own timeout): they are timed with events as issued, one way only, and their
+  results say so.
 """
 
 from __future__ import annotations
@@ -78,22 +81,23 @@ class CupyLinks:
             with cupy.cuda.Device(device):
                 mem = cupy.cuda.PinnedMemory(nbytes, _rt.hostAllocPortable)
             view = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(mem.ptr))
-            view[...] = 0
+            view[...] = 0  # touched here, so the pages exist and sit where the caller runs (``local_to``)
             handle = (mem, view)
-            numa = self._numa_node(device)
+            numa = self._numa_node(mem.ptr, nbytes)
         elif kind == "pageable":
-            handle = np.zeros(nbytes, dtype=np.uint8)
-            numa = self._numa_node(device)
+            handle = np.empty(nbytes, dtype=np.uint8)
+            handle[...] = 0  # np.zeros would leave the pages unmapped until first used, placed nowhere yet
+            numa = self._numa_node(handle.ctypes.data, nbytes)
         else:
             raise ValueError(f"unknown memory kind {kind!r}")
         return Buffer(kind, device, nbytes, handle, numa_node=numa)
 
-    def _numa_node(self, device):
-        from gpucal.kernels.nvml import nvml_device_for
+    @staticmethod
+    def _numa_node(address: int, nbytes: int) -> int | None:
+        """The node the kernel reports for the buffer's touched pages (``move_pages``), ``None`` where it cannot say."""
+        from gpucal.kernels.numa import buffer_numa_node
 
-        info = self.devices()[device]
-        nv = nvml_device_for(info.pci_bus_id, info.uuid)
-        return getattr(nv, "numa_node", None)
+        return buffer_numa_node(address, nbytes)
 
     def write(self, buf, data):
         data = np.ascontiguousarray(data, dtype=np.uint8)
@@ -230,6 +234,11 @@ class CupyLinks:
     def time_ops(self, ops, k):
         return self._events(ops, k, gated=all(op.state["gate"] for op in ops))
 
+    def max_gated_k(self, ops):
+        # a stream's queue holds about a thousand commands; a host blocked on a full queue behind a closed gate
+        # would never release it
+        return max(1, MAX_GATED_COMMANDS // max(op.state.get("commands", 1) for op in ops))
+
     def time_back_to_back(self, op, k):
         return self._events([op], k, gated=False)[0]
 
@@ -237,9 +246,8 @@ class CupyLinks:
         """Each op ``k`` times on its stream between a pair of events; behind the blocked start when ``gated``."""
         from gpucal.kernels.cupy_backend import BlockedStart
 
-        # a stream's queue holds about a thousand commands; a host blocked on a full queue behind a closed gate
-        # would never release it, so large host-staged batches are timed as issued
-        gated = gated and max(k * op.state.get("commands", 1) for op in ops) <= MAX_GATED_COMMANDS
+        if gated and k > self.max_gated_k(ops):
+            raise ValueError(f"{k} copies per op do not fit behind the blocked start (at most {self.max_gated_k(ops)})")
         gate = None
         marks = []
         try:

@@ -17,7 +17,8 @@ Host memory is ``pinned`` (page-locked, allocated NUMA-local to the device it se
 
 The clocks (each returns the total seconds of ``k`` copies; the timing harness divides by ``k``):
 - ``time_ops(ops, k)``: blocked start (all copies queued behind a spin kernel, released at once), each
-  op ``k`` times back to back on its own stream; device time per op, from the common start to its end;
+  op ``k`` times back to back on its own stream; device time per op, from the common start to its end
+  (``max_gated_k(ops)``: the largest ``k`` the gate holds);
 - ``time_back_to_back(op, k)``: ``k`` copies issued as a program would, timed with events, no gate;
 - ``time_oneshot(op, k)``: ``k`` times (issue one copy, wait for it) on the host clock;
 - ``time_enqueue(op, k)``: the host time of issuing ``k`` copies alone (they complete outside it).

@@ -12,7 +12,9 @@ bandwidth β):
 - back to back behind a blocked start (``time_ops``): α_p + n/β each;
 - back to back as a program issues them (``time_back_to_back``): max(enqueue, α_p + n/β) each;
 - issuing alone (``time_enqueue``): ``ENQUEUE_S``;
-- a kernel: its declared bytes over the memory bandwidth, or its FLOP over the mode's FLOP/s, the larger.
+- a kernel: the bytes of the arrays it touches over the memory bandwidth, or (a GEMM) 2·m·n·k from its
+  operands' shapes over the mode's FLOP/s, the larger; never the probe's declared work, which a wrong
+  declaration would otherwise price back to the profile's own figures.
 Where the profile has measured α/β (``host_link.h2d``/``d2h``) they are used; otherwise β is the PCIe
 rate of the link's generation and width times ``PCIE_EFFICIENCY`` (NVLink: the peer bandwidth times
 ``NVLINK_EFFICIENCY``), α the order of magnitude of the link presets, and α_p = ``PIPELINED_FRAC``·α.
@@ -23,7 +25,9 @@ Options (``+name=value``): ``noise=F`` (each sample × 1 + F·N(0,1)), ``outlier
 samples × ``outlier_factor``), ``warmup=N`` (the first N samples of each case × ``warmup_factor``),
 ``seed=N``; ``p2p=on|off|corrupt|slow`` (P2P over PCIe where the profile has none; no P2P; P2P that
 flips bytes; P2P slower than host staging, as with resizable BAR off); ``downtrain=DEV:GEN:WIDTH``
-(device DEV's PCIe link trained at a lower generation or width).
+(device DEV's PCIe link trained at a lower generation or width); ``numa=local|remote`` (pinned host memory
+on the device's NUMA node, the default, or on the other one: what the ``numa-remote`` anomaly looks for; the
+copies' times do not change).
 """
 
 from __future__ import annotations
@@ -149,50 +153,49 @@ class VirtualBackend(Backend):
     def _dev(self) -> VirtualDevice:
         return self.machine.devices[self.device_index]
 
-    def _memory_s(self, work) -> float:
-        return work.bytes_moved / self._dev().memory_Bps
+    def _memory_s(self, *arrays) -> float:
+        """The time to move ``arrays`` once through memory: the bytes a launch touches, counted from the
+        arrays themselves (never from a probe's declared work, so that a wrong declaration shows as a wrong
+        figure instead of pricing itself back to the profile's)."""
+        return sum(int(a.nbytes) for a in arrays) / self._dev().memory_Bps
 
     def stream_partials(self, n_words):
         return max(1, -(-n_words // 1024))
 
     def stream_launcher(self, kind, arrays):
-        from gpucal.kernels.reference import stream_work, write_pattern
+        from gpucal.kernels.reference import write_pattern
 
         if kind == "copy":
             src, dst = arrays["src"], arrays["dst"]
-            n = src.nbytes
+            touched = (src, dst)
 
             def run():
                 dst[...] = src
         elif kind == "read":
             src, partial = arrays["src"], arrays["partial"]
-            n = src.nbytes
+            touched = (src, partial)
 
             def run():
                 chunks = np.array_split(src, partial.size)
                 partial[...] = [np.bitwise_xor.reduce(c) if c.size else 0 for c in chunks]
         elif kind == "write":
             dst = arrays["dst"]
-            n = dst.nbytes
+            touched = (dst,)
 
             def run():
                 dst[...] = write_pattern(dst.size, arrays["seed"])
         else:
             a, b, c, s = arrays["a"], arrays["b"], arrays["c"], np.float32(arrays["scalar"])
-            n = a.nbytes
+            touched = (a, b, c)
 
             def run():
                 a[...] = b + s * c
-        partials = arrays["partial"].nbytes if kind == "read" else 0
-        return VirtualLaunch(run, self._memory_s(stream_work(kind, n, partials)), f"stream-{kind}-{n}")
+        return VirtualLaunch(run, self._memory_s(*touched), f"stream-{kind}-{touched[0].nbytes}")
 
     def gemv_launcher(self, w, x, y, batch, dtype):
-        from gpucal.kernels.reference import gemv_work
-
         m, k = w.shape
-        work = gemv_work(m, k, batch, dtype)
         gemm = self._gemm_run(x[:batch], w.T, y[:batch], dtype, dtype)
-        return VirtualLaunch(gemm, self._memory_s(work), f"gemv-{dtype}-{batch}-{m}x{k}")
+        return VirtualLaunch(gemm, self._memory_s(w, x[:batch], y[:batch]), f"gemv-{dtype}-{batch}-{m}x{k}")
 
     def _gemm_run(self, a, b, c, dtype_in, dtype_out):
         from gpucal.kernels.dtypes import to_float64, to_storage
@@ -230,13 +233,12 @@ class VirtualBackend(Backend):
         return n
 
     def gemm_launcher(self, a, b, c, mode):
-        from gpucal.kernels.reference import GEMM_MODES, gemm_work
+        from gpucal.kernels.reference import GEMM_MODES
 
         gm = GEMM_MODES[mode]
-        m, k = a.shape
-        n = b.shape[1]
-        work = gemm_work(m, n, k, mode)
-        seconds = max(work.flop / self._flops(mode, self._dev().flops), self._memory_s(work))
+        (m, k), n = a.shape, b.shape[1]
+        multiply_adds = m * n * k  # from the operands' shapes, not from the probe's declaration
+        seconds = max(2 * multiply_adds / self._flops(mode, self._dev().flops), self._memory_s(a, b, c))
         return VirtualLaunch(self._gemm_run(a, b, c, gm.dtype_in, gm.dtype_out), seconds, f"gemm-{mode}-{m}x{n}x{k}")
 
     # links -----------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class VirtualBackend(Backend):
     def alloc(self, kind, nbytes, device):
         if kind not in ("device", "pinned", "pageable"):
             raise ValueError(f"unknown memory kind {kind!r}")
-        numa = self.machine.devices[device].numa_node if kind == "pinned" else None
+        numa = self.machine.pinned_node(device) if kind == "pinned" else None
         return Buffer(kind, device, nbytes, np.zeros(nbytes, dtype=np.uint8), numa_node=numa)
 
     def write(self, buf, data):
@@ -316,14 +318,21 @@ class VirtualBackend(Backend):
     def _key(self, op, how):
         return f"{how}:{op.label}:{op.nbytes}"
 
+    # Each clock moves the op's bytes once per call (a copy is idempotent: the k copies it prices would write
+    # the same bytes), so what a timed call leaves in the destination is what the probe compares after timing.
     def time_ops(self, ops, k):
+        for op in ops:
+            self.run_op(op)
         return [self._clock.sample(self._key(op, "ops"), k * self._copy_s(op)) for op in ops]
 
     def time_back_to_back(self, op, k):
+        self.run_op(op)
         return self._clock.sample(self._key(op, "b2b"), k * max(ENQUEUE_S, self._copy_s(op)))
 
     def time_oneshot(self, op, k):
+        self.run_op(op)
         return self._clock.sample(self._key(op, "oneshot"), k * self._copy_s(op, oneshot=True))
 
     def time_enqueue(self, op, k):
+        self.run_op(op)
         return self._clock.sample(self._key(op, "enqueue"), k * ENQUEUE_S)

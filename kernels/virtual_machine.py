@@ -14,7 +14,7 @@ from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",
            "PCIE_EFFICIENCY", "NVLINK_EFFICIENCY", "ALPHA_S", "PIPELINED_FRAC", "ENQUEUE_S", "PAGEABLE_BETA_FRAC",
            "PAGEABLE_ALPHA_FACTOR", "DRIVER_STAGED_EFFICIENCY", "SLOW_P2P_FRAC", "CORRUPT_STRIDE_BYTES",
-           "CORES_PER_SOCKET", "P2P_MODES", "TOPOLOGY_LEVELS"]
+           "CORES_PER_SOCKET", "P2P_MODES", "NUMA_MODES", "TOPOLOGY_LEVELS"]
 
 # NVML's common-ancestor levels (NVML_TOPOLOGY_*)
 TOPOLOGY_LEVELS = {"internal": 0, "single": 10, "multiple": 20, "hostbridge": 30, "node": 40, "system": 50}
@@ -30,6 +30,7 @@ SLOW_P2P_FRAC = 0.45  # p2p=slow: P2P at this share of the staged bandwidth
 CORRUPT_STRIDE_BYTES = 4096
 CORES_PER_SOCKET = 32
 P2P_MODES = ("on", "off", "corrupt", "slow")
+NUMA_MODES = ("local", "remote")  # numa=: where pinned host memory lands, the device's node or the other one
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Faults:
     seed: int = 0
     p2p: str | None = None
     downtrain: tuple[tuple[int, int, int], ...] = ()
+    numa: str = "local"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ def parse_spec(text: str) -> tuple[str, int | None, Faults]:
                 if value not in P2P_MODES:
                     raise ValueError
                 kw["p2p"] = value
+            elif name == "numa":
+                if value not in NUMA_MODES:
+                    raise ValueError
+                kw["numa"] = value
             elif name == "downtrain":
                 dev, gen, width = (int(x) for x in value.split(":"))
                 if gen not in PCIE_GT_S or width not in (1, 2, 4, 8, 16) or dev < 0:
@@ -137,11 +143,12 @@ def parse_spec(text: str) -> tuple[str, int | None, Faults]:
                 downtrain.append((dev, gen, width))
             else:
                 raise InputError(f"{flag}: {text}: unknown option {name!r} (noise, outliers, warmup, seed, p2p, "
-                                 "downtrain)")
+                                 "downtrain, numa)")
         except InputError:
             raise
         except ValueError:
             hint = {"p2p": "on, off, corrupt or slow", "downtrain": "DEV:GEN:WIDTH, e.g. 1:3:8",
+                    "numa": "local or remote",
                     "noise": "a fraction in [0, 1)", "outliers": "a fraction in [0, 1)"}.get(name, "a whole number")
             raise InputError(f"{flag}: {text}: option {name}={value!r}: expected {hint}") from None
     return head, count, Faults(downtrain=tuple(downtrain), **kw)
@@ -215,6 +222,12 @@ class VirtualMachine:
 
     def socket(self, i: int) -> int:
         return self.devices[i].numa_node
+
+    def pinned_node(self, i: int) -> int:
+        """The NUMA node of pinned host memory allocated for device ``i``: the device's own, or with
+        ``numa=remote`` the other one (node 1 for a one-socket machine's devices, all on node 0)."""
+        node = self.devices[i].numa_node
+        return 1 - node if self.faults.numa == "remote" else node
 
     def topology_level(self, a: int, b: int) -> int:
         """NVML's common-ancestor level of two devices' PCIe paths."""

@@ -10,7 +10,9 @@ Composition (the design's "hybrid: TP inside stages, PP across"):
   the KV cache in the memory term, when the workload has one);
 - TP: ``2·L`` exchanges per token of ``S = B·h·w_act`` bytes, each ``alpha + S/beta`` in the seed model
   or a ring all-reduce in the ring model, over the link (the network if a TP group spans hosts); in the
-  measured model, the all-reduce a cluster profile measured over the TP group (``collective``);
+  measured model, the all-reduce a cluster profile measured over the TP group (``collective``); a
+  measured link, network or all-reduce with regimes (``LinkSpec.pieces``) costs each transfer at the
+  regime its size S falls in;
 - PP: ``pp`` hops per token of S bytes (none for one stage), over the network where consecutive
   stages sit on different hosts and over the link otherwise;
 - token latency ``pp·t_card + TP comm + PP comm``: with pp = 1 the article's TP equation
@@ -79,13 +81,16 @@ class Step:
         return out
 
 
-def _link_arrays(on_net, link: LinkSpec, net: LinkSpec | None):
-    """alpha and beta per element: the network where ``on_net``, the link elsewhere."""
+def _link_arrays(on_net, link: LinkSpec, net: LinkSpec | None, nbytes):
+    """alpha and beta per element for transfers of ``nbytes``: the network where ``on_net``, the link
+    elsewhere (each at the regime the transfer's size falls in)."""
+    link_alpha, link_beta = link.at(nbytes)
     if net is None:
         if np.any(on_net):
             raise ValueError("net: the cards span several hosts; give the link between hosts")
-        return np.asarray(link.alpha_s, float), np.asarray(link.beta_Bps, float)
-    return np.where(on_net, net.alpha_s, link.alpha_s), np.where(on_net, net.beta_Bps, link.beta_Bps)
+        return link_alpha, link_beta
+    net_alpha, net_beta = net.at(nbytes)
+    return np.where(on_net, net_alpha, link_alpha), np.where(on_net, net_beta, link_beta)
 
 
 def evaluate(
@@ -140,11 +145,11 @@ def evaluate(
 
     # Tensor-parallel exchanges: over the network when a TP group is wider than a host.
     nbytes = eq.transfer_bytes(batch, model.hidden, act_bytes)
-    tp_alpha, tp_beta = _link_arrays(tp > per_host, link, net)
+    tp_alpha, tp_beta = _link_arrays(tp > per_host, link, net, nbytes)
     if comm == "seed":
         exchange_t = eq.seed_exchange_time_s(nbytes, tp_alpha, tp_beta, tp)
     elif comm == "measured":
-        exchange_t = eq.measured_allreduce_time_s(nbytes, collective.alpha_s, collective.beta_Bps, tp)
+        exchange_t = eq.measured_allreduce_time_s(nbytes, *collective.at(nbytes), tp)
     else:
         exchange_t = eq.ring_allreduce_time_s(nbytes, tp_alpha, tp_beta, tp)
     exchanges = np.where(tp > 1, eq.tp_exchanges(layers), 0)
@@ -156,8 +161,8 @@ def evaluate(
     hosts_used = -(-pp // stages_per_host)
     net_hops = np.where(tp >= per_host, hops, np.where(hosts_used > 1, hosts_used, 0))
     net_hops = np.minimum(net_hops, hops)
-    hop_alpha, hop_beta = _link_arrays(net_hops > 0, link, net)
-    hop_link_t = eq.transfer_time_s(nbytes, link.alpha_s, link.beta_Bps)
+    hop_alpha, hop_beta = _link_arrays(net_hops > 0, link, net, nbytes)
+    hop_link_t = eq.transfer_time_s(nbytes, *link.at(nbytes))
     hop_net_t = eq.transfer_time_s(nbytes, hop_alpha, hop_beta)
     pp_comm = (hops - net_hops) * hop_link_t + net_hops * hop_net_t
 

@@ -17,7 +17,7 @@ out of place; each case runs once and every rank compares its output with the Nu
 waits at an MPI barrier, then CUDA events around k back-to-back ops on the rank's stream; a sample is
 the slowest rank's time per op); then the output is compared again. A failed comparison gives status
 ``failed`` and no number. Statistic: the median of the samples; alpha and beta of each op come from
-``fit_alpha_beta`` (weighted least squares of t = alpha + S/beta) over its median times. ``--graphs``
+``fit_pieces`` (weighted least squares of t = alpha + S/beta, per regime) over its median times. ``--graphs``
 also times k ops captured in one CUDA graph (series ``coll-OP-graph``). NCCL's version comes from
 ``ncclGetVersion``; the transport it chose from its own log (``NCCL_DEBUG=INFO``, subsystem INIT, into
 a file per rank: the channel lines' "via ..." part), unless the user set ``NCCL_DEBUG``.
@@ -285,33 +285,38 @@ def _entry(world: World, op: str, graph: bool, results: list[Result], library, t
            source: str) -> dict | None:
     """One op's collectives[] entry: the alpha/beta fit over the sizes that passed, the points and the rates;
     ``None`` where no size passed (the results say why)."""
-    from gpucal.calibrate.fit import FitError, fit_alpha_beta
+    from gpucal.calibrate.fit import FitError, fit_pieces, piece_dict
 
     passed = [r for r in results if r.status == "passed"]
     if not passed:
         return None
     points = [[r.params["bytes"], r.timing.median_s] for r in passed]
-    alpha = beta = r2 = fit_reason = reason = None
+    alpha = beta = r2 = fit_reason = reason = fit = None
     if len(passed) < len(results):
         bad = next(r for r in results if r.status != "passed")
         reason = f"{len(results) - len(passed)} of {len(results)} sizes did not pass ({bad.case}: {bad.reason})"
     try:
-        fit = fit_alpha_beta([p[0] for p in points], [p[1] for p in points])
+        fit = fit_pieces([p[0] for p in points], [p[1] for p in points])
         alpha, beta, r2 = fit.alpha_s, fit.beta_Bps, fit.r2
     except FitError as exc:
         fit_reason = f"no alpha/beta: {exc}"
         reason = f"{reason}; {fit_reason}" if reason else fit_reason
     method = (f"fit t = alpha + S/beta over S = {format_bytes(points[0][0])} - {format_bytes(points[-1][0])} "
-              "(S: nccl-tests' size of the op; median time per size, least squares weighted by 1/t)")
+              "per regime (S: nccl-tests' size of the op; median time per size, least squares weighted by 1/t)")
+    if fit is not None and len(fit.pieces) > 1:
+        method += f"; {len(fit.pieces)} regimes: alpha the smallest sizes', beta the largest sizes'"
     n = len(points)
-    return {"op": op, "nranks": world.size, "hosts": len(world.hosts),
-            "ranks_per_host": max(r.local_size for r in world.ranks), "graphs": graph, "library": library,
-            "transport": transport, "transport_reason": transport_reason, "dtype": "float32",
-            "alpha_s": _quantity(alpha, source, method, n, fit_reason),
-            "beta_Bps": _quantity(beta, source, method, n, fit_reason, byte_convention="S/t, S as nccl-tests counts it"),
-            "busbw_factor": BUSBW_FACTOR(op, world.size), "r2": r2, "points": points,
-            "algbw_Bps": [r.metrics["algbw_Bps"] for r in passed], "busbw_Bps": [r.metrics["busbw_Bps"] for r in passed],
-            "verified": len(passed) == len(results), "reason": reason}
+    entry = {"op": op, "nranks": world.size, "hosts": len(world.hosts),
+             "ranks_per_host": max(r.local_size for r in world.ranks), "graphs": graph, "library": library,
+             "transport": transport, "transport_reason": transport_reason, "dtype": "float32",
+             "alpha_s": _quantity(alpha, source, method, n, fit_reason),
+             "beta_Bps": _quantity(beta, source, method, n, fit_reason, byte_convention="S/t, S as nccl-tests counts it"),
+             "busbw_factor": BUSBW_FACTOR(op, world.size), "r2": r2, "points": points,
+             "algbw_Bps": [r.metrics["algbw_Bps"] for r in passed], "busbw_Bps": [r.metrics["busbw_Bps"] for r in passed],
+             "verified": len(passed) == len(results), "reason": reason}
+    if fit is not None:
+        entry.update(pieces=[piece_dict(p) for p in fit.pieces], poor_fit=fit.poor)
+    return entry
 
 
 def _waived_report(world: World, config: CollectivesConfig, backend: str, reason: str) -> CollectivesReport:

@@ -1,7 +1,8 @@
 """The ``latency`` probe: small copies (4 B … 64 KiB) on the host links and between devices (both ways: the
 driver's staging, explicit host staging and, where the runtime allows it, P2P), timed three ways: one at a
 time (issue, wait; host clock), back to back as a program issues them (CUDA events, no gate), and the issue
-cost alone. Each case is verified before and after timing like every copy (``probes/links.py``).
+cost alone. Each case is verified before timing and, on a destination poisoned again, after it, like every
+copy (``probes/links.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from gpucal.kernels.links import CopyOp
 from gpucal.kernels.reference import Work
 from gpucal.probes.base import Probe, Result, register
 from gpucal.probes.links import (CLOCKS, CONVENTIONS, LinkConfig, _base, _compare, _copy_policy, _devices,
-                                 _enable_peer, _failed, _memory, _Source, applicable, pairs_of)
+                                 _enable_peer, _failed, _memory, _Source, applicable, pairs_of, poison)
 from gpucal.probes.timing import Policy, measure
 
 __all__ = ["run_latency"]
@@ -30,12 +31,13 @@ def _latency_cases(backend: Backend, op: CopyOp, src: _Source, policy: Policy,
                   "dst": op.dst.device, "bytes": n, "latency": how, "series": op.label, "clock": CLOCKS[how]}
         base = _base(backend, "latency", f"{how}-{op.label}-{n}B", params, Work(n, n, 0), CONVENTIONS["latency"])
         try:
-            backend.write(op.dst, ~src.bytes[:n])
+            poison(backend, [op], [src])
             backend.run_op(op)
             check = _compare(backend, op, src.bytes)
             if not check.ok:
                 out.append(_failed(check, base, "before timing"))
                 continue
+            poison(backend, [op], [src])  # again: what the timed copies write is compared after timing
             timing = measure(lambda k, fn=fn: fn(op, k), policy, clock_name=f"{backend.clock}: {CLOCKS[how]}")
             after = _compare(backend, op, src.bytes)
             if not after.ok:

@@ -3,7 +3,9 @@
 
 - ``host-link``, per device: H2D and D2H from pinned memory (NUMA-local to the device) and pageable memory,
   by the copy engine (``ce``) and by a kernel reading or writing mapped pinned memory (``sm``), each swept
-  over sizes; H2D and D2H together (bidirectional) at the largest size.
+  over sizes; H2D and D2H together (bidirectional, pinned memory) at the largest size. Pageable memory has
+  no bidirectional case: such a copy blocks the host until it is done, so the second direction would start
+  only after the first, and a figure timed from each copy's own start would read about twice the truth.
 - ``d2d``, per device: a copy within device memory by the copy engine and by a kernel.
 - ``peer``, per pair of devices, both ways: the driver's own staging (``memcpyPeerAsync`` with peer access
   not enabled), an explicit host-staged copy (D2H into pinned memory then H2D, chunked and double
@@ -15,9 +17,10 @@
   clock), back to back as a program issues them (CUDA events), and the issue cost alone.
 
 Every case fills its source with random bytes and its destination with their complement, copies once,
-compares every byte, then times (blocked start, CUDA events; ``k`` copies per sample, the harness's
-statistics), then compares again: a copy that corrupts while timed fails too, and a failed case gives
-no number. Byte convention: a one-way copy of n bytes is ``link_Bps = n/t``; bidirectional gives each
+compares every byte, poisons the destination again, then times (blocked start, CUDA events; ``k`` copies
+per sample, the harness's statistics, ``k`` never more than the gate can hold), then compares again: a
+timed copy that wrote nothing, or corrupted, fails too, and a failed case gives no number. The two
+directions of a bidirectional case are queued behind one gate and start together. Byte convention: a one-way copy of n bytes is ``link_Bps = n/t``; bidirectional gives each
 direction (``fwd_Bps``, ``rev_Bps``), their sum (``sum_Bps``) and ``union_Bps = 2n/t_union``; a copy
 within a device gives ``copy_Bps = n/t`` and ``dram_Bps = 2n/t``.
 """
@@ -139,12 +142,21 @@ def applicable_pairs(backend: Backend) -> str | None:
 
 # one case --------------------------------------------------------------------------------------------
 class _Source:
-    """Random bytes written to a source buffer once; a case poisons its destination with their complement."""
+    """Random bytes written to a source buffer once; a case poisons its destination with their complement
+    (``poison``: every byte differs from what the copy must bring)."""
 
     def __init__(self, backend: Backend, buf: Buffer, seed: int):
         self.backend, self.buf = backend, buf
         self.bytes = np.random.default_rng(seed).integers(0, 256, buf.nbytes, dtype=np.uint8)
+        self.poison = ~self.bytes
         backend.write(buf, self.bytes)
+
+
+def poison(backend: Backend, ops: list[CopyOp], sources: list[_Source]) -> None:
+    """Fill each op's destination with the complement of its source's bytes, so that a copy that writes
+    nothing (or only part) fails the compare that follows."""
+    for op, src in zip(ops, sources):
+        backend.write(op.dst, src.poison[: op.nbytes])
 
 
 def _compare(backend: Backend, op: CopyOp, expected: np.ndarray) -> Check:
@@ -188,14 +200,20 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
         params["reverse"] = ops[1].label
     case = ("bi-" if kind == "bi" else "") + f"{first.label}-{n}B"
     base = _base(backend, probe, case, params, Work(n * len(ops), n * len(ops), 0), CONVENTIONS[kind])
+    if kind == "bi" and not all(op.state.get("gate", True) for op in ops):
+        # a copy from or to pageable memory (or the driver's staging) blocks the host until it is done: the
+        # second direction would start only after the first, so no concurrent figure can be taken
+        return Result(status="waived", reason="bidirectional: a copy from or to pageable memory (or the driver's "
+                      "staging) blocks the host, so the two directions cannot start together; not offered", **base)
     try:
-        for op, src in zip(ops, sources):
-            backend.write(op.dst, ~src.bytes[:n])  # every byte differs from what the copy must bring
+        poison(backend, ops, sources)
+        for op in ops:
             backend.run_op(op)
         for op, src in zip(ops, sources):
             check = _compare(backend, op, src.bytes)
             if not check.ok:
                 return _failed(check, base, "before timing")
+        poison(backend, ops, sources)  # again: what the timed copies write is compared after timing
     except Exception as exc:  # a device error: reported on the case, the run goes on
         return Result(status="error", reason=f"{type(exc).__name__}: {exc}", **base)
     before = _clocks(backend, first.device)
@@ -207,8 +225,9 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
             per_op[i].append(t / k)
         return max(times)
 
+    policy = replace(policy, max_k=min(policy.max_k, backend.max_gated_k(ops)))  # every sample behind the gate
     try:
-        timing = measure(run_k, policy, clock_name=f"{backend.clock}: {CLOCKS['ops']}")
+        timing = measure(run_k, policy, clock_name=f"{backend.clock}: {params['clock']}")
         for op, src in zip(ops, sources):
             after_check = _compare(backend, op, src.bytes)
             if not after_check.ok:
@@ -275,7 +294,7 @@ def run_host_link(backend: Backend, config: LinkConfig = LinkConfig()) -> list[R
                             # NVML's current PCIe link drops while idle: read it right after the largest copy
                             gen, width = pcie_under_load(backend, d)
                             results[-1].params["pcie_under_load"] = {"generation": gen, "width": width}
-                if "ce" in _engines("h2d", config):
+                if "ce" in _engines("h2d", config) and memory == "pinned":  # pageable: see copy_case
                     for n in bi_sizes:
                         ops = [backend.copy_op("h2d", "ce", host_src.buf, dev_dst, n),
                                backend.copy_op("d2h", "ce", dev_src.buf, host_dst, n)]

@@ -18,8 +18,15 @@ A failed comparison gives status ``failed`` with the first differing byte and no
 
 Statistic: per size, the median over samples of the one-way time per message (p10, p90, n kept).
 Byte convention: ``link_Bps = n/t``, one way, with t half the round trip. Per pair,
-``t = alpha + n/beta`` is fitted over the sizes that passed (``calibrate.fit.fit_alpha_beta``: least
-squares on relative errors).
+``t = alpha + n/beta`` is fitted over the sizes that passed, per regime (``calibrate.fit.fit_pieces``:
+least squares on relative errors; MPI libraries switch from eager to rendezvous near 8 KiB, and one line
+over both would misstate beta by tens of percent): ``alpha_s`` is the smallest sizes' regime's,
+``beta_Bps`` the largest sizes', ``pieces`` every regime's, for the planner to take the one its message
+falls in.
+
+The times are what a Python program calling MPI through mpi4py pays: ``alpha`` includes mpi4py's own cost
+per call (about 0.7 µs per message over a C ping-pong loop on the same MPI, measured with
+``bench/net_pingpong.py``), which an application written in C, or NCCL, does not pay.
 
 Simulated network (``NetConfig.simulate``, in a world made with ``simulate_hosts=True`` so that every
 rank is a host of its own): the bytes still move over MPI and are compared as above, but a sample's time
@@ -36,12 +43,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucal.calibrate.fit import FitError, fit_alpha_beta
+from gpucal.calibrate.fit import FitError, fit_pieces, piece_dict
 from gpucal.errors import InputError
 from gpucal.kernels.comm import RankError, SimulatedNet, World, lockstep_measure
 from gpucal.kernels.reference import Check, Work
 from gpucal.probes.base import Result
 from gpucal.probes.timing import Policy, Timing
+from gpucal.units import size_label
 
 __all__ = ["NET_SIZES", "NetConfig", "NetReport", "run_net", "net_policy", "pairs_for", "size_label",
            "BYTE_CONVENTION", "QUANTITY_CONVENTION", "entry_for", "host_matrix"]
@@ -79,14 +87,6 @@ def net_policy(budget_s: float | None = None) -> Policy:
     over 1 GbE (about 0.5 s a message) stays a few seconds per size."""
     return Policy(warmup_runs=2, warmup_s=0.0, min_sample_s=1e-3, min_samples=5, max_samples=100, target_cv=0.02,
                   budget_s=budget_s if budget_s is not None else DEFAULT_BUDGET_S)
-
-
-def size_label(n_bytes: int) -> str:
-    """``8 B``, ``1 KiB``, ``64 MiB`` for powers of 2 of 1 KiB and up; other sizes in bytes."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n_bytes >= 1 << shift and n_bytes % (1 << shift) == 0:
-            return f"{n_bytes >> shift} {unit}"
-    return f"{n_bytes} B"
 
 
 def pairs_for(world: World, mode: str) -> list[tuple[int, int]]:
@@ -164,14 +164,18 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
     points = [[r.params["bytes"], r.timing.median_s] for r in passed]
     sizes = sorted(r.params["bytes"] for r in results)
     span = f"{size_label(sizes[0])} - {size_label(sizes[-1])}"
-    method = f"fit t = alpha + n/beta over {span} (MPI ping-pong, t = half the round trip)"
+    method = (f"fit t = alpha + n/beta over {span} per regime (MPI ping-pong through mpi4py, t = half the round "
+              "trip; alpha includes mpi4py's cost per call)")
     if simulated:
         method += f"; times priced by {simulated}"
     fit, reason = None, None
     try:
-        fit = fit_alpha_beta([p[0] for p in points], [p[1] for p in points])
+        fit = fit_pieces([p[0] for p in points], [p[1] for p in points])
     except FitError as exc:
         reason = str(exc)
+    if fit is not None and len(fit.pieces) > 1:
+        method += (f"; {len(fit.pieces)} regimes (from " + ", ".join(size_label(int(b)) for b in fit.breakpoints_bytes)
+                   + "): alpha the smallest sizes', beta the largest sizes'")
     if passed:
         t: Timing = passed[0].timing
         lat_method = f"half the round trip of the smallest message ({size_label(passed[0].params['bytes'])})"
@@ -179,7 +183,7 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
     else:
         latency = _quantity(None, source, "half the round trip of the smallest message", "median", 0,
                             reason="no size passed")
-    return {
+    entry = {
         "src_rank": i, "dst_rank": j, "src_host": ranks[i]["host"], "dst_host": ranks[j]["host"],
         "src_hostname": ranks[i]["hostname"], "dst_hostname": ranks[j]["hostname"],
         "same_host": ranks[i]["host"] == ranks[j]["host"], "transport": transport,
@@ -192,6 +196,9 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
         "verified": all(r.status == "passed" for r in results),
         "reason": reason,
     }
+    if fit is not None:
+        entry.update(pieces=[piece_dict(p) for p in fit.pieces], poor_fit=fit.poor)
+    return entry
 
 
 # one pair --------------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@ GPU, the host clock on the simulator, a virtual clock in tests). It
 
 1. warms up: at least ``warmup_runs`` single runs and ``warmup_s`` seconds (clocks ramp, modules load);
    past the single runs each warm-up call doubles its ``k``, so a short kernel warms up in a few calls;
-2. picks ``k`` so that one sample lasts at least ``min_sample_s`` (launch gaps amortised);
+2. picks ``k`` so that one sample lasts at least ``min_sample_s`` (launch gaps amortised), from the
+   fastest warm-up call per iteration (a call slowed by other work on a shared machine only lengthens
+   it); a sample that still lasts under half of ``min_sample_s`` (the warm-up was slowed throughout)
+   raises ``k`` from what that sample took, and the samples start again;
 3. samples until the coefficient of variation is under ``target_cv`` (with at least ``min_samples``)
    or the ``budget_s`` of host time runs out, or ``max_samples`` are taken; when it stopped for
    budget or count with the CV still above target, the result is ``noisy``.
@@ -115,26 +118,38 @@ def _checked(seconds: float) -> float:
     return float(seconds)
 
 
+def _k_for(per_iter_s: float, policy: Policy) -> int:
+    """The power of 2 of iterations that makes a sample last at least ``min_sample_s`` (at most ``max_k``)."""
+    if policy.min_sample_s <= 0 or per_iter_s >= policy.min_sample_s:
+        return 1
+    return int(min(policy.max_k, 2 ** math.ceil(math.log2(policy.min_sample_s / per_iter_s))))
+
+
 def measure(run_k: Callable[[int], float], policy: Policy = POLICY_GPU, clock_name: str = "cuda-events",
             clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Warm up, choose k, sample adaptively; see the module docstring."""
     started = clock()
     warm, warm_time, k_warm, calls = 0, 0.0, 1, 0
+    per_iter = math.inf
     while warm < policy.warmup_runs or warm_time < policy.warmup_s:
-        warm_time += _checked(run_k(k_warm))
+        seconds = _checked(run_k(k_warm))
+        per_iter = min(per_iter, seconds / k_warm)
+        warm_time += seconds
         warm += k_warm
         calls += 1
         if warm >= policy.warmup_runs:  # past the single runs: double k until the warm-up time is reached
             k_warm = min(2 * k_warm, policy.max_k)
         if calls >= 10 * max(policy.warmup_runs, 1) and clock() - started > policy.budget_s / 4:
             break
-    k = 1
-    per_iter = warm_time / warm
-    if policy.min_sample_s > 0 and per_iter < policy.min_sample_s:
-        k = int(min(policy.max_k, 2 ** math.ceil(math.log2(policy.min_sample_s / per_iter))))
+    k = _k_for(per_iter, policy)
     samples: list[float] = []
     while True:
-        samples.append(_checked(run_k(k)) / k)
+        seconds = _checked(run_k(k))
+        if seconds < policy.min_sample_s / 2 and k < policy.max_k and _k_for(seconds / k, policy) > k:
+            k = _k_for(seconds / k, policy)  # the warm-up was slowed throughout: k was too small
+            samples.clear()
+            continue
+        samples.append(seconds / k)
         n = len(samples)
         if n >= policy.min_samples and _cv(samples) <= policy.target_cv:
             noisy = False

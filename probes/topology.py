@@ -2,6 +2,12 @@
 width), NUMA node and CPU affinity; per pair of devices the common ancestor of their PCIe paths, the NVLinks
 between them, and NVML's P2P status (read, write, NVLink, atomics).
 
+A device's NUMA node is its CPU side's, from the kernel's PCI record in sysfs (``kernels/numa.py``:
+``device_numa_node``) and ``numa_source: "sysfs"``; only where sysfs cannot say, NVML's
+``nvmlDeviceGetNumaNodeId`` (``numa_source: "nvml"``: not supported on most x86 boards, and on Grace
+Hopper the node of the GPU's own memory). A virtual machine's devices have no sysfs entry (their bus ids
+may name real devices of this host), so theirs come from its ``FakeNvml``.
+
 It reads through the backend's ``nvml()``: ``pynvml`` on a real machine, ``FakeNvml`` on a virtual one,
 so the same code is tested without a driver. Where NVML is not available the topology says so
 (``available=False`` and the reason) and holds nothing else. Devices are matched to the CUDA runtime's
@@ -43,6 +49,7 @@ class GpuTopo:
     pcie_width: int | None
     pcie_width_max: int | None
     nvlinks_active: int = 0
+    numa_source: str | None = None  # where numa_node came from: "sysfs" or "nvml" (None with numa_node)
 
     @property
     def pcie_downtrained(self) -> bool | None:
@@ -136,12 +143,14 @@ def _nvlinks(nv, h, max_links: int) -> list[tuple[str | None, bool]]:
     return out
 
 
-def read_topology(backend: Backend) -> Topology:
-    """The topology of ``backend``'s devices (see the module docstring)."""
+def read_topology(backend: Backend, sysfs_root: str = "/sys") -> Topology:
+    """The topology of ``backend``'s devices (see the module docstring); the NUMA nodes of a real machine's
+    devices are read under ``sysfs_root`` first."""
     nv = backend.nvml()
     if nv is None:
         return Topology(False, backend.nvml_reason, "nvml")
     source = "simulated" if backend.simulated else "nvml"
+    sysfs = None if backend.simulated else sysfs_root
     handles = _handles(nv)
     max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
     devices, hs, links = [], {}, {}
@@ -152,9 +161,10 @@ def read_topology(backend: Backend) -> Topology:
         nvml_index, h = found
         hs[info.index] = h
         links[info.index] = _nvlinks(nv, h, max_links)
+        numa_node, numa_source = _numa(nv, h, info.pci_bus_id, sysfs)
         devices.append(GpuTopo(
             index=info.index, nvml_index=nvml_index, name=_call(nv, "nvmlDeviceGetName", h), pci_bus_id=info.pci_bus_id,
-            numa_node=_numa(nv, h, info.pci_bus_id),
+            numa_node=numa_node, numa_source=numa_source,
             cpu_affinity=cpu_list(_call(nv, "nvmlDeviceGetCpuAffinity", h, CPU_WORDS)),
             pcie_generation=_call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", h),
             pcie_generation_max=_call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", h),
@@ -193,21 +203,18 @@ def _handles(nv) -> dict:
     return out
 
 
-def _numa(nv, h, bus_id: str | None) -> int | None:
-    node = _call(nv, "nvmlDeviceGetNumaNodeId", h)
-    if node is not None:
-        return node
-    if bus_id:  # older drivers: ask sysfs
-        from pathlib import Path
+def _numa(nv, h, bus_id: str | None, sysfs_root: str | None) -> tuple[int | None, str | None]:
+    """(the device's CPU-side NUMA node, where it came from): sysfs under ``sysfs_root``, else NVML."""
+    from gpucal.kernels.numa import device_numa_node
 
-        domain, _, rest = bus_id.lower().partition(":")
-        path = Path(f"/sys/bus/pci/devices/{int(domain, 16):04x}:{rest}/numa_node")
-        try:
-            value = int(path.read_text().strip())
-            return value if value >= 0 else None
-        except (OSError, ValueError):
-            return None
-    return None
+    if sysfs_root is not None:
+        node = device_numa_node(bus_id, sysfs_root)
+        if node is not None:
+            return node, "sysfs"
+    node = _call(nv, "nvmlDeviceGetNumaNodeId", h)
+    if isinstance(node, int) and not isinstance(node, bool) and node >= 0:
+        return node, "nvml"
+    return None, None
 
 
 def pcie_under_load(backend: Backend, device: int) -> tuple[int | None, int | None]:

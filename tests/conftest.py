@@ -104,3 +104,25 @@ def cupy_backend():
 @pytest.fixture(scope="session")
 def numba_backend():
     return _backend("numba")
+
+
+# --- MPI for the GPU tests: mpi4py with an MPI library it can load ---
+
+@pytest.fixture(scope="session")
+def mpi_module():
+    """mpi4py's ``MPI`` module with an MPI library loaded, or a skip with the reason: mpi4py missing, or
+    mpi4py present with no MPI library to load (``from mpi4py import MPI`` raises RuntimeError then, which
+    ``pytest.importorskip`` does not catch). Fails instead under GPUCAL_REQUIRE_MPI=1, as ``mpiexec`` does."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        why = f"mpi4py is not installed ({exc}): pip install '.[mpi]'"
+    except RuntimeError as exc:
+        said = " ".join(str(exc).split())  # mpi4py lists every library it tried, a line each
+        why = (f"mpi4py cannot load an MPI library ({said[:400]}): pip install mpich, or point MPI4PY_LIBMPI "
+               "at a libmpi.so.N")
+    else:
+        return MPI
+    if os.environ.get("GPUCAL_REQUIRE_MPI") == "1":
+        pytest.fail(f"GPUCAL_REQUIRE_MPI=1 but {why}")
+    pytest.skip(why)

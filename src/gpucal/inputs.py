@@ -14,7 +14,7 @@ from typing import Any
 from gpucal import profile as profiles
 from gpucal.errors import InputError, ProfileError
 from gpucal.plan.models import PRESETS, ModelSpec, model_from_dict, model_from_hf_config
-from gpucal.plan.spec import GpuSpec, LinkSpec
+from gpucal.plan.spec import GpuSpec, LinkPiece, LinkSpec
 from gpucal.units import UnitError, parse_positive, parse_quantity
 
 __all__ = [
@@ -206,6 +206,19 @@ def resolve_link(text: str, flag: str = "--link") -> LinkChoice:
     return LinkChoice(LinkSpec(doc.name, float(alpha["value"]), float(beta["value"])), source)
 
 
+def _measured_spec(doc: profiles.Document, where: str, entry: dict, name: str, alpha_s: float) -> LinkSpec:
+    """The planner's link of a measured entry (``links[i]``, ``network[i]``, ``collectives[i]``): its headline
+    alpha and beta, and its regimes where the fit found several (``pieces``: each transfer then costs the
+    piece its size falls in)."""
+    pieces = entry.get("pieces") or []
+    try:
+        regimes = tuple(LinkPiece(float(p["lo_bytes"]) if i else 0.0, max(0.0, float(p["alpha_s"])),
+                                  float(p["beta_Bps"])) for i, p in enumerate(pieces)) if len(pieces) > 1 else ()
+        return LinkSpec(name, alpha_s, float(entry["beta_Bps"]["value"]), regimes)
+    except ValueError as exc:
+        raise InputError(f"--gpu: {doc.origin}: {where}.pieces: {exc}") from None
+
+
 def profile_link(doc: profiles.Document) -> LinkChoice | None:
     """The link between cards that a calibrated profile measured, for the planner; ``None`` without one.
 
@@ -223,7 +236,8 @@ def profile_link(doc: profiles.Document) -> LinkChoice | None:
     if len(links) > 1:
         name += f", the slowest of {len(links)}"
     source = " + ".join(sorted({slowest["alpha_s"]["source"], slowest["beta_Bps"]["source"]}))
-    return LinkChoice(LinkSpec(name, float(slowest["alpha_s"]["value"]), float(slowest["beta_Bps"]["value"])), source)
+    where = f"links[{doc.data['links'].index(slowest)}]"
+    return LinkChoice(_measured_spec(doc, where, slowest, name, float(slowest["alpha_s"]["value"])), source)
 
 
 def planner_link(doc: profiles.Document, flag: str = "--gpu") -> LinkChoice | None:
@@ -298,7 +312,8 @@ def profile_network(doc: profiles.Document) -> LinkChoice | None:
         name += f", the slowest of {len(entries)}"
     source = " + ".join(sorted({slowest["alpha_s"]["source"], slowest["beta_Bps"]["source"]}))
     alpha = max(0.0, float(slowest["alpha_s"]["value"]))  # a fit's alpha can come out a hair below zero
-    return LinkChoice(LinkSpec(name, alpha, float(slowest["beta_Bps"]["value"])), source)
+    where = f"network[{doc.data['network'].index(slowest)}]"
+    return LinkChoice(_measured_spec(doc, where, slowest, name, alpha), source)
 
 
 def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = None,
@@ -318,7 +333,8 @@ def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = 
     name = f"{doc.name}: {op} over {nranks} ranks{span} ({entry.get('library') or 'measured'})"
     source = " + ".join(sorted({entry["alpha_s"]["source"], entry["beta_Bps"]["source"]}))
     alpha = max(0.0, float(entry["alpha_s"]["value"]))
-    return LinkChoice(LinkSpec(name, alpha, float(entry["beta_Bps"]["value"])), source)
+    where = f"collectives[{doc.data['collectives'].index(entry)}]"
+    return LinkChoice(_measured_spec(doc, where, entry, name, alpha), source)
 
 
 def profile_cards_per_host(doc: profiles.Document) -> int | None:

@@ -12,7 +12,8 @@ import sys
 from typing import Any
 from collections.abc import Iterable
 
-__all__ = ["JSON_DIGITS", "console", "line", "json_ready", "print_json", "table", "print_table", "number", "percent"]
+__all__ = ["JSON_DIGITS", "console", "line", "json_ready", "print_json", "table", "print_table", "number", "percent",
+           "fit_note"]
 
 JSON_DIGITS = 12
 
@@ -78,3 +79,21 @@ def number(value: float) -> str:
 
 def percent(fraction: float) -> str:
     return f"{100.0 * fraction:.3g} %"
+
+
+def fit_note(pieces: list | tuple = (), poor: bool = False, max_abs_residual_frac: float | None = None,
+             noisy_sizes: int = 0, sizes: int = 0) -> str:
+    """What a fitted curve's row says besides its numbers, as the JSON does: its regimes (``pieces``: dicts
+    with ``lo_bytes``, or fits with ``sizes_bytes``) and where they break, a poor fit (the worst point's
+    distance from the curve), and how many sizes stopped sampling noisy."""
+    from gpucal.units import size_label
+
+    notes = []
+    if len(pieces) > 1:
+        starts = [p["lo_bytes"] if isinstance(p, dict) else min(p.sizes_bytes) for p in pieces[1:]]
+        notes.append(f"{len(pieces)} regimes (at " + ", ".join(size_label(s) for s in starts) + ")")
+    if poor:
+        notes.append("poor fit" + (f" ({100 * max_abs_residual_frac:.0f} % off)" if max_abs_residual_frac else ""))
+    if noisy_sizes:
+        notes.append(f"noisy {noisy_sizes}" + (f"/{sizes}" if sizes else "") + " sizes")
+    return "; ".join(notes)

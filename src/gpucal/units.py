@@ -22,6 +22,7 @@ __all__ = [
     "format_rate",
     "format_flops",
     "format_si",
+    "size_label",
 ]
 
 
@@ -140,3 +141,13 @@ def format_rate(bytes_per_s: float, digits: int = 4) -> str:
 def format_flops(flops: float, digits: int = 4) -> str:
     """A FLOP rate for people: ``format_flops(3.3e14) == "330 TFLOP/s"``."""
     return format_si(flops, "FLOP/s", digits)
+
+
+def size_label(n_bytes: int) -> str:
+    """A message size as a sweep names it: ``8 B``, ``1 KiB``, ``64 MiB`` for whole multiples of a binary unit
+    from 1 KiB up; other sizes in bytes (``1000 B``)."""
+    n_bytes = int(n_bytes)
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n_bytes >= 1 << shift and n_bytes % (1 << shift) == 0:
+            return f"{n_bytes >> shift} {unit}"
+    return f"{n_bytes} B"

@@ -1,9 +1,14 @@
 """The benchmark scripts run (their speed targets are theirs to report, not a test's to time)."""
 
 import json
+import os
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,4 +18,74 @@ def test_plan_sweep_benchmark_runs_100k_configurations():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["configurations"] >= 100_000 and report["configurations_per_s"] > 0
+    assert report["configurations"] >= 100_000
+
+
+# --- bench/device_check.sh: its control flow, dry (every step an echo), without a GPU or the wheels ---
+
+DEVICE_CHECK = ROOT / "bench" / "device_check.sh"
+DEVICE_STEPS = {"1": ["install", "imports", "pytest", "info", "gpu_check", "p2p", "calibrate"],
+                "2": ["install", "imports", "pytest_mpi", "collectives", "net", "net_pingpong", "copy_variants",
+                      "gemv_variants"]}
+
+
+def _device_check(out, *args, **env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("DEVICE_CHECK_")}
+    full.update(DEVICE_CHECK_DRY_RUN="1", OUT=str(out), PYTHON=sys.executable, **env)
+    return subprocess.run(["bash", str(DEVICE_CHECK), *args], capture_output=True, text=True, env=full, timeout=120)
+
+
+def _step_lines(summary):
+    return {m["name"]: m for m in re.finditer(r"^(?P<name>\w+) +exit +(?P<rc>\d+) +[\d.]+ s of +(?P<limit>\d+) s +"
+                                               r"(?P<state>\w+)", summary, re.M)}
+
+
+@pytest.mark.parametrize("phase", ["1", "2"])
+def test_device_check_dry_run_leaves_one_archive_and_one_summary(tmp_path, phase):
+    out = tmp_path / "out"
+    proc = _device_check(out, *(("--phase", phase) if phase == "2" else ()))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"phase{phase}.tar.gz", f"summary{phase}.txt"]
+    summary = (out / f"summary{phase}.txt").read_text()
+    assert proc.stdout.rstrip().endswith(summary.rstrip())  # printed last
+    steps = _step_lines(summary)
+    assert list(steps) == DEVICE_STEPS[phase]
+    assert all(m["rc"] == "0" and m["state"] == "passed" for m in steps.values())
+    timeouts = re.search(r"^timeouts: (\d+) s of 600 s", summary, re.M)
+    assert timeouts and int(timeouts[1]) == sum(int(m["limit"]) for m in steps.values())
+    assert int(timeouts[1]) <= 330  # a rerun of the phase fits in the session's 15 minutes with the first try
+    assert re.search(r"^facts: gpu .*\| date: \d{4}-\d\d-\d\dT.*\| git: ", summary, re.M)
+    with tarfile.open(out / f"phase{phase}.tar.gz") as tar:
+        names = tar.getnames()
+    logs = [f"phase{phase}/{i:02d}-{name}.log" for i, name in enumerate(DEVICE_STEPS[phase], 1)]
+    assert sorted(n for n in names if n.endswith(".log")) == sorted(logs)
+    assert f"phase{phase}/summary{phase}.txt" in names and all(n.startswith(f"phase{phase}") for n in names)
+    # the stdout stays short: a line per step, then the summary
+    assert len(proc.stdout) < 12_000 and "dry run: would run" not in proc.stdout.split(summary.splitlines()[0])[0]
+
+
+def test_device_check_goes_on_past_a_failed_step_and_exits_1(tmp_path):
+    proc = _device_check(tmp_path, DEVICE_CHECK_DRY_RUN_FAIL="pytest,p2p")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    steps = _step_lines((tmp_path / "summary1.txt").read_text())
+    assert list(steps) == DEVICE_STEPS["1"]  # every step ran
+    assert {n for n, m in steps.items() if m["state"] != "passed"} == {"pytest", "p2p"}
+    assert steps["pytest"]["rc"] == "3" and steps["calibrate"]["state"] == "passed"
+    assert "2 failed: pytest (exit 3), p2p (exit 3)" in proc.stdout
+
+
+def test_device_check_stops_at_once_with_one_line_naming_a_missing_import(tmp_path):
+    proc = _device_check(tmp_path, DEVICE_CHECK_DRY_RUN_IMPORTS="json no_such_module_here")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = [line for line in proc.stdout.splitlines() if "missing" in line]
+    assert len(said) == 1 and "no_such_module_here" in said[0] and "json" not in said[0].split("missing")[1]
+    assert list(_step_lines((tmp_path / "summary1.txt").read_text())) == ["install", "imports"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phase1.tar.gz", "summary1.txt"]
+
+
+@pytest.mark.parametrize("args", [("--phase", "3"), ("--phase",), ("--fast",)])
+def test_device_check_refuses_a_bad_argument_with_one_line_and_exit_2(tmp_path, args):
+    proc = _device_check(tmp_path / "out", *args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "device_check" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -217,6 +217,26 @@ def test_a_downtrained_link_is_an_anomaly(tmp_path):
     assert all("downtrained" in link["flags"] for link in doc["links"])
 
 
+def test_pinned_memory_on_the_other_socket_is_numa_remote(tmp_path, calibrated):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["calibrate", "--simulate", "h100-sxm:4+numa=remote", "-o", str(tmp_path / "p.json"), "--json",
+                   "--no-kernel-check", "--budget", "0.01"])
+    assert rc == 0
+    found = [a for a in json.loads(out.getvalue())["anomalies"] if a["kind"] == "numa-remote"]
+    assert [a["device"] for a in found] == [0, 1, 2, 3]  # devices on nodes 0, 0, 1, 1; their memory on 1, 1, 0, 0
+    assert "NUMA node 1" in found[0]["text"] and "device's node 0" in found[0]["text"]
+    assert "NUMA node 0" in found[3]["text"] and "device's node 1" in found[3]["text"]
+    doc = profiles.load(tmp_path / "p.json").data
+    assert [d["numa_node"] for d in doc["devices"]] == [0, 0, 1, 1]
+    assert [a["kind"] for a in doc["host"]["anomalies"]].count("numa-remote") == 4
+    _, summary, _, _ = calibrated("h100")  # the same machine, its memory local: no anomaly
+    assert not [a for a in summary["anomalies"] if a["kind"] == "numa-remote"]
+
+
 @pytest.mark.parametrize("exc, code, said", [(KeyboardInterrupt(), 130, "interrupted"),
                                              (RuntimeError("device lost"), 1, "RuntimeError: device lost")])
 def test_an_interrupted_calibration_writes_nothing(tmp_path, monkeypatch, capsys, exc, code, said):

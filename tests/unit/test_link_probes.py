@@ -154,3 +154,72 @@ def test_backends_with_copy_probes_implement_every_link_method(module, cls):
     klass = getattr(importlib.import_module(module), cls)  # CuPy imports without a GPU
     missing = [m for m in LINK_METHODS if getattr(klass, m) is getattr(Backend, m)]
     assert not missing
+
+
+class _TimedCopiesWriteNothing:
+    """A virtual machine whose clocks price copies without moving a byte: a probe that does not poison the
+    destination before the timed window would still find the verification copy's bytes there."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def _priced(self, how, op, k, seconds):
+        return self._backend._clock.sample(self._backend._key(op, how), k * seconds)
+
+    def time_ops(self, ops, k):
+        return [self._priced("ops", op, k, self._backend._copy_s(op)) for op in ops]
+
+    def time_oneshot(self, op, k):
+        return self._priced("oneshot", op, k, self._backend._copy_s(op, oneshot=True))
+
+    def time_back_to_back(self, op, k):
+        return self._priced("b2b", op, k, self._backend._copy_s(op))
+
+    def time_enqueue(self, op, k):
+        return self._priced("enqueue", op, k, 1e-6)
+
+
+def test_a_timed_copy_that_writes_nothing_fails_after_timing():
+    backend = _TimedCopiesWriteNothing(select("virtual:rtx4090:2"))
+    cfg = links.LinkConfig(sizes=(4096, 1 << 20), devices=(0,), memory=("pinned",), engines=("ce",),
+                           pairs=((0, 1),), latency_sizes=(64,), budget_s=0.1)
+    results = links.run_host_link(backend, cfg) + latency.run_latency(backend, cfg)
+    assert {r.probe for r in results} == {"host-link", "latency"}
+    for r in results:
+        assert r.status == "failed" and r.timing is None and not r.metrics, r.case
+        assert "after timing" in r.reason and f"{r.params['bytes']} of {r.params['bytes']} bytes differ" in r.reason
+
+
+def test_pageable_memory_has_no_bidirectional_case_and_gated_copies_stay_gated():
+    backend = select("virtual:rtx4090:1")
+    results = links.run_host_link(backend, links.LinkConfig(sizes=(1 << 20,), budget_s=0.1))
+    bi = [r for r in results if r.params.get("direction") == "bi"]
+    assert [r.params["memory"] for r in bi] == ["pinned"]
+    assert bi[0].params["clock"] == links.CLOCKS["ops"]
+    # asked directly, a pageable pair is waived with the reason, never timed as if concurrent
+    src = links._Source(backend, backend.alloc("pageable", 64, 0), 1)
+    dev = links._Source(backend, backend.alloc("device", 64, 0), 2)
+    ops = [backend.copy_op("h2d", "ce", src.buf, backend.alloc("device", 64, 0), 64),
+           backend.copy_op("d2h", "ce", dev.buf, backend.alloc("pageable", 64, 0), 64)]
+    r = links.copy_case(backend, "host-link", ops, [src, dev], links._copy_policy(backend, links.LinkConfig()))
+    assert r.status == "waived" and "cannot start together" in r.reason and r.timing is None
+
+
+def test_k_never_exceeds_what_the_gate_holds():
+    class Limited(_TimedCopiesWriteNothing):
+        seen: list = []
+
+        def max_gated_k(self, ops):
+            return 3
+
+        def time_ops(self, ops, k):
+            self.seen.append(k)
+            return self._backend.time_ops(ops, k)
+
+    backend = Limited(select("virtual:rtx4090:1"))
+    r = links.run_host_link(backend, links.LinkConfig(sizes=(4,), devices=(0,), memory=("pinned",), engines=("ce",),
+                                                      bidirectional_sizes=(), budget_s=0.1))[0]
+    assert r.status == "passed" and r.timing.k == 3 and max(Limited.seen) == 3

@@ -33,11 +33,8 @@ def _world(hosts: list[int], simulated: bool = False) -> World:
 
 
 def test_sizes_policy_and_labels():
-    assert NET_SIZES[0] == 8 and NET_SIZES[-1] == 64 << 20 and len(NET_SIZES) == 24
+    assert NET_SIZES[0] == 8 and NET_SIZES[-1] == 64 << 20 and len(NET_SIZES) == 24  # the sweep docs/network.md gives
     assert all(b == 2 * a for a, b in zip(NET_SIZES, NET_SIZES[1:]))
-    p = net_policy()
-    assert (p.warmup_runs, p.warmup_s, p.min_sample_s, p.min_samples, p.max_samples, p.target_cv, p.budget_s) == \
-        (2, 0.0, 1e-3, 5, 100, 0.02, 0.2)
     assert net_policy(1.5).budget_s == 1.5
     assert [size_label(n) for n in (8, 1000, 1024, 3 << 20, 64 << 20, 1 << 30)] == \
         ["8 B", "1000 B", "1 KiB", "3 MiB", "64 MiB", "1 GiB"]

@@ -44,8 +44,10 @@ def test_declared_work():
 
 def test_write_pattern_is_never_constant_and_wraps_at_32_bits():
     words = write_pattern(8, 0)
-    assert words[0] == 0 and words[1] == 2654435761 and len(set(words.tolist())) == 8
-    assert write_pattern(3, 5)[1] == (2654435761 ^ 5)
+    assert words.dtype == np.uint32 and words[0] == 0 and len(set(words.tolist())) == 8
+    assert all(int(words[i]) == i * int(words[1]) % 2**32 for i in range(8))  # i·h wraps at 32 bits from i = 2
+    assert int(words[1]) * 2 >= 2**32  # so the wrap is exercised
+    assert np.array_equal(write_pattern(8, 5), words ^ np.uint32(5))
 
 
 def test_check_exact_names_the_first_difference():

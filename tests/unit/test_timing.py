@@ -87,3 +87,37 @@ def test_statistics_of_known_samples():
     assert t.cv == pytest.approx(math.sqrt(11.0) / 6.0)
     s = t.summary()
     assert s["n"] == 11 and s["statistic"] == "median" and s["samples_s"][0] == 1.0
+
+
+class LoadedWarmup(FakeDevice):
+    """The first ``slow_calls`` calls are stretched by other work on a shared CPU (each lasts ``slow_s``)."""
+
+    def __init__(self, per_iter_s, slow_calls, slow_s):
+        super().__init__(per_iter_s)
+        self.slow_calls, self.slow_s = slow_calls, slow_s
+
+    def run_k(self, k):
+        t = super().run_k(k)
+        if len(self.calls) <= self.slow_calls:
+            self.now += self.slow_s
+            return t + self.slow_s
+        return t
+
+
+def test_k_is_not_settled_at_1_by_two_warm_up_runs_slowed_by_load():
+    """The network probe's policy warms up with two single round trips; on a loaded machine both can last
+    milliseconds while a round trip takes 2 µs: k must still grow until a sample lasts min_sample_s."""
+    from gpucal.probes.net import net_policy
+
+    policy = net_policy()
+    dev = LoadedWarmup(2e-6, slow_calls=policy.warmup_runs, slow_s=5e-3)
+    t = measure(dev.run_k, policy, clock=dev.clock)
+    assert t.k >= policy.min_sample_s / 2e-6
+    assert t.median_s == pytest.approx(2e-6) and t.n >= policy.min_samples
+    assert all(k == t.k for k in dev.calls[-t.n:])
+
+
+def test_k_comes_from_the_fastest_warm_up_call():
+    dev = LoadedWarmup(1e-5, slow_calls=1, slow_s=0.1)
+    t = measure(dev.run_k, Policy(warmup_runs=3, warmup_s=0.0, min_sample_s=1e-3, min_samples=4), clock=dev.clock)
+    assert t.k == 128 and dev.calls[3:] == [128] * t.n  # no sample at a wrong k: chosen right from the warm-up

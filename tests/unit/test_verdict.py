@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from gpucal.calibrate.fit import fit_alpha_beta
+from gpucal.calibrate.fit import fit_pieces
 from gpucal.calibrate.links import SeriesFit, find, oneshot_alpha, series_fits
 from gpucal.calibrate.verdict import VERDICTS, PairVerdict, pair_verdict, pcie_load_of
 from gpucal.probes.base import Result
@@ -18,7 +18,7 @@ NVLINK_OK = {"read": "ok", "write": "ok", "nvlink": "ok", "atomics": "ok"}
 
 
 def exact_fit(alpha_s: float, beta_Bps: float):
-    return fit_alpha_beta(SIZES, [alpha_s + n / beta_Bps for n in SIZES])
+    return fit_pieces(SIZES, [alpha_s + n / beta_Bps for n in SIZES])
 
 
 def series(path: str, engine: str, beta_Bps: float | None, src: int = 0, dst: int = 1, verified: bool = True,
@@ -345,3 +345,29 @@ def test_oneshot_alpha():
     results.append(result("b2b", {"series": name, "latency": "back-to-back", "bytes": 4}, seconds=1.0))
     assert oneshot_alpha(results, name, beta) == pytest.approx(12e-6, rel=1e-9)
     assert oneshot_alpha(results, "missing", beta) is None
+
+
+def test_a_series_with_two_regimes_gives_the_link_each_regimes_alpha_and_beta():
+    """Small copies at 10 GB/s, from 64 KiB at 25 GB/s with 6 µs more per copy: the fit finds both, and the
+    link's regimes take the one-shot alpha (14 µs here) for the first and add the second's extra intercept."""
+    from gpucal.calibrate.build import link_pieces
+
+    sizes = [1 << k for k in range(2, 25)]
+    name = "p2p-ce-dev0->dev1"
+    results = []
+    for n in sizes:
+        t = (2e-6 + n / 10e9) if n < 65536 else (8e-6 + n / 25e9)
+        results.append(result(f"{name}-{n}", {"series": name, "direction": "one-way", "path": "p2p", "engine": "ce",
+                                              "memory": None, "src": 0, "dst": 1, "bytes": n}, seconds=t,
+                              metrics={"link_Bps": n / t}))
+    results += [result(f"lat-{n}", {"series": name, "latency": "oneshot", "bytes": n}, seconds=14e-6 + n / 10e9)
+                for n in (4, 64, 1024)]
+    (fit,) = series_fits(results)
+    assert len(fit.fit.pieces) == 2 and fit.fit.breakpoints_bytes == (65536.0,)
+    assert fit.beta_Bps == pytest.approx(25e9, rel=1e-9) and fit.first_beta_Bps == pytest.approx(10e9, rel=1e-9)
+    alpha = oneshot_alpha(results, name, fit.first_beta_Bps)
+    assert alpha == pytest.approx(14e-6, rel=1e-9)
+    pieces = link_pieces(fit.fit, alpha)
+    assert [(p["lo_bytes"], p["hi_bytes"]) for p in pieces] == [(4, 32768), (65536, 1 << 24)]
+    assert [p["alpha_s"] for p in pieces] == pytest.approx([14e-6, 20e-6], rel=1e-9)
+    assert [p["beta_Bps"] for p in pieces] == pytest.approx([10e9, 25e9], rel=1e-9)

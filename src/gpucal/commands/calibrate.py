@@ -326,7 +326,7 @@ def _print(doc, rows, found, cal, path, plots) -> None:
     checked = ("every output and copied byte verified" if not failed else
                f"{failed} case(s) failed their check or errored (exit code 1); every figure written passed its check")
     render.line("statistic: medians after warm-up (p10/p90 and n in the profile); links: alpha is one copy issued "
-                f"and waited for, beta the fit t = alpha + n/beta; {checked}", console)
+                f"and waited for, beta the fit t = alpha + n/beta (per regime: the largest sizes'); {checked}", console)
     if doc["source"] == "simulated":
         render.line("simulated: a virtual machine priced by its profile; no figure here is a measurement", console)
     render.line(f"wrote {path}", console)

@@ -114,11 +114,18 @@ def show(w, report, out=None) -> None:
     render.line(f"transport: {transport}", out)
     if w.size == 1:
         render.line("one rank: NCCL moves nothing between GPUs (busbw 0); start one rank per GPU: mpiexec -n N", out)
-    rows, notes = [], {}
+    rows, notes, fit_notes = [], {}, []
     for e in report.entries:
         last = e["busbw_Bps"][-1] if e["busbw_Bps"] else None
         alpha, beta = e["alpha_s"]["value"], e["beta_Bps"]["value"]
         note = f"[{notes.setdefault(e['reason'], len(notes) + 1)}]" if e["reason"] else ""
+        mine = [r for r in report.results if r.params.get("op") == e["op"] and "bytes" in r.params
+                and r.params["series"].endswith("-graph") == bool(e["graphs"])]
+        residual = max((p["max_abs_residual_frac"] for p in e.get("pieces", [])), default=None)
+        fit_note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), residual, sum(r.noisy for r in mine),
+                                   len(mine))
+        if fit_note:
+            fit_notes.append(f"{e['op']}{' (graph)' if e['graphs'] else ''}: {fit_note}")
         rows.append((e["op"] + (" (graph)" if e["graphs"] else ""), e["nranks"],
                      format_time(alpha) if alpha is not None else "-", _rate(beta),
                      f"{e['r2']:.4f}" if e["r2"] is not None else "-", _rate(last), f"{e['busbw_factor']:.4g}",
@@ -127,6 +134,8 @@ def show(w, report, out=None) -> None:
                             "notes"), rows, right=(1, 2, 3, 4, 5, 6)))
     for reason, number in notes.items():
         render.line(f"[{number}] {reason}", out)
+    for line in fit_notes:
+        render.line(line, out)
     whole = {}
     for r in report.results:
         if r.status == "waived" and "bytes" not in r.params:  # a whole series waived
@@ -152,8 +161,9 @@ def show(w, report, out=None) -> None:
              "timed by CUDA events after an MPI barrier")
     render.line(f"statistic: median of n samples, each k back-to-back ops {clock} (a sample is the slowest rank's "
                 "time per op), after warm-up; alpha and beta: least squares of "
-                "t = alpha + S/beta, weighted by 1/t, over the median times; every output checked exactly on every "
-                "rank before and after timing", out)
+                "t = alpha + S/beta, weighted by 1/t, over the median times, per regime (alpha of the smallest "
+                "sizes', beta of the largest sizes'); every output checked exactly on every rank before and after "
+                "timing", out)
     if report.source == "simulated" and report.link:
         link = report.link
         render.line(f"simulated: the bytes really move over MPI and are checked; the times are priced by the ring "

@@ -89,17 +89,25 @@ def _print_text(report) -> None:
                 f"{'simulated ' if world['simulated_hosts'] else ''}MPI library {' '.join(world['library'].split())}", out)
     if not report.entries:
         render.line("no pair to measure (one host, pairs between host leaders)", out)
-    rows = []
+    rows, notes = [], []
     for e in report.entries:
         alpha, beta, lat = e["alpha_s"]["value"], e["beta_Bps"]["value"], e["latency_s"]["value"]
+        pair = [r for r in report.results if (r.params["src_rank"], r.params["dst_rank"]) == (e["src_rank"], e["dst_rank"])]
+        residual = max((abs(p["max_abs_residual_frac"]) for p in e.get("pieces", [])), default=None)
         rows.append((f"rank{e['src_rank']}<->rank{e['dst_rank']}", f"{e['src_hostname']}<->{e['dst_hostname']}",
                      "yes" if e["same_host"] else "no", format_time(alpha) if alpha is not None else "-",
                      format_rate(beta) if beta is not None else "-", _pct(e["r2"]),
                      format_time(lat) if lat is not None else "-", len(e["points"]),
                      "yes" if e["verified"] else "NO"))
+        note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), residual, sum(r.noisy for r in pair),
+                               len(pair))
+        if note:
+            notes.append(f"rank{e['src_rank']}<->rank{e['dst_rank']}: {note}")
     if rows:
         out.print(render.table(("pair", "hosts", "same host", "alpha", "beta", "R²", "latency", "sizes", "checked"),
                                rows, right=(3, 4, 5, 6, 7), no_wrap=(0, 1)))
+    for note in notes:
+        render.line(note, out)
     for e in report.entries:
         if e["reason"]:
             render.line(f"rank{e['src_rank']}<->rank{e['dst_rank']}: no fit: {e['reason']}", out)
@@ -119,8 +127,10 @@ def _print_text(report) -> None:
                         "memory, not the network", out)
     render.line(f"bytes: {BYTE_CONVENTION}", out)
     render.line("statistic: per size the median of n samples (each k round trips, after warm-up); alpha, beta: "
-                "least squares of t = alpha + n/beta on relative error over the sizes; latency: median at the "
-                "smallest size; every message's bytes compared before and after timing", out)
+                "least squares of t = alpha + n/beta on relative error over the sizes, per regime (MPI's eager and "
+                "rendezvous protocols): alpha of the smallest sizes' regime, beta of the largest sizes'; latency: "
+                "median at the smallest size; times through mpi4py (alpha includes its cost per call, about "
+                "0.7 µs over a C loop); every message's bytes compared before and after timing", out)
     net = report.simulated_net
     if net is not None:
         render.line(f"simulated: every rank is a host of its own and the times are priced by the link {net['name']} "

@@ -133,10 +133,15 @@ def _fit_rows(fits):
     rows = []
     for f in fits:
         fit = f.fit
+        if fit:
+            note = render.fit_note(fit.pieces, fit.poor, fit.max_abs_residual_frac, len(f.noisy_sizes), f.cases)
+        else:
+            note = "; ".join(x for x in (f.reason or "", render.fit_note(noisy_sizes=len(f.noisy_sizes),
+                                                                         sizes=f.cases)) if x)
         rows.append((f.series, format_time(fit.alpha_s) if fit else "-", format_rate(f.beta_Bps) if f.beta_Bps else "-",
                      f"{fit.r2:.4f}" if fit else "-", fit.n if fit else f.cases,
-                     "yes" if f.verified else "NO", "" if fit else (f.reason or "")))
-    return render.table(("path", "α", "β", "R²", "n", "verified", "notes"), rows, right=(1, 2, 3, 4))
+                     "yes" if f.verified else "NO", note))
+    return render.table(("path", "α", "β", "R²", "n", "verified", "notes"), rows, right=(1, 2, 3, 4), no_wrap=(0,))
 
 
 def _print(backend, names, out) -> None:
@@ -164,8 +169,9 @@ def _print(backend, names, out) -> None:
     host = [f for f in out["fits"] if f.path in ("h2d", "d2h")]
     if host:
         console.print(_fit_rows(host))
-    render.line("fit: t(n) = α + n/β by least squares weighted by relative error, over the median time of each "
-                "size; times per copy from CUDA events behind a blocked start; every copied byte compared before "
-                "and after timing; β per direction (n/t)", console)
+    render.line("fit: t(n) = α + n/β per regime (breakpoints from the data; one line where one fits) by least "
+                "squares weighted by relative error, over the median time of each size; α of the smallest sizes' "
+                "regime, β of the largest sizes'; times per copy from CUDA events behind a blocked start; every "
+                "copied byte compared before and after timing; β per direction (n/t)", console)
     if backend.simulated:
         render.line("simulated: a virtual machine priced by its profile; no figure here is a measurement", console)

@@ -95,8 +95,12 @@ def inputs_dict(args, r: dict, strategy, cards, tp, pp, batch) -> dict[str, Any]
     def link_dict(choice: LinkChoice | None):
         if choice is None:
             return None
-        return {"name": choice.spec.name, "alpha_s": choice.spec.alpha_s, "beta_Bps": choice.spec.beta_Bps,
-                "source": choice.source}
+        out = {"name": choice.spec.name, "alpha_s": choice.spec.alpha_s, "beta_Bps": choice.spec.beta_Bps,
+               "source": choice.source}
+        if len(choice.spec.pieces) > 1:
+            out["pieces"] = [{"from_bytes": p.from_bytes, "alpha_s": p.alpha_s, "beta_Bps": p.beta_Bps}
+                             for p in choice.spec.pieces]
+        return out
 
     kv_dtype = args.kv_dtype or args.dtype
     return {
@@ -214,10 +218,10 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
         scale_collective = collective is not None and (which == "net") == across
 
         def latency_at(beta: float) -> float:
-            changes = {which: LinkSpec(solved.name, solved.alpha_s, beta)}
+            changes = {which: solved.with_beta(beta)}
             if scale_collective:  # its bandwidth is the link's: more NICs (or a faster link) scale its beta too
                 c = collective.spec
-                changes["collective"] = LinkSpec(c.name, c.alpha_s, c.beta_Bps * beta / solved.beta_Bps)
+                changes["collective"] = c.with_beta(c.beta_Bps * beta / solved.beta_Bps)
             return _step(r, inputs, **changes).row()["token_latency_s"]
 
         required = required_beta_for_target(latency_at, target, solved.beta_Bps)

@@ -16,6 +16,9 @@ def _link_line(link: dict | None, unused: bool = False) -> str:
     if link is None:
         return "none"
     text = f"{link['name']} ({link['source']}): alpha {format_time(link['alpha_s'])}, beta {format_rate(link['beta_Bps'])}"
+    if link.get("pieces"):
+        text += "; regimes: " + ", ".join(f"from {format_bytes(r['from_bytes'])} alpha {format_time(r['alpha_s'])} "
+                                          f"beta {format_rate(r['beta_Bps'])}" for r in link["pieces"])
     return text + (" (unused: one card per host)" if unused else "")
 
 
