@@ -6,8 +6,9 @@
 #
 #     bash bench/device_check.sh [--phase 1|2]
 #
-# phase 1 (the default): the GPU tests, gpucal info, bench/gpu_check.py --quick, gpucal p2p (one GPU: the
-#   host links), gpucal calibrate --quick (timed; target 30 s).
+# phase 1 (the default): gpucal info, gpucal calibrate --quick (timed; target 30 s), the GPU tests (which
+#   check that calibration's profile rather than calibrate again), bench/gpu_check.py --quick, gpucal p2p
+#   (one GPU: the host links).
 # phase 2: the GPU tests that need MPI, NCCL collectives on one rank, the MPI network probe and
 #   bench/net_pingpong.py on two ranks (mpiexec of the carried mpich), bench/copy_variants.py and
 #   bench/gemv_variants.py.
@@ -53,11 +54,11 @@ BUDGET_S=600  # one command's limit on the GPU machine
 KILL_S=5      # a step still running this long after its timeout's TERM gets KILL
 declare -A LIMIT=(
     [install]=25 [imports]=20
-    [pytest]=100 [info]=15 [gpu_check]=75 [p2p]=30 [calibrate]=50
+    [pytest]=90 [info]=15 [gpu_check]=75 [p2p]=30 [calibrate]=60
     [pytest_mpi]=85 [collectives]=40 [net]=25 [net_pingpong]=25 [copy_variants]=50 [gemv_variants]=40
 )
 if [[ $PHASE == 1 ]]; then
-    STEPS=(install imports pytest info gpu_check p2p calibrate)
+    STEPS=(install imports info calibrate pytest gpu_check p2p)
 else
     STEPS=(install imports pytest_mpi collectives net net_pingpong copy_variants gemv_variants)
 fi
@@ -194,7 +195,8 @@ command_for() {
     case $1 in
         install) CMD=(bash -c 'install_carried "$@"' install_carried "$PY" "$SITE" "$MPI_PREFIX" "$PHASE") ;;
         imports) CMD=("$PY" -c "$IMPORT_CHECK" "${MODULES[@]}") ;;
-        pytest) CMD=("${pytest[@]}" tests/gpu) ;;
+        # the GPU tests check the profile the calibrate step wrote instead of calibrating a second time
+        pytest) CMD=(env "GPUCAL_GPU_PROFILE=$([[ -f $WORK/h200.json ]] && echo "$WORK/h200.json")" "${pytest[@]}" tests/gpu) ;;
         info) CMD=("${gpucal[@]}" info) ;;
         gpu_check) CMD=("$PY" bench/gpu_check.py --quick --out "$WORK/gpu_check.json") ;;
         p2p) CMD=("${gpucal[@]}" p2p --sizes 4B..64MiB --budget 0.2) ;;
@@ -288,7 +290,9 @@ facts() {
     gpu=$(timeout 15 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,clocks.sm,clocks.mem,temperature.gpu,power.draw \
         --format=csv,noheader 2>/dev/null | paste -sd '|' -) || gpu=""
     [[ -n $gpu ]] || gpu="no answer from nvidia-smi"
-    git=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null) || git="not a git checkout"
+    # the machine gets a copy of the working tree without .git: bench/device_wheels.sh notes the commit here
+    git=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null) || git=$(head -n 1 "$ROOT/.whl/SOURCE" 2>/dev/null) \
+        || git="unknown (not a git checkout, no .whl/SOURCE)"
     local versions
     versions=$(grep '^versions: ' "$1" 2>/dev/null | tail -n 1)
     if [[ -z $versions ]]; then
@@ -298,8 +302,8 @@ facts() {
         "$gpu" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$git" "$versions"
 }
 
-finish() {  # $1: the exit status; writes the summary, packs the archive, removes work/
-    local status=$1 total
+write_summary() {  # the summary so far ($1: how the run stands), rewritten after every step
+    local total
     total=$(since "$STARTED")
     {
         echo "gpucal device check, phase $PHASE$([[ $DRY == 1 ]] && echo ' (dry run)')"
@@ -313,7 +317,13 @@ finish() {  # $1: the exit status; writes the summary, packs the archive, remove
         if [[ -n $STOPPED ]]; then echo "stopped: $STOPPED"; fi
         echo "archive: phase$PHASE.tar.gz, folder phase$PHASE/: one log per step (NN-step.log), this summary,"\
             "and what the steps wrote"
-    } >"$SUMMARY"
+        if [[ -n ${1:-} ]]; then echo "$1"; fi
+    } >"$SUMMARY.part" && mv -f "$SUMMARY.part" "$SUMMARY"
+}
+
+finish() {  # $1: the exit status; writes the summary, packs the archive, removes work/
+    local status=$1
+    write_summary
     cp "$SUMMARY" "$WORK/"
     if ! tar -czf "$ARCHIVE" -C "$OUT" --transform "s,^work,phase$PHASE," work 2>/dev/null; then
         tar -czf "$ARCHIVE" -C "$OUT" work || echo "$ME: could not pack $ARCHIVE" >&2
@@ -334,6 +344,8 @@ for name in "${STEPS[@]}"; do
     else
         ok=0
     fi
+    # what stands so far, in $OUT itself: a run killed at the machine's limit still brings back a summary
+    write_summary "running: $I of ${#STEPS[@]} steps done; the archive is packed at the end"
     if [[ $name == install ]]; then
         if [[ $ok == 0 ]]; then
             STOPPED="the install failed: $(grep -v '^[[:space:]]*$' "$LAST_LOG" | tail -n 1 | oneline 300)"

@@ -5,7 +5,8 @@
 #
 #     bash bench/device_wheels.sh
 #
-# then name .whl in the device call's carry. It is idempotent: a wheel already there is kept, another
+# then name .whl in the device call's carry (it also notes the commit in .whl/SOURCE: the machine gets no
+# .git). It is idempotent: a wheel already there is kept, another
 # version of a listed package is removed (two versions of one package stop the whole install there), and
 # so is any wheel of a package not listed here. Prints the wheels and their total size; exits 1 with one
 # line on failure.
@@ -120,3 +121,11 @@ done
 mib=$(awk -v s="$total" 'BEGIN { printf "%.1f", s / 1048576 }')
 echo "total: ${#wheels[@]} wheels, $total bytes ($mib MiB)"
 ((total <= LIMIT_MIB * 1048576)) || die "the wheels take $mib MiB, over $LIMIT_MIB MiB: they would not travel"
+
+# the machine gets the working tree without .git: the commit it runs, for bench/device_check.sh's summary
+if commit=$(git rev-parse HEAD 2>/dev/null); then
+    changed=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
+    if ((changed)); then commit="$commit with $changed file(s) changed"; fi
+    printf '%s\n' "$commit" >"$DEST/SOURCE"
+    echo "source: $commit ($DEST/SOURCE)"
+fi

@@ -134,19 +134,21 @@ def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
                    "method": f"one copy issued and waited for (host clock), {sizes[0]}-{sizes[-1]} B: median of "
                              "t - n/beta"}
     elif fit.fit:
-        alpha_q = {"value": max(fit.fit.alpha_s, 0.0), "source": source, "statistic": "fit", "n": fit.fit.n,
-                   "method": "the sweep's fit (copies back to back): no one-shot latency was measured"}
+        alpha_q = {"value": max(fit.fit.alpha_s, 0.0), "source": source, "statistic": "fit",
+                   "n": fit.fit.pieces[0].n, "method": "the sweep's fit (copies back to back, its smallest sizes' "
+                                                      "regime): no one-shot latency was measured"}
     else:
         return None
     if fit.fit:
-        lo, hi = int(min(fit.fit.sizes_bytes)), int(max(fit.fit.sizes_bytes))
+        last = fit.fit.pieces[-1]  # the largest sizes' regime: the whole sweep where one line fits
+        lo, hi = int(min(last.sizes_bytes)), int(max(last.sizes_bytes))
         clocks = sorted({r.params.get("clock") for r in _passed(results, series=fit.series, direction="one-way")} - {None})
         pieces = len(fit.fit.pieces)
-        regime = "" if pieces == 1 else f"; {pieces} regimes, this the largest sizes' (from " \
-                                        f"{int(fit.fit.breakpoints_bytes[-1])} B)"
-        beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": fit.fit.n,
+        regime = "" if pieces == 1 else f"; the largest sizes' of {pieces} regimes of the sweep " \
+                                        f"{int(min(fit.fit.sizes_bytes))}-{int(max(fit.fit.sizes_bytes))} B"
+        beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": last.n,
                   "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back "
-                            f"({'; '.join(clocks) or 'timed'}); R2 {fit.fit.r2:.5f}{regime}",
+                            f"({'; '.join(clocks) or 'timed'}); R2 {last.r2:.5f}{regime}",
                   "byte_convention": "link_Bps = n/t (n bytes one way)"}
     else:
         beta_q = {"value": fit.beta_Bps, "source": source, "statistic": "max", "n": fit.cases,
@@ -221,7 +223,7 @@ def _fits(cal, results) -> list[dict]:
                 "n": f.fit.n if f.fit else 0, "verified": f.verified, "reason": f.reason,
                 "points": _series_points(results, f.series)}
         if f.fit:
-            item.update(pieces=[piece_dict(p) for p in f.fit.pieces], poor_fit=f.fit.poor)
+            item.update(f.fit.profile_fields())
         out.append(item)
     return out
 

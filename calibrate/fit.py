@@ -27,12 +27,15 @@ breakpoints come from the data:
 
 1. one line over every point; where every point lies within ``ONE_LINE_TOL_FRAC`` of it, it is kept;
 2. otherwise every split into 2 and 3 pieces of at least ``MIN_PIECE_SIZES`` distinct sizes each is fitted
-   (each piece as above, with a positive bandwidth), and the best split of each count is the one with the
-   smallest sum of squared relative residuals;
+   (each piece as above, with a positive bandwidth), in which each piece differs from the one before by
+   more than ``MIN_REGIME_CHANGE_FRAC`` in beta or in the time it gives at the breakpoint (a kink or a
+   jump: a regime, not a wobble); the best split of each count is the one with the smallest sum of
+   squared relative residuals;
 3. of one line, the best 2 and the best 3 pieces, the smallest Bayesian information criterion wins,
-   ``N·ln(max(SS/N, NOISE_FLOOR_FRAC²)) + p·ln(N)`` with ``p = 3·pieces - 1`` (alpha and beta per piece and
-   each breakpoint): a split must pay for its parameters, and residuals below the floor (the harness's
-   noise) buy nothing, so noise does not make regimes.
+   ``N·ln(max(SS/N, floor²)) + p·ln(N)`` with ``p = 3·pieces - 1`` (alpha and beta per piece and each
+   breakpoint), ``floor`` the larger of ``NOISE_FLOOR_FRAC`` and the points' own noise (``noise_frac``,
+   e.g. ``median_noise_frac`` of the samples behind each median): a split must pay for its parameters,
+   and residuals within the noise buy nothing, so noise does not make regimes.
 
 A size of n bytes belongs to the piece whose first size is the largest at or below n (below the first
 piece: the first; above the last: the last). R² is given per piece and for the whole curve.
@@ -48,16 +51,19 @@ import numpy as np
 
 from gpucal.errors import InputError
 
-__all__ = ["FitError", "AlphaBetaFit", "PiecewiseFit", "fit_alpha_beta", "fit_pieces", "POOR_FIT_RESIDUAL_FRAC"]
+__all__ = ["FitError", "AlphaBetaFit", "PiecewiseFit", "fit_alpha_beta", "fit_pieces", "median_noise_frac",
+           "piece_dict", "POOR_FIT_RESIDUAL_FRAC"]
 
 METHOD = "least squares of t = alpha + n/beta, weighted by 1/t (relative error)"
-PIECES_METHOD = ("t = alpha + n/beta per regime (breakpoints from the data: one line where every point is within "
-                 "5 %, else the split into up to 3 pieces of >= 4 sizes with the smallest BIC), each piece least "
-                 "squares weighted by 1/t")
 MAX_PIECES = 3
 MIN_PIECE_SIZES = 4
 ONE_LINE_TOL_FRAC = 0.05
 NOISE_FLOOR_FRAC = 0.02
+MIN_REGIME_CHANGE_FRAC = 0.15
+PIECES_METHOD = (f"t = alpha + n/beta per regime (breakpoints from the data: one line where every point is within "
+                 f"{100 * ONE_LINE_TOL_FRAC:g} %, else the split into up to {MAX_PIECES} pieces of >= "
+                 f"{MIN_PIECE_SIZES} sizes, each differing from the last by > {100 * MIN_REGIME_CHANGE_FRAC:g} %, "
+                 "with the smallest BIC over the noise), each piece least squares weighted by 1/t")
 # A fitted curve some point of which lies further than this from it does not describe the points: "poor fit".
 POOR_FIT_RESIDUAL_FRAC = 0.10
 
@@ -238,6 +244,11 @@ class PiecewiseFit:
     def predict_s(self, n_bytes: float) -> float:
         return self.piece_for(n_bytes).predict_s(n_bytes)
 
+    def profile_fields(self) -> dict:
+        """What a profile entry (``links[]``, ``fits[]``, ``network[]``, ``collectives[]``) keeps of the fit
+        besides its alpha and beta: every piece and whether the fit is poor."""
+        return {"pieces": [piece_dict(p) for p in self.pieces], "poor_fit": self.poor}
+
     def to_dict(self) -> dict:
         """The headline alpha/beta, the whole curve's R² and residuals, the points, and every piece."""
         out = self.line.to_dict()
@@ -261,8 +272,26 @@ def _ss(fit: AlphaBetaFit) -> float:
     return float(sum(r * r for r in fit.residuals_frac))
 
 
-def _bic(ss: float, n_points: int, n_pieces: int) -> float:
-    return n_points * math.log(max(ss / n_points, NOISE_FLOOR_FRAC ** 2)) + (3 * n_pieces - 1) * math.log(n_points)
+def _bic(ss: float, n_points: int, n_pieces: int, floor_frac: float) -> float:
+    return n_points * math.log(max(ss / n_points, floor_frac ** 2)) + (3 * n_pieces - 1) * math.log(n_points)
+
+
+def _distinct_regimes(fits) -> bool:
+    """Each piece differs from the one before by more than ``MIN_REGIME_CHANGE_FRAC`` in beta, or in the time
+    the two give at the later piece's first size."""
+    for a, b in zip(fits, fits[1:]):
+        at = min(b.sizes_bytes)
+        if abs(b.beta_Bps / a.beta_Bps - 1) <= MIN_REGIME_CHANGE_FRAC and \
+                abs(b.predict_s(at) / a.predict_s(at) - 1) <= MIN_REGIME_CHANGE_FRAC:
+            return False
+    return True
+
+
+def median_noise_frac(cvs: Sequence[float], ns: Sequence[int]) -> float | None:
+    """The relative noise of points that are medians of samples: the root mean square over the points of the
+    median's relative standard error, ``sqrt(pi/2)·CV/sqrt(n)``; ``None`` where no point has two samples."""
+    errors = [math.sqrt(math.pi / 2) * cv / math.sqrt(n) for cv, n in zip(cvs, ns) if n >= 2 and math.isfinite(cv)]
+    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None
 
 
 def _best_split(sizes: np.ndarray, times: np.ndarray, distinct: np.ndarray, n_pieces: int):
@@ -287,7 +316,7 @@ def _best_split(sizes: np.ndarray, times: np.ndarray, distinct: np.ndarray, n_pi
         if any(b - a < MIN_PIECE_SIZES for a, b in zip(bounds, bounds[1:])):
             continue
         fits = [piece(a, b) for a, b in zip(bounds, bounds[1:])]
-        if any(f is None for f in fits):
+        if any(f is None for f in fits) or not _distinct_regimes(fits):
             continue
         ss = sum(_ss(f) for f in fits)
         if best is None or ss < best[0]:
@@ -295,24 +324,27 @@ def _best_split(sizes: np.ndarray, times: np.ndarray, distinct: np.ndarray, n_pi
     return best
 
 
-def fit_pieces(sizes_bytes: Sequence[float], times_s: Sequence[float]) -> PiecewiseFit:
-    """``t = alpha_i + n/beta_i`` per regime, breakpoints from the data (the module docstring says how).
+def fit_pieces(sizes_bytes: Sequence[float], times_s: Sequence[float], noise_frac: float | None = None) -> PiecewiseFit:
+    """``t = alpha_i + n/beta_i`` per regime, breakpoints from the data (the module docstring says how); the
+    points are taken in order of size. ``noise_frac``: the points' own relative noise, where known.
 
     Takes what ``fit_alpha_beta`` takes and refuses what it refuses (``FitError``); with too few sizes for
     two pieces, or where one line fits every point within ``ONE_LINE_TOL_FRAC``, the result has one piece.
     """
-    line = fit_alpha_beta(sizes_bytes, times_s)
-    order = np.argsort(np.asarray(line.sizes_bytes), kind="stable")
-    sizes, times = np.asarray(line.sizes_bytes)[order], np.asarray(line.times_s)[order]
+    sizes, times = _as_vector(sizes_bytes, "sizes_bytes"), _as_vector(times_s, "times_s")
+    if len(sizes) == len(times):
+        order = np.argsort(sizes, kind="stable")
+        sizes, times = sizes[order], times[order]
+    line = fit_alpha_beta(sizes, times)
     distinct = np.unique(sizes)
     if line.max_abs_residual_frac <= ONE_LINE_TOL_FRAC or len(distinct) < 2 * MIN_PIECE_SIZES:
         return PiecewiseFit((line,), line)
-    n_points = len(sizes)
-    best = (_bic(_ss(line), n_points, 1), (line,))
+    n_points, floor = len(sizes), max(NOISE_FLOOR_FRAC, noise_frac or 0.0)
+    best = (_bic(_ss(line), n_points, 1, floor), (line,))
     for n_pieces in range(2, MAX_PIECES + 1):
         if len(distinct) < n_pieces * MIN_PIECE_SIZES:
             break
         split = _best_split(sizes, times, distinct, n_pieces)
-        if split is not None and _bic(split[0], n_points, n_pieces) < best[0]:
-            best = (_bic(split[0], n_points, n_pieces), split[1])
+        if split is not None and _bic(split[0], n_points, n_pieces, floor) < best[0]:
+            best = (_bic(split[0], n_points, n_pieces, floor), split[1])
     return PiecewiseFit(best[1], line)

@@ -159,8 +159,8 @@ def _numa_remote(host_results, topology) -> list[dict]:
         if p.get("memory") != "pinned" or topo is None or topo.numa_node is None or not isinstance(got, int):
             continue
         if got != topo.numa_node:
-            buffer_from = ("the virtual machine's placement" if r.source == "simulated"
-                           else "the kernel's move_pages on the buffer's pages")
+            buffer_from = p.get("host_numa_how") or ("the virtual machine's placement" if r.source == "simulated"
+                                                     else "the kernel's move_pages on the buffer's pages")
             device_from = _NUMA_SOURCES.get(topo.numa_source, topo.numa_source or "the topology")
             if r.source == "simulated" and topo.numa_source == "nvml":
                 device_from = "the virtual machine's NVML"

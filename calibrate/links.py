@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucal.calibrate.fit import FitError, PiecewiseFit, fit_pieces
+from gpucal.calibrate.fit import FitError, PiecewiseFit, fit_pieces, median_noise_frac
 
-__all__ = ["SeriesFit", "series_fits", "oneshot_alpha", "find"]
+__all__ = ["SeriesFit", "series_fits", "oneshot_alpha", "find", "noise_of"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def series_fits(results) -> list[SeriesFit]:
             reason = f"{len(set(sizes))} size(s): the best rate, no fit"
         else:
             try:
-                fit = fit_pieces(sizes, times)
+                fit = fit_pieces(sizes, times, noise_of(passed))
             except FitError as exc:
                 reason = str(exc)
         rates = [r.metrics.get("link_Bps") or r.metrics.get("copy_Bps") for r in passed]
@@ -89,6 +89,11 @@ def series_fits(results) -> list[SeriesFit]:
                              reason, verified, failures, len(rs), max((x for x in rates if x), default=None),
                              {"noisy_sizes": noisy} if noisy else {}))
     return out
+
+
+def noise_of(results) -> float | None:
+    """The relative noise of the median times of ``results`` (``calibrate.fit.median_noise_frac``)."""
+    return median_noise_frac([r.timing.cv for r in results], [r.timing.n for r in results])
 
 
 def find(fits: list[SeriesFit], path: str, src: int, dst: int, engine: str | None = None,

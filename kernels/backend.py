@@ -219,7 +219,8 @@ class Backend:
         raise NotImplementedError
 
     def max_gated_k(self, ops: list[CopyOp]) -> int:
-        """The most copies of each op that ``time_ops`` can queue behind its blocked start at once."""
+        """The most copies of each op that ``time_ops`` can queue behind its blocked start at once (0: not
+        even one)."""
         return 1 << 16
 
     def time_back_to_back(self, op: CopyOp, k: int) -> float:

@@ -73,7 +73,7 @@ class CupyLinks:
                 os.sched_setaffinity(0, before)
 
     def alloc(self, kind, nbytes, device):
-        numa = None
+        place = None
         if kind == "device":
             with cupy.cuda.Device(device):
                 handle = cupy.empty(nbytes, dtype=cupy.uint8)
@@ -81,23 +81,24 @@ class CupyLinks:
             with cupy.cuda.Device(device):
                 mem = cupy.cuda.PinnedMemory(nbytes, _rt.hostAllocPortable)
             view = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(mem.ptr))
-            view[...] = 0  # touched here, so the pages exist and sit where the caller runs (``local_to``)
+            view[...] = 0  # cudaHostAlloc placed the pages while the caller ran where ``local_to`` put it
             handle = (mem, view)
-            numa = self._numa_node(mem.ptr, nbytes)
+            place = self._placement(mem.ptr, nbytes)
         elif kind == "pageable":
             handle = np.empty(nbytes, dtype=np.uint8)
             handle[...] = 0  # np.zeros would leave the pages unmapped until first used, placed nowhere yet
-            numa = self._numa_node(handle.ctypes.data, nbytes)
+            place = self._placement(handle.ctypes.data, nbytes)
         else:
             raise ValueError(f"unknown memory kind {kind!r}")
-        return Buffer(kind, device, nbytes, handle, numa_node=numa)
+        return Buffer(kind, device, nbytes, handle, numa_node=place and place.node, numa_how=place and place.how)
 
     @staticmethod
-    def _numa_node(address: int, nbytes: int) -> int | None:
-        """The node the kernel reports for the buffer's touched pages (``move_pages``), ``None`` where it cannot say."""
-        from gpucal.kernels.numa import buffer_numa_node
+    def _placement(address: int, nbytes: int):
+        """Where the kernel reports the buffer's touched pages (``move_pages``); its node is ``None`` where it
+        cannot say, and ``how`` says why."""
+        from gpucal.kernels.numa import placement
 
-        return buffer_numa_node(address, nbytes)
+        return placement(address, nbytes)
 
     def write(self, buf, data):
         data = np.ascontiguousarray(data, dtype=np.uint8)
@@ -237,7 +238,7 @@ class CupyLinks:
     def max_gated_k(self, ops):
         # a stream's queue holds about a thousand commands; a host blocked on a full queue behind a closed gate
         # would never release it
-        return max(1, MAX_GATED_COMMANDS // max(op.state.get("commands", 1) for op in ops))
+        return MAX_GATED_COMMANDS // max(op.state.get("commands", 1) for op in ops)  # 0: not even one fits
 
     def time_back_to_back(self, op, k):
         return self._events([op], k, gated=False)[0]

@@ -48,13 +48,15 @@ STAGING_CHUNK_BYTES = 4 << 20  # explicit host staging: chunk size of the double
 class Buffer:
     """``nbytes`` of memory: ``kind`` is ``device``, ``pinned`` or ``pageable``; ``device`` is the device
     that holds it (device memory) or that it was allocated for (host memory, NUMA-local to it);
-    ``handle`` is the backend's own object."""
+    ``handle`` is the backend's own object; ``numa_node`` the NUMA node of host memory's pages where known,
+    and ``numa_how`` how it was found."""
 
     kind: str
     device: int
     nbytes: int
     handle: object
     numa_node: int | None = None
+    numa_how: str | None = None
 
     @property
     def on_host(self) -> bool:

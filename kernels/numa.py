@@ -61,6 +61,14 @@ class Placement:
     def split(self) -> bool:
         return len(self.nodes_seen) > 1
 
+    @property
+    def how(self) -> str:
+        """How the node was found, in words: the method, the pages it could place, and a split."""
+        text = f"{self.method}: {self.pages_known} of {self.pages_sampled} sampled pages placed"
+        if self.split:
+            text += f", over nodes {', '.join(map(str, self.nodes_seen))} (the node of most)"
+        return text
+
 
 # devices ---------------------------------------------------------------------------------------------
 def sysfs_bus_id(pci_bus_id: str | bytes | None) -> str | None:

@@ -249,7 +249,8 @@ class VirtualBackend(Backend):
         if kind not in ("device", "pinned", "pageable"):
             raise ValueError(f"unknown memory kind {kind!r}")
         numa = self.machine.pinned_node(device) if kind == "pinned" else None
-        return Buffer(kind, device, nbytes, np.zeros(nbytes, dtype=np.uint8), numa_node=numa)
+        return Buffer(kind, device, nbytes, np.zeros(nbytes, dtype=np.uint8), numa_node=numa,
+                      numa_how="the virtual machine's placement" if numa is not None else None)
 
     def write(self, buf, data):
         buf.handle[: data.size] = data

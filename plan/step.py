@@ -12,7 +12,7 @@ Composition (the design's "hybrid: TP inside stages, PP across"):
   or a ring all-reduce in the ring model, over the link (the network if a TP group spans hosts); in the
   measured model, the all-reduce a cluster profile measured over the TP group (``collective``); a
   measured link, network or all-reduce with regimes (``LinkSpec.pieces``) costs each transfer at the
-  regime its size S falls in;
+  regime its size falls in (S; a ring step's S/N);
 - PP: ``pp`` hops per token of S bytes (none for one stage), over the network where consecutive
   stages sit on different hosts and over the link otherwise;
 - token latency ``pp·t_card + TP comm + PP comm``: with pp = 1 the article's TP equation
@@ -145,7 +145,8 @@ def evaluate(
 
     # Tensor-parallel exchanges: over the network when a TP group is wider than a host.
     nbytes = eq.transfer_bytes(batch, model.hidden, act_bytes)
-    tp_alpha, tp_beta = _link_arrays(tp > per_host, link, net, nbytes)
+    step_bytes = nbytes / tp if comm == "ring" else nbytes  # a ring's step moves S/N: its regime is that size's
+    tp_alpha, tp_beta = _link_arrays(tp > per_host, link, net, step_bytes)
     if comm == "seed":
         exchange_t = eq.seed_exchange_time_s(nbytes, tp_alpha, tp_beta, tp)
     elif comm == "measured":

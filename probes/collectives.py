@@ -285,7 +285,7 @@ def _entry(world: World, op: str, graph: bool, results: list[Result], library, t
            source: str) -> dict | None:
     """One op's collectives[] entry: the alpha/beta fit over the sizes that passed, the points and the rates;
     ``None`` where no size passed (the results say why)."""
-    from gpucal.calibrate.fit import FitError, fit_pieces, piece_dict
+    from gpucal.calibrate.fit import FitError, fit_pieces, median_noise_frac
 
     passed = [r for r in results if r.status == "passed"]
     if not passed:
@@ -296,7 +296,8 @@ def _entry(world: World, op: str, graph: bool, results: list[Result], library, t
         bad = next(r for r in results if r.status != "passed")
         reason = f"{len(results) - len(passed)} of {len(results)} sizes did not pass ({bad.case}: {bad.reason})"
     try:
-        fit = fit_pieces([p[0] for p in points], [p[1] for p in points])
+        fit = fit_pieces([p[0] for p in points], [p[1] for p in points],
+                         median_noise_frac([r.timing.cv for r in passed], [r.timing.n for r in passed]))
         alpha, beta, r2 = fit.alpha_s, fit.beta_Bps, fit.r2
     except FitError as exc:
         fit_reason = f"no alpha/beta: {exc}"
@@ -309,13 +310,14 @@ def _entry(world: World, op: str, graph: bool, results: list[Result], library, t
     entry = {"op": op, "nranks": world.size, "hosts": len(world.hosts),
              "ranks_per_host": max(r.local_size for r in world.ranks), "graphs": graph, "library": library,
              "transport": transport, "transport_reason": transport_reason, "dtype": "float32",
-             "alpha_s": _quantity(alpha, source, method, n, fit_reason),
-             "beta_Bps": _quantity(beta, source, method, n, fit_reason, byte_convention="S/t, S as nccl-tests counts it"),
+             "alpha_s": _quantity(alpha, source, method, fit.pieces[0].n if fit else n, fit_reason),
+             "beta_Bps": _quantity(beta, source, method, fit.pieces[-1].n if fit else n, fit_reason,
+                                   byte_convention="S/t, S as nccl-tests counts it"),
              "busbw_factor": BUSBW_FACTOR(op, world.size), "r2": r2, "points": points,
              "algbw_Bps": [r.metrics["algbw_Bps"] for r in passed], "busbw_Bps": [r.metrics["busbw_Bps"] for r in passed],
              "verified": len(passed) == len(results), "reason": reason}
     if fit is not None:
-        entry.update(pieces=[piece_dict(p) for p in fit.pieces], poor_fit=fit.poor)
+        entry.update(fit.profile_fields())
     return entry
 
 

@@ -191,10 +191,11 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
     first = ops[0]
     n = first.nbytes
     kind = "bi" if len(ops) == 2 else ("d2d" if first.path == "d2d" else "uni")
+    host = next((b for b in (first.src, first.dst) if b.on_host), None)
     params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
               "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
-              "series": first.label, "host_numa_node": next((b.numa_node for b in (first.src, first.dst) if b.on_host),
-                                                            None),
+              "series": first.label, "host_numa_node": host.numa_node if host else None,
+              "host_numa_how": host.numa_how if host else None,
               "clock": CLOCKS["ops"] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
     if kind == "bi":
         params["reverse"] = ops[1].label
@@ -205,6 +206,11 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
         # second direction would start only after the first, so no concurrent figure can be taken
         return Result(status="waived", reason="bidirectional: a copy from or to pageable memory (or the driver's "
                       "staging) blocks the host, so the two directions cannot start together; not offered", **base)
+    gated = all(op.state.get("gate", True) for op in ops)
+    if gated and backend.max_gated_k(ops) < 1:
+        return Result(status="waived", reason=f"a copy of {n} B along {first.path} queues more commands than the "
+                      "blocked start holds behind its gate (a stream's queue would fill and block the host); not "
+                      "timed: use smaller sizes", **base)
     try:
         poison(backend, ops, sources)
         for op in ops:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucal.calibrate.fit import FitError, fit_pieces, piece_dict
+from gpucal.calibrate.fit import FitError, fit_pieces, median_noise_frac
 from gpucal.errors import InputError
 from gpucal.kernels.comm import RankError, SimulatedNet, World, lockstep_measure
 from gpucal.kernels.reference import Check, Work
@@ -170,7 +170,8 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
         method += f"; times priced by {simulated}"
     fit, reason = None, None
     try:
-        fit = fit_pieces([p[0] for p in points], [p[1] for p in points])
+        fit = fit_pieces([p[0] for p in points], [p[1] for p in points],
+                         median_noise_frac([r.timing.cv for r in passed], [r.timing.n for r in passed]))
     except FitError as exc:
         reason = str(exc)
     if fit is not None and len(fit.pieces) > 1:
@@ -187,9 +188,10 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
         "src_rank": i, "dst_rank": j, "src_host": ranks[i]["host"], "dst_host": ranks[j]["host"],
         "src_hostname": ranks[i]["hostname"], "dst_hostname": ranks[j]["hostname"],
         "same_host": ranks[i]["host"] == ranks[j]["host"], "transport": transport,
-        "alpha_s": _quantity(fit.alpha_s if fit else None, source, method, "fit", len(points), reason),
-        "beta_Bps": _quantity(fit.beta_Bps if fit else None, source, method, "fit", len(points), reason,
-                              byte_convention=QUANTITY_CONVENTION),
+        "alpha_s": _quantity(fit.alpha_s if fit else None, source, method, "fit",
+                             fit.pieces[0].n if fit else len(points), reason),
+        "beta_Bps": _quantity(fit.beta_Bps if fit else None, source, method, "fit",
+                              fit.pieces[-1].n if fit else len(points), reason, byte_convention=QUANTITY_CONVENTION),
         "latency_s": latency,
         "r2": fit.r2 if fit else None,
         "points": points,
@@ -197,7 +199,7 @@ def entry_for(results: list[Result], world_dict: dict, transport: str, source: s
         "reason": reason,
     }
     if fit is not None:
-        entry.update(pieces=[piece_dict(p) for p in fit.pieces], poor_fit=fit.poor)
+        entry.update(fit.profile_fields())
     return entry
 
 

@@ -105,9 +105,16 @@ def bandwidth_figure(doc: profiles.Document):
             ax.plot(n, n / t / _GB, "o", color=colour, markersize=4)
             alpha, beta = fit.get("alpha_s"), fit.get("beta_Bps")
             label = fit["series"]
-            if alpha is not None and beta:
-                grid = np.geomspace(n.min(), n.max(), 200)
-                ax.plot(grid, grid / (alpha + grid / beta) / _GB, "-", color=colour, lw=1.2)
+            # each regime's line over its own sizes (a fit without regimes: the one line over the sweep)
+            pieces = fit.get("pieces") or ([{"lo_bytes": n.min(), "hi_bytes": n.max(), "alpha_s": alpha,
+                                             "beta_Bps": beta}] if alpha is not None and beta else [])
+            for piece in pieces:
+                grid = np.geomspace(max(piece["lo_bytes"], 1), max(piece["hi_bytes"], 1), 100)
+                t_s = max(piece["alpha_s"], 0.0) + grid / piece["beta_Bps"]
+                ax.plot(grid, grid / t_s / _GB, "-", color=colour, lw=1.2)
+            if len(pieces) > 1:
+                label += f": {len(pieces)} regimes, α {format_time(alpha)} (small), β {format_rate(beta)} (large)"
+            elif pieces:
                 label += f": α {format_time(alpha)}, β {format_rate(beta)}"
             handles.append(ax.plot([], [], "o-", color=colour, markersize=4, label=label)[0])
         ax.set_xscale("log")

@@ -81,19 +81,18 @@ def percent(fraction: float) -> str:
     return f"{100.0 * fraction:.3g} %"
 
 
-def fit_note(pieces: list | tuple = (), poor: bool = False, max_abs_residual_frac: float | None = None,
-             noisy_sizes: int = 0, sizes: int = 0) -> str:
-    """What a fitted curve's row says besides its numbers, as the JSON does: its regimes (``pieces``: dicts
-    with ``lo_bytes``, or fits with ``sizes_bytes``) and where they break, a poor fit (the worst point's
-    distance from the curve), and how many sizes stopped sampling noisy."""
+def fit_note(pieces: list | tuple = (), poor: bool = False, noisy_sizes: int = 0, sizes: int = 0) -> str:
+    """What a fitted curve's row says besides its numbers, as the JSON does: its regimes (``pieces``, as a
+    profile stores them) and where they break, a poor fit (the worst point's distance from the curve), and
+    how many sizes stopped sampling noisy."""
     from gpucal.units import size_label
 
     notes = []
     if len(pieces) > 1:
-        starts = [p["lo_bytes"] if isinstance(p, dict) else min(p.sizes_bytes) for p in pieces[1:]]
-        notes.append(f"{len(pieces)} regimes (at " + ", ".join(size_label(s) for s in starts) + ")")
+        notes.append(f"{len(pieces)} regimes (at " + ", ".join(size_label(p["lo_bytes"]) for p in pieces[1:]) + ")")
     if poor:
-        notes.append("poor fit" + (f" ({100 * max_abs_residual_frac:.0f} % off)" if max_abs_residual_frac else ""))
+        worst = max((p.get("max_abs_residual_frac") or 0.0 for p in pieces), default=0.0)
+        notes.append("poor fit" + (f" ({100 * worst:.0f} % off)" if worst else ""))
     if noisy_sizes:
         notes.append(f"noisy {noisy_sizes}" + (f"/{sizes}" if sizes else "") + " sizes")
     return "; ".join(notes)

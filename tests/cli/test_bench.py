@@ -24,7 +24,7 @@ def test_plan_sweep_benchmark_runs_100k_configurations():
 # --- bench/device_check.sh: its control flow, dry (every step an echo), without a GPU or the wheels ---
 
 DEVICE_CHECK = ROOT / "bench" / "device_check.sh"
-DEVICE_STEPS = {"1": ["install", "imports", "pytest", "info", "gpu_check", "p2p", "calibrate"],
+DEVICE_STEPS = {"1": ["install", "imports", "info", "calibrate", "pytest", "gpu_check", "p2p"],
                 "2": ["install", "imports", "pytest_mpi", "collectives", "net", "net_pingpong", "copy_variants",
                       "gemv_variants"]}
 

@@ -108,3 +108,35 @@ def test_p2p_full_and_pairs():
     assert memories == {"pinned", "pageable"}  # --full: the whole host-link probe
     assert {f["engine"] for f in data["fits"] if f["path"] == "p2p"} == {"ce", "sm-read", "sm-write"}
     assert all(f["fit"] for f in data["fits"] if f["path"] == "p2p")  # every engine swept
+
+
+def test_the_text_flags_regimes_poor_fits_and_noisy_sizes_as_the_json_does(capsys):
+    """A noisy 4090 box: sweeps stop sampling noisy, and host staging's pipeline fill bends its curve more than
+    a line over its few sizes above the chunk can follow. One measurement, shown both ways: the text names
+    what the JSON says."""
+    from gpucal.commands import p2p
+    from gpucal.kernels.backend import select
+
+    backend = select("virtual:rtx4090:2+noise=0.05+seed=4")
+    out = p2p.collect(backend, p2p.quick_config(backend, budget_s=0.1))  # 4 B .. 16 MiB by powers of 4
+    p2p._print(backend, [d.name for d in backend.devices()], out)
+    text = capsys.readouterr().out
+    fits = [f.to_dict() for f in out["fits"]]
+    flagged = 0
+    for f in fits:
+        notes = []
+        fit = f["fit"]
+        if fit and len(fit["pieces"]) > 1:
+            notes.append(f"{len(fit['pieces'])} regimes")
+        if fit and fit["poor_fit"]:
+            notes.append(f"poor fit ({100 * fit['max_abs_residual_frac']:.0f} % off)")
+        if f.get("noisy_sizes"):
+            notes.append(f"noisy {len(f['noisy_sizes'])}/{f['cases']} sizes")
+        line = next((x.strip() for x in text.splitlines() if x.strip().startswith(f"{f['series']}: ")), "")
+        for note in notes:
+            assert note in line, (f["series"], note, line)
+        flagged += bool(notes)
+        if not notes:
+            assert not line
+    assert flagged and any(f["fit"] and f["fit"]["poor_fit"] for f in fits)
+    assert any(f.get("noisy_sizes") for f in fits)

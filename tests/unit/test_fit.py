@@ -283,3 +283,42 @@ def test_the_dict_has_every_piece_and_is_json_ready():
 def test_pieces_refuse_what_the_line_refuses():
     with pytest.raises(FitError, match="at least 3 points"):
         fit_pieces([4, 8], [1e-6, 2e-6])
+
+
+@pytest.mark.parametrize("seed", [1, 29, 38, 50, 53])
+def test_a_wobble_of_noise_is_no_regime(seed):
+    """A straight line with 3 % noise per point, seeds where the best split beats one line on BIC at the 2 %
+    floor: its pieces differ by under 15 % in beta and at the breakpoint, so they are not regimes."""
+    rng = np.random.default_rng(seed)
+    times = np.array(model_s(1e-5, 25e9, POWERS_OF_2_BYTES)) * (1 + 0.03 * rng.standard_normal(len(POWERS_OF_2_BYTES)))
+    fit = fit_pieces(POWERS_OF_2_BYTES, times)
+    assert len(fit.pieces) == 1 and fit.beta_Bps == pytest.approx(25e9, rel=0.05)
+
+
+def test_the_points_noise_raises_the_floor():
+    rng = np.random.default_rng(3)
+    curve = [(0, 5e-6, 10e9), (65536, 5e-6, 14e9)]
+    times = np.array(regimes_s(POWERS_OF_2_BYTES, curve)) * (1 + 0.03 * rng.standard_normal(len(POWERS_OF_2_BYTES)))
+    assert len(fit_pieces(POWERS_OF_2_BYTES, times).pieces) == 2  # read as 2 regimes at the 2 % floor
+    assert len(fit_pieces(POWERS_OF_2_BYTES, times, noise_frac=0.10).pieces) == 1  # within 10 % noise: one line
+
+
+def test_median_noise_frac_is_the_rms_standard_error_of_the_medians():
+    from gpucal.calibrate.fit import median_noise_frac
+
+    # sqrt(pi/2)·CV/sqrt(n): 0.04/sqrt(4) and 0.06/sqrt(9) are both 0.02; a point of one sample has no CV
+    assert median_noise_frac([0.04, 0.06], [4, 9]) == pytest.approx(math.sqrt(math.pi / 2) * 0.02, rel=1e-12)
+    assert median_noise_frac([float("inf"), 0.03], [1, 9]) == pytest.approx(math.sqrt(math.pi / 2) * 0.01)
+    assert median_noise_frac([float("inf")], [1]) is None
+
+
+def test_points_in_any_order_give_the_same_pieces_with_aligned_residuals():
+    curve = [(0, 1.6e-6, 8e9), (8192, 4e-6, 14e9)]
+    times = regimes_s(NET_SWEEP, curve)
+    order = np.random.default_rng(0).permutation(len(NET_SWEEP))
+    shuffled = fit_pieces(np.asarray(NET_SWEEP)[order], np.asarray(times)[order])
+    straight = fit_pieces(NET_SWEEP, times)
+    assert shuffled.breakpoints_bytes == straight.breakpoints_bytes
+    d = shuffled.to_dict()
+    assert [p[0] for p in d["points"]] == sorted(NET_SWEEP)
+    assert d["residuals_frac"] == pytest.approx(straight.to_dict()["residuals_frac"], abs=1e-12)

@@ -223,3 +223,29 @@ def test_k_never_exceeds_what_the_gate_holds():
     r = links.run_host_link(backend, links.LinkConfig(sizes=(4,), devices=(0,), memory=("pinned",), engines=("ce",),
                                                       bidirectional_sizes=(), budget_s=0.1))[0]
     assert r.status == "passed" and r.timing.k == 3 and max(Limited.seen) == 3
+
+
+def test_a_copy_the_gate_cannot_hold_is_waived_not_timed_ungated():
+    class Full(_TimedCopiesWriteNothing):
+        def max_gated_k(self, ops):
+            return 0
+
+    backend = Full(select("virtual:rtx4090:1"))
+    results = links.run_host_link(backend, links.LinkConfig(sizes=(1 << 20,), devices=(0,), memory=("pinned",),
+                                                            engines=("ce",), bidirectional_sizes=()))
+    assert [r.params["path"] for r in results] == ["h2d", "d2h"]
+    assert all(r.status == "waived" and r.timing is None and "blocked start" in r.reason for r in results)
+
+
+def test_the_cupy_gate_limit_counts_the_commands_each_copy_queues():
+    from gpucal.kernels.cupy_links import MAX_GATED_COMMANDS, CupyLinks
+    from gpucal.kernels.links import CopyOp
+
+    def op(commands):
+        return CopyOp("host-staged", "staged", None, None, 1, 0, {"commands": commands})
+
+    limit = CupyLinks.max_gated_k
+    assert limit(None, [op(3)]) == MAX_GATED_COMMANDS // 3
+    assert limit(None, [op(3), op(192)]) == MAX_GATED_COMMANDS // 192  # the op queuing the most decides
+    assert limit(None, [op(MAX_GATED_COMMANDS + 1)]) == 0
+    assert limit(None, [CopyOp("h2d", "ce", None, None, 1, 0, {})]) == MAX_GATED_COMMANDS  # one command a copy

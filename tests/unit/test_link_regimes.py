@@ -119,4 +119,16 @@ def test_a_networks_regimes_reach_the_planner_and_the_nic_solver(tmp_path):
     text = run_gpucal("plan", "--gpu", str(path), "--model", "seed-70b", "--cards", "2", "--strategy", "pp",
                       "--batch", "1", "--cards-per-host", "1", "--ignore-memory")
     assert text.returncode == 0, text.stderr
-    assert "regimes: from 0 B alpha 40 µs beta 60 MB/s, from 8.192 kB alpha 90 µs beta 125 MB/s" in text.stdout
+    assert "regimes: from 0 B alpha 40 µs beta 60 MB/s, from 8 KiB alpha 90 µs beta 125 MB/s" in text.stdout
+
+
+def test_a_ring_step_costs_the_regime_of_its_chunk_and_a_measured_all_reduce_that_of_s():
+    """The ring moves S/N per step in 2(N-1) steps; at batch 16, S = 256 KiB (second regime) but each of the
+    8 cards' steps moves 32 KiB (first regime)."""
+    s_bytes, n = 16 * 8192 * 2, 8
+    step = evaluate(MODEL, GPU, batch=16, tp=n, pp=1, link=TWO, comm="ring").row()
+    chunk = s_bytes / n
+    assert step["tp_exchange_time_s"] == pytest.approx(2 * (n - 1) * (20e-6 + chunk / 10e9), rel=1e-12)
+    measured = LinkSpec("all-reduce", 30e-6, 40e9, (LinkPiece(0.0, 30e-6, 20e9), LinkPiece(131072.0, 50e-6, 40e9)))
+    step = evaluate(MODEL, GPU, batch=16, tp=n, pp=1, link=TWO, comm="measured", collective=measured).row()
+    assert step["tp_exchange_time_s"] == pytest.approx(50e-6 + s_bytes / 40e9, rel=1e-12)

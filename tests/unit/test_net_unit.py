@@ -133,3 +133,25 @@ def test_flags():
                        (dict(simulate_net="nope"), "--simulate-net")):
         with pytest.raises(InputError, match=flag):
             config_from_args(_args(**over))
+
+
+def test_an_mpi_protocol_switch_gives_two_regimes_that_the_text_names_as_the_json_does(capsys):
+    """Eager to 4 KiB, rendezvous from 8 KiB: the entry keeps both regimes, alpha of the small messages, beta
+    of the large, and the text's line for the pair says so (and that one size stopped sampling noisy)."""
+    from gpucal.commands.net import _print_text
+
+    sizes = [8 << k for k in range(22)]  # 8 B .. 16 MiB
+    results = [_result(0, 1, n, 1.6e-6 + n / 8e9 if n < 8192 else 4e-6 + n / 14e9) for n in sizes]
+    t = results[3].timing
+    results[3] = Result(**{**results[3].__dict__, "timing": Timing(t.samples_s, 1, 2, "test", True, 0.02)})
+    world = _world_dict([0, 1])
+    e = entry_for(results, world, "MPI test", "measured")
+    assert [(p["lo_bytes"], p["hi_bytes"]) for p in e["pieces"]] == [(8, 4096), (8192, 16 << 20)]
+    assert e["alpha_s"]["value"] == pytest.approx(1.6e-6, rel=1e-6) and e["alpha_s"]["n"] == 10
+    assert e["beta_Bps"]["value"] == pytest.approx(14e9, rel=1e-6) and e["beta_Bps"]["n"] == 12
+    assert "2 regimes (from 8 KiB)" in e["beta_Bps"]["method"] and "mpi4py" in e["beta_Bps"]["method"]
+    assert e["poor_fit"] is False
+    _print_text(NetReport(results, [e], world, "measured"))
+    out = capsys.readouterr().out
+    assert "rank0<->rank1: 2 regimes (at 8 KiB); noisy 1/22 sizes" in out
+    assert "mpi4py" in out

@@ -153,6 +153,7 @@ def test_mixed_nodes_give_the_node_of_most_pages_and_say_so():
                      page_bytes=PAGE).node == 3
     tie = placement(0x7F0000000000, 4 * PAGE, move_pages=by_page(lambda i: [1, 0, 1, 0][i]), page_bytes=PAGE)
     assert tie.node == 0 and tie.nodes_seen == (0, 1)  # a tie: the lowest node
+    assert got.how == "move_pages (injected): 16 of 16 sampled pages placed, over nodes 0, 2 (the node of most)"
 
 
 def test_pages_not_present_are_unknown_not_evidence():
@@ -275,7 +276,8 @@ def test_topology_takes_the_node_from_sysfs_before_nvml(tmp_path):
     assert t.to_dict()["devices"][0]["numa_source"] == "sysfs"
 
 
-def test_topology_node_unknown_when_neither_says(tmp_path):
+def _topology_without_numa(tmp_path):
+    """The topology of a real-looking machine whose sysfs (an empty tree) and NVML both cannot say a node."""
     class NoNuma(FakeNvml):
         def nvmlDeviceGetNumaNodeId(self, h):
             raise FakeNvmlError("not supported")
@@ -284,7 +286,11 @@ def test_topology_node_unknown_when_neither_says(tmp_path):
         def nvml(self):
             return NoNuma(self.machine)
 
-    t = read_topology(NoNumaBackend(VirtualBackend.from_spec("virtual:rtx4090:2").machine), sysfs_root=str(tmp_path))
+    return read_topology(NoNumaBackend(VirtualBackend.from_spec("virtual:rtx4090:2").machine), sysfs_root=str(tmp_path))
+
+
+def test_topology_node_unknown_when_neither_says(tmp_path):
+    t = _topology_without_numa(tmp_path)
     assert [(d.numa_node, d.numa_source) for d in t.devices] == [(None, None), (None, None)]
 
 
@@ -335,6 +341,10 @@ def test_the_kernel_saying_node_1_and_sysfs_node_0_is_numa_remote(sysfs_topology
     text = found[0]["text"]
     assert "NUMA node 1" in text and "node 0" in text
     assert "move_pages" in text and "sysfs" in text  # where both came from
+    said = host_result("h2d", 0, 1)
+    said.params["host_numa_how"] = "libnuma move_pages: 16 of 16 sampled pages placed"
+    (found,) = numa_anomalies(sysfs_topology, [said])
+    assert "(libnuma move_pages: 16 of 16 sampled pages placed)" in found["text"]  # the buffer's own record
 
 
 def test_an_unknown_buffer_node_is_no_anomaly(sysfs_topology):
@@ -356,15 +366,7 @@ def test_the_device_of_a_d2h_is_its_source_and_nvml_is_named_as_the_fallback(sys
 
 
 def test_an_unknown_device_node_is_no_anomaly(tmp_path):
-    class NoNuma(FakeNvml):
-        def nvmlDeviceGetNumaNodeId(self, h):
-            raise FakeNvmlError("not supported")
-
-    class NoNumaBackend(RealLooking):
-        def nvml(self):
-            return NoNuma(self.machine)
-
-    t = read_topology(NoNumaBackend(VirtualBackend.from_spec("virtual:rtx4090:2").machine), sysfs_root=str(tmp_path))
+    t = _topology_without_numa(tmp_path)
     assert numa_anomalies(t, [host_result("h2d", 0, 1), host_result("h2d", 1, 0)]) == []
 
 

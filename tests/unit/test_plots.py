@@ -307,3 +307,17 @@ def test_without_matplotlib_it_says_what_to_install(measured, tmp_path, monkeypa
     with pytest.raises(InputError, match=r"pip install 'gpucal\[plot\]'"):
         write_plots(measured, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_series_with_regimes_is_drawn_regime_by_regime(measured):
+    fits = copy.deepcopy(measured.data["fits"])
+    fits[0]["pieces"] = [{"lo_bytes": 4, "hi_bytes": 32768, "alpha_s": 2e-6, "beta_Bps": 10e9},
+                         {"lo_bytes": 65536, "hi_bytes": 16 << 20, "alpha_s": 8e-6, "beta_Bps": 25e9}]
+    fig = bandwidth_figure(variant(measured, fits=fits))
+    assert any(label.startswith("h2d-ce-pinned-dev0: 2 regimes") for label in legend_labels(fig))
+    h2d = next(ax for ax in fig.axes if ax.get_title() == "h2d")
+    curves = [line for line in h2d.lines if line.get_linestyle() == "-" and len(line.get_xdata()) == 100]
+    spans = {(round(min(c.get_xdata())), round(max(c.get_xdata()))) for c in curves}
+    assert {(4, 32768), (65536, 16 << 20)} <= spans  # the other device's series: its one line
+    big = next(c for c in curves if min(c.get_xdata()) == 65536)
+    assert big.get_ydata()[-1] == pytest.approx((16 << 20) / (8e-6 + (16 << 20) / 25e9) / 1e9, rel=1e-9)

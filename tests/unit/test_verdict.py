@@ -371,3 +371,43 @@ def test_a_series_with_two_regimes_gives_the_link_each_regimes_alpha_and_beta():
     assert [(p["lo_bytes"], p["hi_bytes"]) for p in pieces] == [(4, 32768), (65536, 1 << 24)]
     assert [p["alpha_s"] for p in pieces] == pytest.approx([14e-6, 20e-6], rel=1e-9)
     assert [p["beta_Bps"] for p in pieces] == pytest.approx([10e9, 25e9], rel=1e-9)
+
+
+def _cal_of(results, links=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(all_results=lambda: results, results={"peer": results}, topology=None, verdicts=[],
+                           fits=series_fits(results), simulator_check=None), \
+        {"devices": [{"index": 0, "name": "NVIDIA GeForce RTX 4090"}], "links": list(links)}
+
+
+def test_a_series_behind_the_profile_that_its_fit_describes_poorly_is_an_anomaly():
+    from gpucal.calibrate.health import anomalies
+
+    name = "host-staged-dev0->dev1"
+    sizes = [1 << k for k in range(2, 25)]
+    times = [10e-6 + n / 20e9 for n in sizes]
+    times[-3] *= 1.5  # one point 50 % off: no regime of >= 4 sizes can take it
+    results = [result(f"{name}-{n}", {"series": name, "direction": "one-way", "path": "host-staged",
+                                      "engine": "staged", "memory": None, "src": 0, "dst": 1, "bytes": n},
+                      seconds=t, metrics={"link_Bps": n / t}) for n, t in zip(sizes, times)]
+    cal, profile = _cal_of(results, [{"src": 0, "dst": 1, "series": name, "verdict": "host-staged",
+                                      "path": "host-staged", "alpha_s": {"value": 1e-5},
+                                      "beta_Bps": {"value": 2e10}}])
+    poor = [a for a in anomalies(cal, profile) if a["kind"] == "poor-fit"]
+    assert len(poor) == 1 and poor[0]["text"].startswith(f"{name}: a measured point lies")
+    assert cal.fits[0].fit.poor and cal.fits[0].to_dict()["fit"]["poor_fit"] is True
+    # the same series not behind the profile's figures: no anomaly
+    cal, profile = _cal_of(results)
+    assert not [a for a in anomalies(cal, profile) if a["kind"] == "poor-fit"]
+
+
+def test_noisy_sizes_are_counted_per_series():
+    name = "p2p-ce-dev0->dev1"
+    from dataclasses import replace
+
+    results = sweep(name, "p2p", "ce", 10e-6, 25e9)
+    t = results[1].timing.median_s
+    results[1] = replace(results[1], timing=Timing((0.9 * t, t, 1.1 * t), 1, 3, "test", True, 0.01))  # stopped noisy
+    (fit,) = series_fits(results)
+    assert fit.noisy_sizes == (SIZES[1],) and fit.to_dict()["noisy_sizes"] == [SIZES[1]]

@@ -121,8 +121,7 @@ def show(w, report, out=None) -> None:
         note = f"[{notes.setdefault(e['reason'], len(notes) + 1)}]" if e["reason"] else ""
         mine = [r for r in report.results if r.params.get("op") == e["op"] and "bytes" in r.params
                 and r.params["series"].endswith("-graph") == bool(e["graphs"])]
-        residual = max((p["max_abs_residual_frac"] for p in e.get("pieces", [])), default=None)
-        fit_note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), residual, sum(r.noisy for r in mine),
+        fit_note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), sum(r.noisy for r in mine),
                                    len(mine))
         if fit_note:
             fit_notes.append(f"{e['op']}{' (graph)' if e['graphs'] else ''}: {fit_note}")

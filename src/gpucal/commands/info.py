@@ -114,4 +114,5 @@ def topology_table(topo: dict):
              ", ".join(f"{k} {v}" for k, v in p["p2p"].items() if v is not None) or "-",
              f"{numa.get(p['src'])} / {numa.get(p['dst'])}") for p in topo["pairs"]]
     return render.table(("pair", "common ancestor", "NVLinks", "NVML P2P", "NUMA nodes"), rows,
-                        title="topology (NVML); gpucal p2p measures what each pair really does")
+                        title="topology (NVML; NUMA nodes: sysfs, else NVML); gpucal p2p measures what each pair "
+                              "really does")

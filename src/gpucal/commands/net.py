@@ -93,14 +93,12 @@ def _print_text(report) -> None:
     for e in report.entries:
         alpha, beta, lat = e["alpha_s"]["value"], e["beta_Bps"]["value"], e["latency_s"]["value"]
         pair = [r for r in report.results if (r.params["src_rank"], r.params["dst_rank"]) == (e["src_rank"], e["dst_rank"])]
-        residual = max((abs(p["max_abs_residual_frac"]) for p in e.get("pieces", [])), default=None)
         rows.append((f"rank{e['src_rank']}<->rank{e['dst_rank']}", f"{e['src_hostname']}<->{e['dst_hostname']}",
                      "yes" if e["same_host"] else "no", format_time(alpha) if alpha is not None else "-",
                      format_rate(beta) if beta is not None else "-", _pct(e["r2"]),
                      format_time(lat) if lat is not None else "-", len(e["points"]),
                      "yes" if e["verified"] else "NO"))
-        note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), residual, sum(r.noisy for r in pair),
-                               len(pair))
+        note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), sum(r.noisy for r in pair), len(pair))
         if note:
             notes.append(f"rank{e['src_rank']}<->rank{e['dst_rank']}: {note}")
     if rows:

@@ -129,19 +129,26 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _fit_rows(fits):
-    rows = []
+def fit_notes(f) -> str:
+    """What a series' row says besides its numbers, as its JSON does: why it has no fit, its regimes, a poor
+    fit, the sizes that stopped sampling noisy."""
+    fields = f.fit.profile_fields() if f.fit else {}
+    flags = render.fit_note(fields.get("pieces", ()), fields.get("poor_fit", False), len(f.noisy_sizes), f.cases)
+    return "; ".join(x for x in ("" if f.fit else (f.reason or ""), flags) if x)
+
+
+def _print_fits(fits, console) -> None:
+    rows, notes = [], []
     for f in fits:
         fit = f.fit
-        if fit:
-            note = render.fit_note(fit.pieces, fit.poor, fit.max_abs_residual_frac, len(f.noisy_sizes), f.cases)
-        else:
-            note = "; ".join(x for x in (f.reason or "", render.fit_note(noisy_sizes=len(f.noisy_sizes),
-                                                                         sizes=f.cases)) if x)
         rows.append((f.series, format_time(fit.alpha_s) if fit else "-", format_rate(f.beta_Bps) if f.beta_Bps else "-",
-                     f"{fit.r2:.4f}" if fit else "-", fit.n if fit else f.cases,
-                     "yes" if f.verified else "NO", note))
-    return render.table(("path", "α", "β", "R²", "n", "verified", "notes"), rows, right=(1, 2, 3, 4), no_wrap=(0,))
+                     f"{fit.r2:.4f}" if fit else "-", fit.n if fit else f.cases, "yes" if f.verified else "NO"))
+        note = fit_notes(f)
+        if note:
+            notes.append(f"{f.series}: {note}")
+    console.print(render.table(("path", "α", "β", "R²", "n", "verified"), rows, right=(1, 2, 3, 4), no_wrap=(0,)))
+    for note in notes:
+        render.line(f"    {note}", console)
 
 
 def _print(backend, names, out) -> None:
@@ -165,10 +172,10 @@ def _print(backend, names, out) -> None:
                 render.line(f"    {reason}", console)
             pair_fits = [f for f in out["fits"] if (f.src, f.dst) == (v.src, v.dst)]
             if pair_fits:
-                console.print(_fit_rows(pair_fits))
+                _print_fits(pair_fits, console)
     host = [f for f in out["fits"] if f.path in ("h2d", "d2h")]
     if host:
-        console.print(_fit_rows(host))
+        _print_fits(host, console)
     render.line("fit: t(n) = α + n/β per regime (breakpoints from the data; one line where one fits) by least "
                 "squares weighted by relative error, over the median time of each size; α of the smallest sizes' "
                 "regime, β of the largest sizes'; times per copy from CUDA events behind a blocked start; every "

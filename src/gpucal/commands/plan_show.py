@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpucal import render
-from gpucal.units import format_bytes, format_flops, format_rate, format_time
+from gpucal.units import format_bytes, format_flops, format_rate, format_time, size_label
 
 __all__ = ["show_plan"]
 
@@ -17,7 +17,7 @@ def _link_line(link: dict | None, unused: bool = False) -> str:
         return "none"
     text = f"{link['name']} ({link['source']}): alpha {format_time(link['alpha_s'])}, beta {format_rate(link['beta_Bps'])}"
     if link.get("pieces"):
-        text += "; regimes: " + ", ".join(f"from {format_bytes(r['from_bytes'])} alpha {format_time(r['alpha_s'])} "
+        text += "; regimes: " + ", ".join(f"from {size_label(r['from_bytes'])} alpha {format_time(r['alpha_s'])} "
                                           f"beta {format_rate(r['beta_Bps'])}" for r in link["pieces"])
     return text + (" (unused: one card per host)" if unused else "")
 
