@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpucal import profile as profiles
-from gpucal.plots import LEGEND_MAX_SERIES, PlotSkipped, _canvas_figure, _title
-from gpucal.units import format_rate, format_time
+from gpucal.plots import LEGEND_MAX_SERIES, PlotSkipped, _canvas_figure, _title, fit_curves, fit_label
 
 __all__ = ["network_figure", "NETWORK_SKIPPED"]
 
@@ -87,10 +86,10 @@ def _network_panel(ax, doc: profiles.Document, entries: list[dict]) -> None:
         colour = f"C{i % 10}"
         ax.plot(n, t, "o", color=colour, markersize=4)
         alpha, beta = _value(entry.get("alpha_s")), _value(entry.get("beta_Bps"))
-        if alpha is not None and beta:
-            grid = np.geomspace(n.min(), n.max(), 200)
-            ax.plot(grid, alpha + grid / beta, "-", color=colour, lw=1.2)
-            label += f": α {format_time(alpha)}, β {format_rate(beta)}"
+        curves = fit_curves(entry.get("pieces"), alpha, beta, n)
+        for grid, t_s in curves:
+            ax.plot(grid, t_s, "-", color=colour, lw=1.2)
+        label += fit_label(len(curves), alpha, beta)
         handles.append(ax.plot([], [], "o-", color=colour, markersize=4, label=label)[0])
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -50,6 +50,27 @@ class PlotSkipped(Exception):
         self.reason = reason
 
 
+def fit_curves(pieces, alpha_s, beta_Bps, sizes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(bytes, seconds) of each regime's ``t = alpha + n/beta`` over its own sizes (``pieces`` as a profile
+    stores them); without regimes, the one line over ``sizes``; none without a fit."""
+    if not pieces:
+        if alpha_s is None or not beta_Bps:
+            return []
+        pieces = [{"lo_bytes": float(np.min(sizes)), "hi_bytes": float(np.max(sizes)), "alpha_s": alpha_s,
+                   "beta_Bps": beta_Bps}]
+    out = []
+    for piece in pieces:
+        grid = np.geomspace(max(piece["lo_bytes"], 1), max(piece["hi_bytes"], 1), 100)
+        out.append((grid, max(piece["alpha_s"], 0.0) + grid / piece["beta_Bps"]))
+    return out
+
+
+def fit_label(curves: int, alpha_s, beta_Bps) -> str:
+    if curves > 1:
+        return f": {curves} regimes, α {format_time(alpha_s)} (small), β {format_rate(beta_Bps)} (large)"
+    return f": α {format_time(alpha_s)}, β {format_rate(beta_Bps)}" if curves else ""
+
+
 def _canvas_figure(figsize):
     """A Figure on its own Agg canvas (no pyplot); ``InputError`` when matplotlib is not installed."""
     try:
@@ -104,18 +125,10 @@ def bandwidth_figure(doc: profiles.Document):
             colour = f"C{i % 10}"
             ax.plot(n, n / t / _GB, "o", color=colour, markersize=4)
             alpha, beta = fit.get("alpha_s"), fit.get("beta_Bps")
-            label = fit["series"]
-            # each regime's line over its own sizes (a fit without regimes: the one line over the sweep)
-            pieces = fit.get("pieces") or ([{"lo_bytes": n.min(), "hi_bytes": n.max(), "alpha_s": alpha,
-                                             "beta_Bps": beta}] if alpha is not None and beta else [])
-            for piece in pieces:
-                grid = np.geomspace(max(piece["lo_bytes"], 1), max(piece["hi_bytes"], 1), 100)
-                t_s = max(piece["alpha_s"], 0.0) + grid / piece["beta_Bps"]
+            curves = fit_curves(fit.get("pieces"), alpha, beta, n)
+            for grid, t_s in curves:
                 ax.plot(grid, grid / t_s / _GB, "-", color=colour, lw=1.2)
-            if len(pieces) > 1:
-                label += f": {len(pieces)} regimes, α {format_time(alpha)} (small), β {format_rate(beta)} (large)"
-            elif pieces:
-                label += f": α {format_time(alpha)}, β {format_rate(beta)}"
+            label = fit["series"] + fit_label(len(curves), alpha, beta)
             handles.append(ax.plot([], [], "o-", color=colour, markersize=4, label=label)[0])
         ax.set_xscale("log")
         ax.set_yscale("log")
