@@ -254,8 +254,7 @@ class PiecewiseFit:
         out = self.line.to_dict()
         out.update(alpha_s=self.alpha_s, beta_Bps=self.beta_Bps, r2=self.r2,
                    max_abs_residual_frac=self.max_abs_residual_frac, residuals_frac=list(self.residuals_frac),
-                   method=PIECES_METHOD, poor_fit=self.poor, breakpoints_bytes=list(self.breakpoints_bytes),
-                   pieces=[piece_dict(p) for p in self.pieces],
+                   method=PIECES_METHOD, breakpoints_bytes=list(self.breakpoints_bytes), **self.profile_fields(),
                    line={"alpha_s": self.line.alpha_s, "beta_Bps": self.line.beta_Bps, "r2": self.line.r2,
                          "max_abs_residual_frac": self.line.max_abs_residual_frac})
         return out
@@ -345,6 +344,7 @@ def fit_pieces(sizes_bytes: Sequence[float], times_s: Sequence[float], noise_fra
         if len(distinct) < n_pieces * MIN_PIECE_SIZES:
             break
         split = _best_split(sizes, times, distinct, n_pieces)
-        if split is not None and _bic(split[0], n_points, n_pieces, floor) < best[0]:
-            best = (_bic(split[0], n_points, n_pieces, floor), split[1])
+        score = _bic(split[0], n_points, n_pieces, floor) if split is not None else math.inf
+        if score < best[0]:
+            best = (score, split[1])
     return PiecewiseFit(best[1], line)

@@ -20,9 +20,10 @@ Every case fills its source with random bytes and its destination with their com
 compares every byte, poisons the destination again, then times (blocked start, CUDA events; ``k`` copies
 per sample, the harness's statistics, ``k`` never more than the gate can hold), then compares again: a
 timed copy that wrote nothing, or corrupted, fails too, and a failed case gives no number. The two
-directions of a bidirectional case are queued behind one gate and start together. Byte convention: a one-way copy of n bytes is ``link_Bps = n/t``; bidirectional gives each
-direction (``fwd_Bps``, ``rev_Bps``), their sum (``sum_Bps``) and ``union_Bps = 2n/t_union``; a copy
-within a device gives ``copy_Bps = n/t`` and ``dram_Bps = 2n/t``.
+directions of a bidirectional case are queued behind one gate and start together. Byte convention: a
+one-way copy of n bytes is ``link_Bps = n/t``; bidirectional gives each direction (``fwd_Bps``,
+``rev_Bps``), their sum (``sum_Bps``) and ``union_Bps = 2n/t_union``; a copy within a device gives
+``copy_Bps = n/t`` and ``dram_Bps = 2n/t``.
 """
 
 from __future__ import annotations
@@ -192,21 +193,21 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
     n = first.nbytes
     kind = "bi" if len(ops) == 2 else ("d2d" if first.path == "d2d" else "uni")
     host = next((b for b in (first.src, first.dst) if b.on_host), None)
+    gated = all(op.state.get("gate", True) for op in ops)
     params = {"path": first.path, "engine": first.engine, "memory": _memory(first), "src": first.src.device,
               "dst": first.dst.device, "bytes": n, "direction": kind if kind == "bi" else "one-way",
               "series": first.label, "host_numa_node": host.numa_node if host else None,
               "host_numa_how": host.numa_how if host else None,
-              "clock": CLOCKS["ops"] if all(op.state.get("gate", True) for op in ops) else CLOCKS["ungated"]}
+              "clock": CLOCKS["ops"] if gated else CLOCKS["ungated"]}
     if kind == "bi":
         params["reverse"] = ops[1].label
     case = ("bi-" if kind == "bi" else "") + f"{first.label}-{n}B"
     base = _base(backend, probe, case, params, Work(n * len(ops), n * len(ops), 0), CONVENTIONS[kind])
-    if kind == "bi" and not all(op.state.get("gate", True) for op in ops):
+    if kind == "bi" and not gated:
         # a copy from or to pageable memory (or the driver's staging) blocks the host until it is done: the
         # second direction would start only after the first, so no concurrent figure can be taken
         return Result(status="waived", reason="bidirectional: a copy from or to pageable memory (or the driver's "
                       "staging) blocks the host, so the two directions cannot start together; not offered", **base)
-    gated = all(op.state.get("gate", True) for op in ops)
     if gated and backend.max_gated_k(ops) < 1:
         return Result(status="waived", reason=f"a copy of {n} B along {first.path} queues more commands than the "
                       "blocked start holds behind its gate (a stream's queue would fill and block the host); not "
@@ -231,7 +232,8 @@ def copy_case(backend: Backend, probe: str, ops: list[CopyOp], sources: list[_So
             per_op[i].append(t / k)
         return max(times)
 
-    policy = replace(policy, max_k=min(policy.max_k, backend.max_gated_k(ops)))  # every sample behind the gate
+    if gated:  # every sample behind the gate: never more copies than it holds
+        policy = replace(policy, max_k=min(policy.max_k, backend.max_gated_k(ops)))
     try:
         timing = measure(run_k, policy, clock_name=f"{backend.clock}: {params['clock']}")
         for op, src in zip(ops, sources):
