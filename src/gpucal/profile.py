@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
-from gpucal.errors import ProfileError, ProfileExistsError
+from gpucal.errors import ProfileError
 
 PROFILE_FORMAT = "gpucal.profile/1"
 LINK_FORMAT = "gpucal.link/1"
@@ -208,47 +207,8 @@ def save(data: dict[str, Any], path: str | os.PathLike, *, force: bool = False) 
     return write_atomic(path, dumps(data), force=force)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so that a reader never sees
-    half a file.
+    """``gpucal.files.write_atomic``: here too, for the callers that write documents."""
+    from gpucal.files import write_atomic as write
 
-    Without ``force`` an existing file is never replaced (``ProfileExistsError``), even by a writer
-    racing this one: the new file is linked into place, which fails if the name exists.
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not force and target.exists():
-        raise ProfileExistsError(f"{target}: exists; pass --force to overwrite it")
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
-    except OSError as exc:
-        raise ProfileError(str(target), None, f"cannot write: {exc.strerror or exc}") from None
-    tmp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary file would be (temporary files are private)
-        if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise ProfileExistsError(f"{target}: exists; pass --force to overwrite it") from None
-            except OSError:  # a filesystem without hard links: check, then rename
-                if target.exists():
-                    raise ProfileExistsError(f"{target}: exists; pass --force to overwrite it") from None
-                os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write(path, text, force=force)
