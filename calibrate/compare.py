@@ -13,6 +13,7 @@ it shows no value and no ratio. Every field name carries its unit (``memory_band
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,19 @@ class PlannerLink:
 
 
 def ratio(a: Any, b: Any) -> float | None:
-    """``b / a`` for two numbers (not booleans); ``None`` when either is missing or not a number, or ``a``
-    is zero (the ratio is undefined)."""
+    """``b / a`` for two numbers (not booleans); ``None`` when either is missing or not a number, ``a`` is
+    zero (the ratio is undefined) or the ratio is not finite (the schema's ranges keep it finite; this
+    keeps ``inf`` out of the table whatever the caller passes)."""
     def is_number(x: Any) -> bool:
         return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
     if not (is_number(a) and is_number(b)) or a == 0:
         return None
-    return float(b) / float(a)
+    try:
+        value = float(b) / float(a)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from typing import Any
 
 from gpucal import __version__
 from gpucal import profile as profiles
-from gpucal.errors import InputError, ProfileError
-from gpucal.inputs import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, resolve_document, resolve_link
+from gpucal.errors import InputError
+from gpucal.inputs import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, profile_reference, resolve_link
 
 __all__ = ["FORMATS", "LLM_ANALYSIS_KEYS", "DEFAULT_NET", "MEM_CONSTANT_LATENCY_S", "Export", "export",
            "to_llm_analysis", "to_aiconfigurator", "dumps", "int8_tensor_ops", "int4_tensor_ops", "write"]
@@ -166,7 +166,7 @@ class _Reader:
             if chosen is None:
                 raise self.refuse("links", "no measured link between cards and no plan_defaults.link (give --link)",
                                   keys[0])
-            kind = resolve_document(preset, f"{self.doc.origin}: plan_defaults.link", "link").data["kind"]
+            kind = profile_reference(self.doc, "plan_defaults.link", "NAME", "link").data["kind"]
             peer = (self.device.get("peer_link") or {}).get("kind", "unknown")
             if kind == "nvlink" and peer != "nvlink":
                 raise self.refuse("plan_defaults.link", f"{preset} is an NVLink preset but devices[0].peer_link.kind "
@@ -364,19 +364,20 @@ def dumps(fmt: str, data: dict[str, Any]) -> str:
 
 
 def write(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a link or rename),
-    creating the folder. Without ``force`` an existing file is never replaced (``ProfileExistsError``)."""
+    """Write ``text`` to ``path`` atomically (``gpucal.files.write_atomic``: a temporary file in the same folder,
+    then a link or rename), creating the folder. Without ``force`` an existing file is never replaced
+    (``ProfileExistsError``); only a regular file is ever replaced. A bad path is an ``InputError`` naming
+    ``-o``; a failure while writing (disk full) a ``GpucalError``, the old file intact either way."""
+    from gpucal.errors import GpucalError, ProfileExistsError
+    from gpucal.files import make_folder, write_atomic
+
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    make_folder(target.parent if str(target.parent) else Path("."), flag="-o")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"-o: {directory}: not a folder") from None
-    except OSError as exc:
-        raise InputError(f"-o: {directory}: cannot create: {exc.strerror or exc}") from None
-    try:
-        return profiles.write_atomic(target, text, force=force)
-    except IsADirectoryError:
-        raise InputError(f"-o: {target}: is a folder") from None
-    except ProfileError as exc:
+        return write_atomic(target, text, force=force)
+    except ProfileExistsError:
+        raise
+    except InputError as exc:
         raise InputError(f"-o: {exc}") from None
+    except GpucalError as exc:
+        raise GpucalError(f"-o: {exc}") from None

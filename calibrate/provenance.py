@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import shlex
 import socket
 from importlib import metadata
+
+from gpucal import limits
 
 __all__ = ["provenance", "iso", "LIBRARIES"]
 
@@ -92,6 +95,17 @@ def _topology(topology) -> dict | None:
     return out
 
 
+
+_UNPRINTABLE = re.compile("[" + limits.CONTROL_CHARACTERS + "]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with the characters a profile's text may not hold written as escapes (``\\x1b``): a command
+    line may quote anything."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", text)
+
+
 def provenance(cal, argv: list[str] | None) -> dict:
     """The ``host`` object of a profile written from calibration ``cal``."""
     backend = cal.backend
@@ -104,7 +118,7 @@ def provenance(cal, argv: list[str] | None) -> dict:
         "backend": backend.name,
         "simulated": bool(backend.simulated),
         "mode": cal.config.mode,
-        "command": shlex.join(["gpucal", *argv]) if argv is not None else None,
+        "command": _printable(shlex.join(["gpucal", *argv])) if argv is not None else None,
         "started": iso(cal.started),
         "finished": iso(cal.finished or cal.started),
         "duration_s": (cal.finished or cal.started) - cal.started,

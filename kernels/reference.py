@@ -20,6 +20,7 @@ import numpy as np
 from gpucal.kernels.dtypes import DTYPES, to_float64
 
 __all__ = ["Work", "Check", "GemmMode", "GEMM_MODES", "TOLERANCE_C", "stream_work", "gemv_work", "gemm_work",
+           "Footprint", "stream_footprint", "gemm_footprint",
            "gemv_reference", "gemm_reference", "check_exact", "check_close", "gemm_tolerance", "write_pattern"]
 
 TOLERANCE_C = 8.0
@@ -110,6 +111,38 @@ def gemm_work(m: int, n: int, k: int, mode: str, dtype_out: str | None = None) -
     gm = GEMM_MODES[mode]
     size_in, size_out = DTYPES[gm.dtype_in].itemsize_bytes, DTYPES[dtype_out or gm.dtype_out].itemsize_bytes
     return Work((m * k + k * n) * size_in, m * n * size_out, 2 * m * n * k)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The memory one case holds at its peak: its arrays and its check's copies, on the device and on the
+    host (where its inputs are drawn before they are copied over). An estimate for refusing what cannot fit
+    before anything is allocated, not an accounting of the allocator."""
+
+    device_bytes: int
+    host_bytes: int
+
+
+# Device bytes a stream case holds per byte of its buffer (measured with tracemalloc on the virtual backend,
+# tests/unit/test_input_bounds.py): copy src + dst (+ the compare's mask); read src; write dst + the expected
+# pattern (drawn in uint64); triad a, b, c, then the check's float64 b, c, reference, tolerance and a with their
+# temporaries. The host draws the random source (uint64, then uint32): 3 bytes per byte.
+_STREAM_DEVICE_PER_BYTE = {"copy": 2.25, "read": 1.0, "write": 7.25, "triad": 18.0}
+_HOST_PER_BYTE = 3
+
+
+def stream_footprint(kind: str, n_bytes: int) -> Footprint:
+    """The peak memory of the ``kind`` stream case over ``n_bytes`` per buffer."""
+    return Footprint(math.ceil(_STREAM_DEVICE_PER_BYTE[kind] * n_bytes), _HOST_PER_BYTE * n_bytes)
+
+
+def gemm_footprint(m: int, n: int, k: int, size_in: int, size_out: int) -> Footprint:
+    """The peak memory of C (m×n) = A (m×k)·B (k×n) and its check: the operands, then the float64 reference
+    (A, B and their absolute values, C and |A|·|B|) or the tolerance's and the compare's float64 arrays of
+    C's shape, whichever is larger. The host draws each input in float32 before rounding it."""
+    operands = (m * k + k * n) * size_in + m * n * size_out
+    check = max(16 * (m * k + k * n) + 16 * m * n, 48 * m * n)
+    return Footprint(operands + check, (m * k + k * n) * (8 + size_in))
 
 
 def gemv_reference(w, x, dtype: str, xp=np):

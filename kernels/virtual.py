@@ -103,7 +103,7 @@ class VirtualBackend(Backend):
 
         profile, count, faults = parse_spec(text)
         doc = resolve_document(profile, "--backend", "profile")
-        return cls(VirtualMachine(doc.data, doc.name, count, faults), device)
+        return cls(VirtualMachine(doc.data, doc.name, count, faults, origin=doc.origin), device)
 
     def on_device(self, device: int) -> VirtualBackend:
         """The same machine (its clock and peer state shared), with kernels on ``device``."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpucal import limits
 from gpucal.errors import InputError
 from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
+from gpucal.units import parse_quantity
 
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",
            "PCIE_EFFICIENCY", "NVLINK_EFFICIENCY", "ALPHA_S", "PIPELINED_FRAC", "ENQUEUE_S", "PAGEABLE_BETA_FRAC",
@@ -100,17 +102,55 @@ def _value(q):
     return q.get("value") if isinstance(q, dict) else None
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` and ``int`` also take ``٣`` and ``³``)."""
+    return text.isascii() and text.isdigit()
+
+
+def _int(text: str) -> int:
+    if not _digits(text):
+        raise ValueError(text)
+    return int(text)
+
+
+class _Figures:
+    """The figures of a profile's device entry the machine is built from: each must be there, not null, and in
+    its physical range (``limits.RANGES``); what is not is refused naming the file and the field."""
+
+    def __init__(self, entry: dict, name: str):
+        self.entry, self.name = entry, name
+
+    def get(self, q, field: str, kind: str, required: bool = True):
+        if q is None and not required:
+            return None
+        value = _value(q)
+        if value is None:
+            reason = q.get("reason") if isinstance(q, dict) else None
+            why = f"is null ({reason})" if reason else ("is missing" if q is None else "is null")
+            raise InputError(f"--backend: {self.name}: devices[0].{field} {why}; a virtual machine needs every "
+                             "figure it prices with (use a profile that has it, or a built-in such as rtx4090)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"--backend: {self.name}: devices[0].{field}: expected a number, got {value!r}")
+        bad = limits.check_range(float(value), kind)
+        if bad:
+            raise InputError(f"--backend: {self.name}: devices[0].{field}: {value!r} is {bad}")
+        return value
+
+
 def parse_spec(text: str) -> tuple[str, int | None, Faults]:
     """``virtual:PROFILE[:N][+OPTION...]`` as (profile, N or None, faults); bad input names --backend."""
     flag = "--backend"
     body = text.split(":", 1)[1] if ":" in text else ""
     head, *options = body.split("+")
     count = None
-    if ":" in head and head.rsplit(":", 1)[1].isdigit():
+    if ":" in head and _digits(head.rsplit(":", 1)[1]):
         head, n = head.rsplit(":", 1)
         count = int(n)
         if count < 1:
             raise InputError(f"{flag}: {text}: the device count must be at least 1")
+        if count > limits.MAX_DEVICES:
+            raise InputError(f"{flag}: {text}: {count} devices, more than the {limits.MAX_DEVICES} a virtual machine "
+                             "holds (gpucal.limits.MAX_DEVICES)")
     if not head:
         raise InputError(f"{flag}: {text}: expected virtual:PROFILE[:N][+OPTION...], e.g. virtual:rtx4090:8")
     kw: dict = {}
@@ -119,12 +159,12 @@ def parse_spec(text: str) -> tuple[str, int | None, Faults]:
         name, _, value = opt.partition("=")
         try:
             if name in ("noise", "outliers"):
-                v = float(value)
+                v = parse_quantity(value, "number")  # ASCII digits, finite (float() takes '٠.٥' and '0.0_1')
                 if not 0 <= v < 1:
                     raise ValueError
                 kw["noise_frac" if name == "noise" else "outlier_frac"] = v
             elif name in ("warmup", "seed"):
-                v = int(value)
+                v = _int(value)
                 if v < 0:
                     raise ValueError
                 kw["warmup_runs" if name == "warmup" else "seed"] = v
@@ -137,7 +177,7 @@ def parse_spec(text: str) -> tuple[str, int | None, Faults]:
                     raise ValueError
                 kw["numa"] = value
             elif name == "downtrain":
-                dev, gen, width = (int(x) for x in value.split(":"))
+                dev, gen, width = (_int(x) for x in value.split(":"))
                 if gen not in PCIE_GT_S or width not in (1, 2, 4, 8, 16) or dev < 0:
                     raise ValueError
                 downtrain.append((dev, gen, width))
@@ -157,11 +197,19 @@ def parse_spec(text: str) -> tuple[str, int | None, Faults]:
 class VirtualMachine:
     """N devices built from a profile's first device entry, their host links and the links between them."""
 
-    def __init__(self, profile: dict, name: str, count: int | None = None, faults: Faults = Faults()):
+    def __init__(self, profile: dict, name: str, count: int | None = None, faults: Faults = Faults(),
+                 origin: str | None = None):
+        """``origin``: where the profile came from (its file), named when one of its figures is refused."""
+        origin = origin or name
         entry = profile["devices"][0]
         self.profile_name = name
         own = sum(d.get("count", 1) for d in profile["devices"])
         self.count = count or (own if own > 1 else 2)
+        if self.count > limits.MAX_DEVICES:
+            raise InputError(f"--backend: {origin}: the profile counts {own} devices, more than the {limits.MAX_DEVICES} "
+                             "a virtual machine holds (gpucal.limits.MAX_DEVICES); give the count: "
+                             f"virtual:{name}:N")
+        figures = _Figures(entry, origin)
         self.faults = faults
         host = entry.get("host_link") or {}
         gen_max = _value(host.get("pcie_generation_max")) or _value(host.get("pcie_generation")) or 4
@@ -170,6 +218,13 @@ class VirtualMachine:
         for d in trained:
             if d >= self.count:
                 raise InputError(f"--backend: downtrain names device {d}, but the machine has {self.count}")
+        memory_bytes = figures.get(entry.get("memory_bytes"), "memory_bytes", "bytes")
+        memory_Bps = figures.get(entry.get("memory_bandwidth_Bps"), "memory_bandwidth_Bps", "rate")
+        dense = entry.get("dense_flops") or {}
+        flops = {k: float(figures.get(q, f"dense_flops.{k}", "flops")) for k, q in dense.items() if _value(q) is not None}
+        if not flops:
+            raise InputError(f"--backend: {origin}: devices[0].dense_flops has no figure (every mode is null or "
+                             "missing); a virtual machine prices its GEMMs with them")
         sockets = 2 if self.count >= 4 else 1
         self.sockets = sockets
         self.devices: list[VirtualDevice] = []
@@ -180,16 +235,20 @@ class VirtualMachine:
             for direction in ("h2d", "d2h"):
                 measured = host.get(direction)
                 if measured:
-                    links[direction] = path_model(_value(measured["alpha_s"]), _value(measured["beta_Bps"]) * scale)
+                    field = f"host_link.{direction}"
+                    links[direction] = path_model(figures.get(measured.get("alpha_s"), f"{field}.alpha_s", "time"),
+                                                  figures.get(measured.get("beta_Bps"), f"{field}.beta_Bps", "rate")
+                                                  * scale)
                 else:
                     links[direction] = path_model(ALPHA_S["pcie"], PCIE_EFFICIENCY * pcie_Bps(gen, width))
             self.devices.append(VirtualDevice(
-                index=i, name=entry["name"], memory_bytes=int(_value(entry["memory_bytes"])),
-                memory_Bps=float(_value(entry["memory_bandwidth_Bps"])),
-                flops={k: float(_value(q)) for k, q in entry.get("dense_flops", {}).items() if _value(q)},
+                index=i, name=entry["name"], memory_bytes=int(memory_bytes), memory_Bps=float(memory_Bps),
+                flops=flops,
                 pcie_generation_max=gen_max, pcie_width_max=width_max, pcie_generation=gen, pcie_width=width,
                 numa_node=i * sockets // self.count, h2d=links["h2d"], d2h=links["d2h"]))
         self._peer = entry.get("peer_link") or {"kind": "none", "p2p_supported": {"value": False}}
+        if "bandwidth_Bps" in self._peer:
+            figures.get(self._peer["bandwidth_Bps"], "peer_link.bandwidth_Bps", "rate")
         self._measured_links = {(item.get("src"), item.get("dst")): item for item in profile.get("links") or []
                                 if isinstance(item, dict)}
 
@@ -208,7 +267,7 @@ class VirtualMachine:
         host_beta = min(self.devices[src].d2h.beta_Bps, self.devices[dst].h2d.beta_Bps)
         measured = self._measured_links.get((src, dst))
         if kind == "nvlink" and mode != "slow":
-            bandwidth = _value(self._peer.get("bandwidth_Bps")) or 300e9
+            bandwidth = _value(self._peer.get("bandwidth_Bps")) or 300e9  # checked in __init__ where given
             model = path_model(ALPHA_S["nvlink"], NVLINK_EFFICIENCY * bandwidth)
             links = max(1, round(bandwidth / NVLINK_LINK_Bps))
         else:

@@ -132,10 +132,15 @@ def measured_allreduce_time_s(nbytes, alpha_s, beta_Bps, tp):
     return np.where(np.asarray(tp) > 1, transfer_time_s(nbytes, alpha_s, beta_Bps), 0.0)
 
 
+MAX_CARD_COUNT = 2 ** 53  # the most cards a count reports: a float counts whole numbers exactly up to here
+
+
 def min_cards_by_capacity(total_bytes, memory_bytes_per_card):
-    """Fewest cards whose memory holds ``total_bytes``: ``ceil(total / memory)`` (cases 2 and 3)."""
+    """Fewest cards whose memory holds ``total_bytes``: ``ceil(total / memory)`` (cases 2 and 3), at most
+    ``MAX_CARD_COUNT`` (beyond it no machine holds the workload, and an int64 would overflow)."""
     ratio = np.asarray(total_bytes, dtype=float) / memory_bytes_per_card
-    return np.ceil(ratio * (1.0 - 1e-12)).astype(int)  # 180e9/24e9 is 7.5 -> 8; 160e9/80e9 stays 2
+    cards = np.ceil(ratio * (1.0 - 1e-12))  # 180e9/24e9 is 7.5 -> 8; 160e9/80e9 stays 2
+    return np.minimum(cards, MAX_CARD_COUNT).astype(np.int64)
 
 
 def smallest_tp_degree(min_cards, heads, kv_heads):

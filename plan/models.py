@@ -1,14 +1,33 @@
 """Model descriptions for the planner: presets, and the parameter count from an architecture.
 
 Pure: no file I/O (reading a model file is the caller's job; this module takes the parsed dict).
+
+Every number of a model is bounded (``MODEL_MAXIMA``, and ``gpucal.limits.RANGES["params"]`` for the
+parameter count), generously past today's largest models, so that no file or flag reaches the planner with
+a size it cannot hold; ``profiles/schema.json`` states the same bounds (``tests/unit/test_limits.py``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-__all__ = ["ModelSpec", "PRESETS", "params_from_architecture", "model_from_dict", "model_from_hf_config"]
+from gpucal.limits import MODEL_MAXIMA, RANGES
+
+__all__ = ["MODEL_MAXIMA", "PRESETS", "ModelSpec", "model_from_dict", "model_from_hf_config",
+           "params_from_architecture"]
+
+# The largest value of each integer field of a model (Llama-3.1-405B: 126 layers, hidden 16384, 128 heads,
+# vocabulary 128256, FFN 53248).
+PARAMS_RANGE = RANGES["params"]
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text):,} characters)"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -31,12 +50,19 @@ class ModelSpec:
     source: str = ""
 
     def __post_init__(self):
-        for field in ("layers", "hidden", "heads", "kv_heads", "head_dim"):
+        for field in ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "ffn"):
             value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{field}: must be a positive integer, got {value!r}")
-        if not (isinstance(self.params, (int, float)) and math.isfinite(self.params) and self.params > 0):
-            raise ValueError(f"params: must be a positive number, got {self.params!r}")
+            if value is None and field in ("vocab", "ffn"):
+                continue
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{field}: must be a positive integer, got {_shown(value)}")
+            if value > MODEL_MAXIMA[field]:
+                raise ValueError(f"{field}: {value:,} is above the largest accepted, {MODEL_MAXIMA[field]:,}")
+        lo, hi = PARAMS_RANGE
+        params = self.params
+        # Compared, not converted: an integer of 400 digits has no float, and NaN fails every comparison.
+        if not (isinstance(params, (int, float)) and not isinstance(params, bool) and lo <= params <= hi):
+            raise ValueError(f"params: must be a number from {lo:g} to {hi:g}, got {_shown(params)}")
         if self.heads % self.kv_heads:
             raise ValueError(f"kv_heads: {self.kv_heads} does not divide heads ({self.heads})")
 
@@ -93,7 +119,10 @@ PRESETS: dict[str, ModelSpec] = {
 
 
 def model_from_dict(data: dict, name: str) -> ModelSpec:
-    """A ``gpucal.model/1`` document (already schema-checked) as a ModelSpec."""
+    """A ``gpucal.model/1`` document (already schema-checked) as a ModelSpec; ``ValueError`` naming the field
+    where the fields disagree (a hidden size below the head count)."""
+    if not data.get("head_dim") and data["hidden"] < data["heads"]:
+        raise ValueError(f"hidden: {data['hidden']:,} is smaller than heads ({data['heads']:,}); give head_dim")
     head_dim = data.get("head_dim") or data["hidden"] // data["heads"]
     return ModelSpec(
         name=name, params=float(data["params"]), layers=data["layers"], hidden=data["hidden"],
@@ -107,11 +136,23 @@ _GATED_DECODERS = {"llama", "mistral", "qwen2", "qwen3", "internlm2", "granite",
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
 
 
-def _int_field(config: dict, key: str) -> int:
+def _int_field(config: dict, key: str, field: str) -> int:
+    """The integer ``config[key]``, within the bound of ModelSpec's ``field``; ``ValueError`` naming ``key``."""
     value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+    if key not in config:
+        raise ValueError(f"{key}: missing; a config.json of a decoder states it")
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{key}: expected a positive integer, got {_shown(value)}")
+    if value > MODEL_MAXIMA[field]:
+        raise ValueError(f"{key}: {value:,} is above the largest accepted, {MODEL_MAXIMA[field]:,}")
     return value
+
+
+def _flag_field(config: dict, key: str) -> bool:
+    value = config.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false, got {_shown(value)}")
+    return bool(value)
 
 
 def model_from_hf_config(config: dict, name: str) -> ModelSpec:
@@ -121,23 +162,36 @@ def model_from_hf_config(config: dict, name: str) -> ModelSpec:
     shapes are refused with the field that gave them away (their counts need other formulas).
     """
     model_type = config.get("model_type")
-    if model_type not in _GATED_DECODERS:
-        known = ", ".join(sorted(_GATED_DECODERS))
-        raise ValueError(f"model_type: {model_type!r} is not a layer shape gpucal counts ({known}); "
+    known = ", ".join(sorted(_GATED_DECODERS))
+    if not isinstance(model_type, str) or model_type not in _GATED_DECODERS:
+        raise ValueError(f"model_type: {_shown(model_type)} is not a layer shape gpucal counts ({known}); "
                          "write a gpucal.model/1 file with its params instead")
     for key in _MOE_KEYS:
         if config.get(key):
             raise ValueError(f"{key}: mixture-of-experts models are not supported by the planner yet")
-    layers = _int_field(config, "num_hidden_layers")
-    hidden = _int_field(config, "hidden_size")
-    heads = _int_field(config, "num_attention_heads")
-    kv_heads = _int_field(config, "num_key_value_heads") if "num_key_value_heads" in config else heads
-    head_dim = _int_field(config, "head_dim") if config.get("head_dim") else hidden // heads
-    vocab = _int_field(config, "vocab_size")
-    ffn = _int_field(config, "intermediate_size")
-    qkv_bias = model_type == "qwen2" or bool(config.get("attention_bias", False))
-    tied = bool(config.get("tie_word_embeddings", False))
+    layers = _int_field(config, "num_hidden_layers", "layers")
+    hidden = _int_field(config, "hidden_size", "hidden")
+    heads = _int_field(config, "num_attention_heads", "heads")
+    kv_heads = _int_field(config, "num_key_value_heads", "kv_heads") \
+        if config.get("num_key_value_heads") is not None else heads
+    if config.get("head_dim") is not None:
+        head_dim = _int_field(config, "head_dim", "head_dim")
+    elif hidden < heads:
+        raise ValueError(f"hidden_size: {hidden:,} is smaller than num_attention_heads ({heads:,}); "
+                         "give head_dim")
+    else:
+        head_dim = hidden // heads
+    if heads % kv_heads:
+        raise ValueError(f"num_key_value_heads: {kv_heads:,} does not divide num_attention_heads ({heads:,}); "
+                         "the KV heads (kv_heads) must divide the heads")
+    vocab = _int_field(config, "vocab_size", "vocab")
+    ffn = _int_field(config, "intermediate_size", "ffn")
+    qkv_bias = model_type == "qwen2" or _flag_field(config, "attention_bias")
+    tied = _flag_field(config, "tie_word_embeddings")
     params = params_from_architecture(layers, hidden, heads, kv_heads, head_dim, vocab, ffn,
                                       qkv_bias=qkv_bias, tied_embeddings=tied)
+    if params > PARAMS_RANGE[1]:
+        raise ValueError(f"num_hidden_layers, hidden_size, intermediate_size, vocab_size: the architecture counts "
+                         f"{params:.3g} parameters, above the largest accepted, {PARAMS_RANGE[1]:g}")
     return ModelSpec(name, float(params), layers, hidden, heads, kv_heads, head_dim, vocab, ffn,
                      f"Hugging Face config.json ({model_type}); params counted from the architecture")

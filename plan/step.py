@@ -2,7 +2,7 @@
 
 ``evaluate`` takes scalars or NumPy arrays (batch, tp, pp broadcast together) and returns a ``Step``
 whose fields are arrays of the same shape, so that one call plans one configuration or a sweep of a
-hundred thousand.
+few tens of thousands (``gpucal.limits.MAX_SWEEP_CONFIGURATIONS``).
 
 Composition (the design's "hybrid: TP inside stages, PP across"):
 

@@ -80,6 +80,8 @@ class Probe:
     config_type: type
     applicable: Callable[[Backend], str | None]
     run: Callable[[Backend, object], list[Result]]
+    # what its cases hold at their peak, for a config (``probes/memory.py``): checked before ``run``
+    needs: Callable[[Backend, object], list] | None = None
 
 
 PROBES: dict[str, Probe] = {}

@@ -14,10 +14,12 @@ from dataclasses import dataclass, replace
 
 from gpucal.kernels.backend import Backend
 from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
-from gpucal.kernels.reference import GEMM_MODES, Check, check_close, gemm_reference, gemm_tolerance, gemm_work
+from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, gemm_footprint, gemm_reference, gemm_tolerance,
+                                      gemm_work)
 from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
+from gpucal.probes.memory import Need
 
-__all__ = ["FlopsConfig", "run", "applicable", "datasheet_peak", "default_sizes"]
+__all__ = ["FlopsConfig", "run", "applicable", "needs", "datasheet_peak", "default_sizes"]
 
 SIM_SIZES = (19, 32)
 SIM_DECODE_K = 24
@@ -85,6 +87,25 @@ def default_sizes(backend: Backend, modes) -> tuple[int, ...]:
     return SIM_SIZES if backend.simulated else (8192,)
 
 
+def needs(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Need]:
+    """What each case of ``config`` holds at its peak (``probes/memory.py`` checks it before ``run``)."""
+    offered = backend.gemm_modes()
+    modes = [m for m in config.modes or tuple(offered) if m in offered]
+    sizes = config.sizes or default_sizes(backend, modes)
+    decode_k = config.decode_k or (SIM_DECODE_K if backend.simulated else 8192)
+    out = []
+    for mode in modes:
+        size_in = DTYPES[GEMM_MODES[mode].dtype_in].itemsize_bytes
+        size_out = DTYPES[backend.gemm_output_dtype(mode)].itemsize_bytes
+        for size in sizes:
+            out.append(Need(f"the flops {mode} case {size}x{size}x{size}", ("sizes",),
+                            gemm_footprint(size, size, size, size_in, size_out)))
+        for batch in config.decode_batches:
+            out.append(Need(f"the flops {mode} decode case {batch}x{decode_k}x{decode_k}", ("decode_batches",),
+                            gemm_footprint(batch, decode_k, decode_k, size_in, size_out)))
+    return out
+
+
 def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
     offered = backend.gemm_modes()
     results = []
@@ -103,4 +124,4 @@ def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
 
 
 PROBE = register(Probe("flops", "matrix multiply FLOP/s per dtype and accumulate mode (plateau and decode shapes)",
-                       FlopsConfig, applicable, run))
+                       FlopsConfig, applicable, run, needs))

@@ -12,7 +12,7 @@ from gpucal.kernels.links import CopyOp
 from gpucal.kernels.reference import Work
 from gpucal.probes.base import Probe, Result, register
 from gpucal.probes.links import (CLOCKS, CONVENTIONS, LinkConfig, _base, _compare, _copy_policy, _devices,
-                                 _enable_peer, _failed, _memory, _Source, applicable, pairs_of, poison)
+                                 _enable_peer, _failed, _memory, _Source, applicable, needs, pairs_of, poison)
 from gpucal.probes.timing import Policy, measure
 
 __all__ = ["run_latency"]
@@ -94,4 +94,4 @@ def run_latency(backend: Backend, config: LinkConfig | None = None) -> list[Resu
 
 
 register(Probe("latency", "small copies (4 B - 64 KiB): one at a time, back to back, and the issue cost alone",
-               LinkConfig, applicable, run_latency))
+               LinkConfig, applicable, run_latency, lambda backend, config: needs(backend, config, "latency")))

@@ -34,15 +34,17 @@ import numpy as np
 
 from gpucal.errors import InputError
 from gpucal.kernels.backend import Backend
-from gpucal.kernels.links import ENGINES, HOST_MEMORY, Buffer, CopyOp
-from gpucal.kernels.reference import Check, Work
+from gpucal.kernels.links import ENGINES, HOST_MEMORY, STAGING_CHUNK_BYTES, Buffer, CopyOp
+from gpucal.kernels.reference import Check, Footprint, Work
 from gpucal.kernels.nvml import read_clocks
 from gpucal.probes.base import Probe, Result, policy_for, register, source_of, waived
+from gpucal.probes.memory import Need
 from gpucal.probes.timing import Policy, measure
+from gpucal.units import size_label
 from gpucal.probes.topology import pcie_under_load
 
 __all__ = ["LinkConfig", "default_sizes", "sweep_sizes", "LATENCY_SIZES", "run_host_link", "run_d2d", "run_peer",
-           "pairs_of", "CONVENTIONS", "CLOCKS"]
+           "pairs_of", "needs", "CONVENTIONS", "CLOCKS"]
 
 MAX_SWEEP_BYTES = 256 << 20
 VIRTUAL_MAX_BYTES = 16 << 20  # the virtual machine moves real bytes: its default sweep stops here
@@ -100,6 +102,26 @@ def _sizes(backend: Backend, config: LinkConfig) -> tuple[tuple[int, ...], tuple
     sizes = tuple(sorted(set(config.sizes or default_sizes(backend))))
     sm = tuple(sorted(set(config.sm_sizes))) if config.sm_sizes else sizes
     return sizes, sm, (max(sizes),) if config.bidirectional_sizes is None else config.bidirectional_sizes
+
+
+# Host bytes per byte of the largest size a probe holds at once (measured with tracemalloc on the virtual backend,
+# tests/unit/test_input_bounds.py): each source's random bytes and their complement (2 per source), the host
+# buffers, the read-back and compare of a destination, and what the previous device or memory kind held until it
+# is replaced. host-link: a device and a host source, two host buffers; d2d: one source; peer: two sources;
+# latency: the host-link part's sources and buffers, then a pair's. Peer and latency also stage through two chunks.
+_HOST_PER_BYTE = {"host-link": 16, "d2d": 6, "peer": 6, "latency": 13}
+
+
+def needs(backend: Backend, config: LinkConfig, probe: str) -> list[Need]:
+    """What ``probe`` (host-link, d2d, peer, latency) holds at its peak: two device buffers of its largest size
+    on each device it copies on (both devices of a pair at once), and the host's share (``_HOST_PER_BYTE``)."""
+    if probe == "latency":
+        top, fields = max(config.latency_sizes), ("latency_sizes",)
+    else:
+        top, fields = max(_sizes(backend, config)[0]), ("sizes",)
+    devices = 2 if probe in ("peer", "latency") and backend.device_count() > 1 else 1
+    host = _HOST_PER_BYTE[probe] * top + (2 * STAGING_CHUNK_BYTES if probe in ("peer", "latency") else 0)
+    return [Need(f"the {probe} probe's copies of {size_label(top)}", fields, Footprint(2 * top, host), devices)]
 
 
 def pairs_of(backend: Backend, config: LinkConfig) -> list[tuple[int, int]]:
@@ -383,4 +405,5 @@ for _name, _desc, _run, _applicable in (
         ("d2d", "copies within device memory: copy engine and kernel, swept over sizes", run_d2d, applicable),
         ("peer", "copies between devices: P2P (copy engine, kernel read, kernel write), the driver's staging and "
                  "explicit host staging, both ways, swept over sizes; bidirectional", run_peer, applicable_pairs)):
-    register(Probe(_name, _desc, LinkConfig, _applicable, _run))
+    register(Probe(_name, _desc, LinkConfig, _applicable, _run,
+                   lambda backend, config, probe=_name: needs(backend, config, probe)))

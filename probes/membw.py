@@ -18,11 +18,13 @@ import numpy as np
 
 from gpucal.kernels.backend import Backend
 from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
-from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, check_exact, gemm_tolerance, gemv_reference,
-                                      gemv_work, stream_work, write_pattern)
+from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, check_exact, gemm_footprint, gemm_tolerance,
+                                      gemv_reference, gemv_work, stream_footprint, stream_work, write_pattern)
 from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
+from gpucal.probes.memory import Need
+from gpucal.units import size_label
 
-__all__ = ["MembwConfig", "run", "applicable", "STREAM_KERNELS", "default_stream_bytes", "default_gemv_shape",
+__all__ = ["MembwConfig", "run", "applicable", "needs", "STREAM_KERNELS", "default_stream_bytes", "default_gemv_shape",
            "write_pattern"]
 
 STREAM_KERNELS = ("copy", "read", "write", "triad")
@@ -146,6 +148,25 @@ def _gemv_case(backend: Backend, dtype: str, batch: int, m: int, k: int, config:
                       library=_library(backend), peak=memory_peak(backend))
 
 
+def needs(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Need]:
+    """What each case of ``config`` holds at its peak (``probes/memory.py`` checks it before ``run``)."""
+    out = []
+    for n_bytes in config.stream_sizes or (default_stream_bytes(backend),):
+        for kind in STREAM_KERNELS:
+            if kind in config.kernels:
+                out.append(Need(f"the membw {kind} case over {size_label(n_bytes)} per buffer", ("stream_sizes",),
+                                stream_footprint(kind, n_bytes // 4 * 4)))
+    if "gemv" in config.kernels:
+        for dtype in config.dtypes or backend.gemv_dtypes:
+            if dtype in backend.gemv_dtypes:
+                m, k = config.gemv_shape or default_gemv_shape(backend, dtype)
+                size = DTYPES[dtype].itemsize_bytes
+                for batch in config.batches:
+                    out.append(Need(f"the membw GEMV {dtype} case of W {m}x{k} at batch {batch}",
+                                    ("gemv_shape", "batches"), gemm_footprint(batch, m, k, size, size)))
+    return out
+
+
 def run(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Result]:
     results = []
     for n_bytes in config.stream_sizes or (default_stream_bytes(backend),):
@@ -164,4 +185,4 @@ def run(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Result]:
 
 
 PROBE = register(Probe("membw", "device memory bandwidth: copy, read, write, triad, and GEMV (decode) per dtype "
-                       "and batch", MembwConfig, applicable, run))
+                       "and batch", MembwConfig, applicable, run, needs))

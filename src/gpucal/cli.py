@@ -1,32 +1,186 @@
 """The ``gpucal`` command: argument parsing, dispatch and exit codes.
 
-Exit codes: 0 done; 1 a measurement or device failed; 2 bad input, reported as one line on stderr
-that names the flag, file or field (never a traceback). Each command lives in ``gpucal.commands``;
-this module only wires them together.
+Exit codes: 0 done; 1 a measurement or device failed, or the machine failed gpucal (a file or the output
+could not be written, memory ran out); 2 bad input, reported as one line on stderr that names the flag,
+file or field (never a traceback); 130 Ctrl-C (SIGINT) and 143 SIGTERM, each one line (``gpucal CMD:
+interrupted`` / ``terminated``) after the cleanup ran. Each command lives in ``gpucal.commands``; this
+module only wires them together.
+
+Importing this module is light (``sys`` only): ``main`` imports argparse and the commands inside its own
+handler, so that a Ctrl-C at any time, even while Python is still importing them, ends in that one line.
+Under ``mpiexec`` every rank fails alike: only rank 0 prints an error (argparse's too). A warning (numpy's
+RuntimeWarning, say) is printed as one line ``gpucal CMD: warning: ...``, never with a file path.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
 from gpucal import __version__
-from gpucal.errors import GpucalError
 
-__all__ = ["ArgumentParser", "build_parser", "main"]
+__all__ = ["Terminated", "build_parser", "main"]  # and ArgumentParser, made when first asked for
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad input as one line (``PROG: error: ...``) and exit code 2."""
-
-    def error(self, message: str):  # noqa: D401 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+COMMANDS = ("info", "probe", "p2p", "calibrate", "plan", "profiles", "compare", "plot")
+# the environment variables MPI launchers set to each process's rank (MPICH/Hydra, Open MPI, PMIx, MVAPICH)
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 
 
-def build_parser() -> ArgumentParser:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (as Ctrl-C raises KeyboardInterrupt), so that the same cleanup
+    runs; ``main`` ends it with ``terminated`` and exit code 143."""
+
+    signum = 15
+
+
+def _on_sigterm(signum, frame):
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends a process stuck in a C call at once
+    raise Terminated()
+
+
+def _mpi_rank() -> int | None:
+    """This process's MPI rank: gpucal's own once MPI started, else the launcher's environment, else None."""
+    comm = sys.modules.get("gpucal.kernels.comm")
+    rank = comm.current_rank() if comm is not None else None
+    if rank is not None:
+        return rank
+    import os
+
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isascii() and value.isdigit():
+            return int(value)
+    return None
+
+
+def _speaks() -> bool:
+    """Whether this process reports errors: always, except on MPI ranks other than 0."""
+    return _mpi_rank() in (None, 0)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, its control characters escaped (the text may quote a file)."""
+    sys.stderr.write(_escaped(text) + "\n")
+    sys.stderr.flush()
+
+
+_PARSER_CLASS = None
+
+
+def _parser_class():
+    global _PARSER_CLASS
+    if _PARSER_CLASS is None:
+        _PARSER_CLASS = _make_parser_class()
+    return _PARSER_CLASS
+
+
+def _make_parser_class():
+    import argparse
+    import difflib
+    import re
+
+    class ArgumentParser(argparse.ArgumentParser):
+        """argparse that reports bad input as one line (``PROG: error: ...``) and exit code 2, names a
+        mistyped flag or choice with the closest match, and under MPI prints on rank 0 only."""
+
+        def parse_known_args(self, args=None, namespace=None):
+            self._argv = list(sys.argv[1:] if args is None else args)
+            return super().parse_known_args(args, namespace)
+
+        def parse_args(self, args=None, namespace=None):
+            parsed, extras = self.parse_known_args(args, namespace)
+            if extras:
+                command = getattr(parsed, "command", None)
+                owner = self._subparser(command) or self
+                argv = getattr(self, "_argv", [])
+                if command in argv and extras[0] in argv[:argv.index(command)]:
+                    owner = self  # a flag before the command: this parser's
+                owner.error(owner._unrecognized(extras, also=self))
+            return parsed
+
+        def _subparser(self, name):
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                    return action.choices[name]
+            return None
+
+        def _flags(self) -> list[str]:
+            return [s for a in self._actions for s in a.option_strings]
+
+        def _suggest(self, word: str, choices) -> str:
+            close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+            return f"; did you mean {close[0]}?" if close else ""
+
+        def _unrecognized(self, extras: list[str], also=None) -> str:
+            word = extras[0]
+            if word.startswith("-") and len(word) > 1:
+                flag = word.split("=", 1)[0]
+                flags = self._flags() + (also._flags() if also is not None and also is not self else [])
+                text = f"unrecognized option {flag}{self._suggest(flag, flags)}"
+            else:
+                text = f"unrecognized argument {word!r}"
+            return text
+
+        def _unknown_option(self) -> str | None:
+            """The first option on the command line this parser does not know (before its subcommand, if it
+            has one), or None: argparse reports a missing argument first, which hides the mistyped flag."""
+            flags = self._flags()
+            commands = set()
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    commands = set(action.choices)
+            for word in getattr(self, "_argv", []):
+                if word == "--" or word in commands:
+                    return None
+                if not word.startswith("-") or len(word) < 2 or re.fullmatch(r"-\d.*|-\.\d.*", word):
+                    continue
+                flag = word.split("=", 1)[0]
+                if not any(f == flag or (flag.startswith("--") and f.startswith(flag))
+                           or (not flag.startswith("--") and len(f) == 2 and flag.startswith(f)) for f in flags):
+                    return flag
+            return None
+
+        def error(self, message: str):
+            unknown = self._unknown_option() if message.startswith("the following arguments are required") \
+                else None
+            if unknown is not None:
+                message = f"unrecognized option {unknown}{self._suggest(unknown, self._flags())}"
+            choice = re.match(r"argument (.*): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+            if choice:
+                offered = re.findall(r"'([^']*)'", choice.group(3))
+                message += self._suggest(choice.group(2), offered)
+            if not _speaks():
+                self.exit(2)
+            self.exit(2, _escaped(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+    return ArgumentParser
+
+
+_TOKEN_MAX_CHARS = 160  # a word of a message longer than this (a value the user gave, echoed) is cut
+
+
+def _escaped(text: str) -> str:
+    """``text`` as one line: its control characters escaped, and every word longer than ``_TOKEN_MAX_CHARS``
+    (a 100,000-character value echoed back) cut to its start and its length."""
+    import re
+
+    from gpucal.render import escape
+
+    return re.sub(r"\S{%d,}" % (_TOKEN_MAX_CHARS + 1), lambda m: f"{m.group()[:60]}...({len(m.group()):,} characters)",
+                  escape(text, layout=False))
+
+
+def __getattr__(name: str):  # ``from gpucal.cli import ArgumentParser``: argparse loads when asked for
+    if name == "ArgumentParser":
+        return _parser_class()
+    raise AttributeError(name)
+
+
+def build_parser():
     from gpucal.commands import calibrate, compare, info, p2p, plan, plot, probe, profiles
 
+    ArgumentParser = _parser_class()
     parser = ArgumentParser(
         prog="gpucal",
         description="Measure what a GPU machine really delivers, and plan LLM inference from it.",
@@ -45,25 +199,148 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _mpi_rank() -> int | None:
-    comm = sys.modules.get("gpucal.kernels.comm")
-    return comm.current_rank() if comm is not None else None
+def _guess_command(argv: list[str]) -> str | None:
+    """The command of a command line not parsed yet (for the message of a Ctrl-C while importing)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line naming the command, never a file path (numpy's RuntimeWarning, say)."""
+    if _speaks():
+        _say(f"gpucal: warning: {category.__name__}: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``gpucal`` with ``argv`` (default: the process's arguments); return the exit code."""
+    state = {"command": None, "previous": None}
+    try:
+        return _main(argv, state)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM anywhere, even while importing or parsing
+        return _interrupted(exc, state)
+    finally:
+        _restore(state)
+
+
+def _restore(state: dict) -> None:
+    if state.get("previous") is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, state["previous"])
+        state["previous"] = None
+    if state.get("warnings") is not None:
+        import warnings
+
+        warnings.showwarning = state.pop("warnings")
+
+
+def _interrupted(exc: BaseException, state: dict) -> int:
+    terminated = isinstance(exc, Terminated)
+    command = state["command"] or _guess_command(list(sys.argv[1:] if state.get("argv") is None else state["argv"]))
+    detail = getattr(exc, "detail", None)
+    if _speaks():
+        _say(f"gpucal{' ' + command if command else ''}: {'terminated' if terminated else 'interrupted'}"
+             + (f" {detail}" if detail else ""))
+    return 143 if terminated else 130
+
+
+# flags and arguments that name a document by a bare name: (dest, kind, how the name is found in the value)
+_DOCUMENT_ARGS = (
+    ("gpu", "profile", lambda v: v),
+    ("link", "link", lambda v: v),
+    ("net", "link", lambda v: v),
+    ("model", "model", lambda v: v),
+    ("profile", "profile", lambda v: v),  # gpucal plot PROFILE
+    ("backend", "profile", lambda v: v.split("+")[0].split(":")[1] if v.startswith("virtual:") else ""),
+    ("simulate", "profile", lambda v: v.split("+")[0].split(":")[0]),
+)
+
+
+def _usable_streams() -> None:
+    """stdout and stderr that can take any text: a closed one (``>&-``) goes to /dev/null, and characters the
+    terminal's encoding lacks (an ASCII locale) are written as escapes (``\\xb5``), not a UnicodeEncodeError."""
+    import os
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
+        elif hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):
+                pass
+
+
+def _ambiguity_notes(args) -> None:
+    """Where a bare name given for a document is a built-in and also a file in the current folder, say once
+    that the built-in was taken (``gpucal.inputs.ambiguity_note``)."""
+    import os
+
+    values = [(dest, kind, pick(v)) for dest, kind, pick in _DOCUMENT_ARGS
+              if isinstance(v := getattr(args, dest, None), str) and v]
+    values = [(dest, kind, name) for dest, kind, name in values if name and os.path.lexists(name)]
+    if not values or not _speaks():
+        return
+    from gpucal.inputs import ambiguity_note
+
+    for _, kind, name in values:
+        note = ambiguity_note(name, kind)
+        if note:
+            _say(f"gpucal {args.command}: note: {note}")
+
+
+def _main(argv: list[str] | None, state: dict) -> int:
+    import os
+    import signal
+    import threading
+    import warnings
+
+    state["argv"] = argv
+    _usable_streams()
+    if threading.current_thread() is threading.main_thread():
+        state["previous"] = signal.signal(signal.SIGTERM, _on_sigterm)
+    state["warnings"] = warnings.showwarning
+    warnings.showwarning = _show_warning
+    from gpucal.errors import GpucalError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: bad flags (its one line is out), --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
+    state["command"] = args.command
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command line, for provenance
     try:
+        _ambiguity_notes(args)
         return int(args.run(args) or 0)
     except GpucalError as exc:
-        if _mpi_rank() in (None, 0):  # under mpiexec every rank fails alike: rank 0 says it once
-            print(f"gpucal {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"gpucal {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code, text = exc.exit_code, str(exc)
+        if code == 130 and isinstance(exc.__cause__, Terminated):  # a step cut by SIGTERM, not by Ctrl-C
+            code, text = 143, text.replace("(interrupted)", "(terminated)", 1)
+        if _speaks():  # under mpiexec every rank fails alike: rank 0 says it once
+            _say(f"gpucal {args.command}: error: {text}")
+        return code
     except BrokenPipeError:  # the reader went away, e.g. `gpucal profiles list | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except MemoryError:
+        if _speaks():
+            _say(f"gpucal {args.command}: error: out of memory (this process's limit or the machine's); "
+                 "give smaller sizes")
+        return 1
+    except OSError as exc:  # files are written through gpucal.files, which says which; this is the output stream
+        if _speaks():
+            _say(f"gpucal {args.command}: error: cannot write the output ({exc.strerror or exc})")
+        return 1
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a bug in gpucal: one line, and the traceback only when asked for
+        if os.environ.get("GPUCAL_DEBUG"):
+            raise
+        if _speaks():
+            _say(f"gpucal {args.command}: internal error (please report it; GPUCAL_DEBUG=1 shows the traceback): "
+                 f"{type(exc).__name__}: {exc}")
         return 1

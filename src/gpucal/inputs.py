@@ -2,6 +2,13 @@
 
 Every failure is an ``InputError`` whose message starts with the flag it came from, suggests close
 matches for unknown names, and names the file and field for bad files.
+
+Names and files: a bare name (no ``/``, no ``.json``) that is a built-in (a profile, a link preset, a model
+preset) is the built-in, even where a file of that name lies in the current folder; ``ambiguity_note`` then
+says which was taken, for the command to print (``gpucal.cli`` does, once). ``./NAME`` is
+the file. A profile's own references (``plan_defaults.link``) name a built-in or a file in the profile's own
+folder, never an absolute path or one that climbs out of it (``profile_reference``); an error about such a
+file never repeats its content.
 """
 
 from __future__ import annotations
@@ -13,27 +20,31 @@ from typing import Any
 
 from gpucal import profile as profiles
 from gpucal.errors import InputError, ProfileError
+from gpucal.limits import check_range
 from gpucal.plan.models import PRESETS, ModelSpec, model_from_dict, model_from_hf_config
 from gpucal.plan.spec import GpuSpec, LinkPiece, LinkSpec
 from gpucal.units import UnitError, parse_positive, parse_quantity
 
 __all__ = [
-    "DTYPES",
     "DEFAULT_FLOPS_MODE",
+    "DTYPES",
     "GpuChoice",
-    "flops_entry",
     "LinkChoice",
-    "suggest",
+    "ambiguity_note",
+    "flops_entry",
+    "gpu_of",
+    "link_of_document",
+    "planner_link",
+    "profile_cards_per_host",
+    "profile_collective",
+    "profile_link",
+    "profile_network",
+    "profile_reference",
     "resolve_document",
     "resolve_gpu",
-    "gpu_of",
     "resolve_link",
     "resolve_model",
-    "profile_link",
-    "planner_link",
-    "profile_network",
-    "profile_collective",
-    "profile_cards_per_host",
+    "suggest",
 ]
 
 # Bytes per value of each weight dtype, and the FLOP/s entry used for it when nothing else is named.
@@ -47,8 +58,26 @@ def suggest(name: str, names) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
+def _name(text: str) -> str:
+    """``text`` quoted for a message, cut when very long."""
+    return repr(text) if len(text) <= 100 else profiles.shown_name(text)
+
+
+def ambiguity_note(text: str, kind: str | None = None) -> str | None:
+    """Where the bare name ``text`` (given for a document of ``kind``: profile, link, model; any when
+    ``None``) is a built-in and also names a file in the current folder: the line saying that the built-in was
+    taken, for the command to print (to stderr, once); ``None`` otherwise."""
+    if kind == "model" or (kind is None and text in PRESETS):
+        if text in PRESETS and profiles.is_bare(text) and profiles.exists(text):
+            return (f"{text} is the built-in model preset; the file {text} in this folder was not read "
+                    f"(write ./{text} to use the file)")
+        return None
+    return profiles.ambiguity_note(text, kind)
+
+
 def resolve_document(text: str, flag: str, kind: str) -> profiles.Document:
-    """The document named ``text`` (a built-in name or a file path) that must be of ``kind``."""
+    """The document named ``text`` (a built-in name or a file path) that must be of ``kind``. A bare name
+    that is a built-in is the built-in (``ambiguity_note``: the returned document's ``note``)."""
     if profiles.looks_like_path(text):
         try:
             doc = profiles.load(text)
@@ -57,11 +86,59 @@ def resolve_document(text: str, flag: str, kind: str) -> profiles.Document:
     else:
         names = profiles.builtin_names(kind)
         if text not in names:
-            raise InputError(f"{flag}: unknown {kind} {text!r}{suggest(text, names)} (gpucal profiles list shows them all)")
+            other = profiles.builtin_kind(text)
+            what = {"link": " (a built-in link preset)", "profile": " (a built-in profile)"}.get(other, "")
+            raise InputError(f"{flag}: unknown {kind} {_name(text)}{what}{suggest(text, names)} "
+                             "(gpucal profiles list shows them all)")
         doc = profiles.load_builtin(kind, text)
     if doc.kind != kind:
-        raise InputError(f"{flag}: {text} is a {doc.kind} document ({doc.data['schema']}), not a {kind}")
+        raise InputError(f"{flag}: {profiles.shown_name(text)} is a {doc.kind} document ({doc.data['schema']}), "
+                         f"not a {kind}")
     return doc
+
+
+def profile_reference(doc: profiles.Document, field: str, flag: str, kind: str) -> profiles.Document:
+    """The document of ``kind`` that ``doc``'s ``field`` (``plan_defaults.link``) names: a built-in by its bare
+    name, else a file in the folder of ``doc``'s own file (a built-in profile names only built-ins). Never a
+    file elsewhere: an absolute path or a ``..`` is refused, and so is a link out of the folder. An error
+    about the file names it and the field at fault, never its content. Errors start with ``flag (doc: field)``."""
+    value: Any = doc.data
+    for key in field.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    where = f"{flag} ({doc.origin}: {field})"
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{where}: names no {kind}")
+    if profiles.is_bare(value) and value in profiles.builtin_names(kind):
+        return profiles.load_builtin(kind, value)
+    parts = value.replace("\\", "/").split("/")
+    if doc.folder is None:
+        names = profiles.builtin_names(kind)
+        raise InputError(f"{where}: unknown {kind} {_name(value)}{suggest(value, names)}; a built-in profile "
+                         f"names only built-in {kind}s")
+    if os.path.isabs(value) or ".." in parts:
+        raise InputError(f"{where}: {_name(value)} is neither a built-in {kind} nor a file in the profile's own "
+                         "folder (no absolute paths, no '..')")
+    path = os.path.join(doc.folder, value)
+    folder = os.path.realpath(doc.folder)
+    if os.path.commonpath([folder, os.path.realpath(path)]) != folder:
+        raise InputError(f"{where}: {_name(value)} leads out of the profile's own folder; a profile's references "
+                         "name built-ins or files beside it")
+    if not os.path.lexists(path):
+        names = profiles.builtin_names(kind)
+        raise InputError(f"{where}: {_name(value)} is neither a built-in {kind}{suggest(value, names)} nor a file "
+                         "in the profile's own folder")
+    try:
+        data = profiles.read(path)  # its errors (not a file, not JSON) name the file, never its content
+    except ProfileError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    try:
+        found = profiles.validate(data, path)
+    except ProfileError as exc:  # the detail may quote the file's values: only the field is named
+        at = f" ({exc.field} is at fault)" if exc.field else ""
+        raise InputError(f"{where}: {profiles.shown_name(path)} is not a valid gpucal {kind} document{at}") from None
+    if found.kind != kind:
+        raise InputError(f"{where}: {profiles.shown_name(path)} is a {found.kind} document, not a {kind}")
+    return replace(found, folder=os.path.dirname(os.path.abspath(path)))
 
 
 @dataclass(frozen=True)
@@ -191,6 +268,10 @@ def _inline_link(text: str, flag: str) -> LinkChoice:
         beta = parse_positive(parts["beta"], "rate")
     except UnitError as exc:
         raise InputError(f"{flag}: beta: {exc}") from None
+    for key, value, kind in (("alpha", alpha, "time"), ("beta", beta, "rate")):
+        why = check_range(value, kind)  # the ranges a profile's alpha_s and beta_Bps have (gpucal.limits)
+        if why:
+            raise InputError(f"{flag}: {key}: {parts[key]!r} is {why}")
     return LinkChoice(LinkSpec(text, alpha, beta), "flag")
 
 
@@ -198,7 +279,11 @@ def resolve_link(text: str, flag: str = "--link") -> LinkChoice:
     """A link preset name, a ``gpucal.link/1`` file, or ``alpha=...,beta=...``."""
     if "=" in text:
         return _inline_link(text, flag)
-    doc = resolve_document(text, flag, "link")
+    return link_of_document(resolve_document(text, flag, "link"), flag)
+
+
+def link_of_document(doc: profiles.Document, flag: str) -> LinkChoice:
+    """The planner's link of a ``gpucal.link/1`` document; refuses (naming ``flag``) one without alpha."""
     alpha, beta = doc.data["alpha_s"], doc.data["beta_Bps"]
     if alpha["value"] is None:
         raise InputError(f"{flag}: {doc.origin}: alpha_s: unknown ({alpha.get('reason')}); give alpha=...,beta=...")
@@ -246,17 +331,23 @@ def planner_link(doc: profiles.Document, flag: str = "--gpu") -> LinkChoice | No
     measured = profile_link(doc)
     if measured is not None:
         return measured
-    preset = doc.data.get("plan_defaults", {}).get("link")
-    return resolve_link(preset, f"{flag} ({doc.origin}: plan_defaults.link)") if preset else None
+    if not doc.data.get("plan_defaults", {}).get("link"):
+        return None
+    preset = profile_reference(doc, "plan_defaults.link", flag, "link")
+    return link_of_document(preset, f"{flag} ({doc.origin}: plan_defaults.link)")
 
 
 def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
     """A preset name, a ``gpucal.model/1`` file, or a Hugging Face ``config.json``; then ``overrides``
     (params, layers, hidden)."""
-    if text in PRESETS:
+    shown = profiles.shown_name(text)
+    if text in PRESETS:  # a preset's name is the preset, whatever the current folder holds (ambiguity_note)
         model = PRESETS[text]
-    elif os.path.isdir(text) and os.path.isfile(os.path.join(text, "config.json")):
-        return resolve_model(os.path.join(text, "config.json"), overrides)
+    elif os.path.isdir(text):  # never raises: a name too long for the file system is no folder
+        config = os.path.join(text, "config.json")
+        if not os.path.lexists(config):
+            raise InputError(f"--model: {shown}: a folder without a config.json")
+        return resolve_model(config, overrides)
     elif profiles.looks_like_path(text):
         try:
             data = profiles.read(text)
@@ -264,23 +355,26 @@ def resolve_model(text: str, overrides: dict[str, Any] | None = None) -> ModelSp
             raise InputError(f"--model: {exc}") from None
         if isinstance(data, dict) and "schema" in data:
             try:
-                doc = profiles.validate(data, text)
+                doc = profiles.validate(data, shown)
             except ProfileError as exc:
                 raise InputError(f"--model: {exc}") from None
             if doc.kind != "model":
-                raise InputError(f"--model: {text} is a {doc.kind} document ({data['schema']}), not a model")
-            model = model_from_dict(doc.data, doc.name)
+                raise InputError(f"--model: {shown} is a {doc.kind} document ({data['schema']}), not a model")
+            try:
+                model = model_from_dict(doc.data, doc.name)
+            except ValueError as exc:
+                raise InputError(f"--model: {shown}: {exc}") from None
         elif isinstance(data, dict):
             stem = os.path.basename(os.path.dirname(os.path.abspath(text))) if text.endswith("config.json") else \
                 os.path.basename(text).removesuffix(".json")
             try:
                 model = model_from_hf_config(data, stem)
             except ValueError as exc:
-                raise InputError(f"--model: {text}: {exc}") from None
+                raise InputError(f"--model: {shown}: {exc}") from None
         else:
-            raise InputError(f"--model: {text}: expected a JSON object at the top level")
+            raise InputError(f"--model: {shown}: expected a JSON object at the top level")
     else:
-        raise InputError(f"--model: unknown model {text!r}{suggest(text, PRESETS)} "
+        raise InputError(f"--model: unknown model {_name(text)}{suggest(text, PRESETS)} "
                          "(presets: " + ", ".join(PRESETS) + "; or a gpucal.model/1 file or a config.json)")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if overrides:

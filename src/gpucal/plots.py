@@ -28,7 +28,7 @@ from gpucal.plan.spec import NO_LINK, GpuSpec
 from gpucal.units import format_flops, format_rate, format_time
 
 __all__ = ["FIGURES", "PLAN_BATCHES", "VERDICT_COLOURS", "PlotSkipped", "PlanCurves", "plan_curves",
-           "bandwidth_figure", "p2p_figure", "roofline_figure", "plan_figure", "write_plots"]
+           "bandwidth_figure", "p2p_figure", "roofline_figure", "plan_figure", "check_plots_output", "write_plots"]
 
 FIGURES = ("bandwidth", "p2p", "roofline", "plan", "network")
 PLAN_BATCHES = tuple(2 ** k for k in range(11))  # 1 .. 1024
@@ -358,8 +358,13 @@ def plan_figure(doc: profiles.Document, curves: PlanCurves):
     memory = curves.bound == "memory"
     for ax, values, label in ((top, curves.token_latency_s, "token latency (s)"),
                               (bottom, curves.aggregate_tokens_per_s, "throughput (aggregate tokens/s)")):
+        drawable = np.isfinite(values) & (values > 0)  # extreme profiles: the planner's inf, NaN or 0
+        if not drawable.any():
+            raise PlotSkipped(f"the planner gives no finite, positive {label.split(' (')[0]} for this profile")
+        values = np.where(drawable, values, np.nan)
         ax.plot(b, values, "-", color="C0", lw=1.5)
-        for where, marker, colour, text in ((memory, "o", "C0", "memory-bound"), (~memory, "s", "C3", "compute-bound")):
+        for where, marker, colour, text in ((memory & drawable, "o", "C0", "memory-bound"),
+                                            (~memory & drawable, "s", "C3", "compute-bound")):
             if where.any():
                 ax.plot(b[where], values[where], marker, color=colour, label=text)
         for i, batch in enumerate(b[~curves.fits]):
@@ -388,16 +393,7 @@ def plan_figure(doc: profiles.Document, curves: PlanCurves):
 
 # -- all of them ----------------------------------------------------------------------------------------------
 
-def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards: int | None = None,
-                strategy: str | None = None, which=None, context_tokens: int = 0
-                ) -> list[tuple[str, Path | None, str | None]]:
-    """Write the figures ``which`` (default all of ``FIGURES``) of ``doc`` as ``NAME.png`` in ``out_dir``
-    (created; existing PNGs replaced). Returns (name, path or None, why skipped or None) per figure.
-
-    Bad arguments raise ``InputError`` naming the CLI flag (``--only``, ``--model``, ``--cards``,
-    ``--strategy``, ``-o``), as does a missing matplotlib.
-    """
-    names = list(FIGURES if which is None else which)
+def _check_arguments(names, cards, strategy) -> None:
     unknown = [w for w in names if w not in FIGURES]
     if unknown or not names:
         raise InputError(f"--only: unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}" if unknown
@@ -406,15 +402,64 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
         raise InputError(f"--cards: must be a whole number of at least 1, got {cards!r}")
     if strategy is not None and strategy not in PLAN_STRATEGIES:
         raise InputError(f"--strategy: expected one of {', '.join(PLAN_STRATEGIES)}, got {strategy!r}")
+
+
+def check_plots_output(out_dir, *, which=None, force: bool = False, flag: str = "-o") -> list[Path]:
+    """Check, before anything is measured or drawn, that the figures ``which`` (default all) can be written
+    into ``out_dir`` as ``write_plots`` writes them: a folder (or a new one), and no ``NAME.png`` there
+    unless ``force`` (then a regular file). ``InputError`` naming ``flag`` otherwise. Returns the paths."""
+    from gpucal.files import check_output, check_output_folder
+
+    out = check_output_folder(out_dir, flag=flag)
+    return [check_output(out / f"{name}.png", force=force, flag=flag)
+            for name in FIGURES if which is None or name in which]
+
+
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (drawn in memory: nothing is written until every figure is drawn)."""
+    import io
+
+    buffer = io.BytesIO()
+    with np.errstate(all="ignore"):
+        fig.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def _drawn(make) -> bytes:
+    """The PNG of the figure ``make()`` returns. Values a profile may hold (within the schema's bounds) can
+    still span more decades than matplotlib can lay out on a log axis: such a figure is skipped, saying so,
+    rather than crash the command; matplotlib's warnings about them are not printed."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return _png(make())
+        except (OverflowError, FloatingPointError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise PlotSkipped(f"its values are beyond what a plot can show ({type(exc).__name__}: {exc})") from None
+
+
+def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards: int | None = None,
+                strategy: str | None = None, which=None, context_tokens: int = 0, force: bool = False,
+                flag: str = "-o") -> list[tuple[str, Path | None, str | None]]:
+    """Write the figures ``which`` (default all of ``FIGURES``) of ``doc`` as ``NAME.png`` in ``out_dir``
+    (created). Returns (name, path or None, why skipped or None) per figure.
+
+    Every output is checked before any figure is drawn (an existing ``NAME.png`` is replaced only with
+    ``force``, and only if it is a regular file), every figure is drawn in memory, then all are written at
+    once (``gpucal.files.write_all_atomic``): a failure leaves the folder as it was. Bad arguments raise
+    ``InputError`` naming the CLI flag (``--only``, ``--model``, ``--cards``, ``--strategy``, and ``flag``
+    for the folder), as does a missing matplotlib; a failure while writing (disk full) is a ``GpucalError``.
+    """
+    from gpucal.files import make_folder, write_all_atomic
+
+    names = list(FIGURES if which is None else which)
+    _check_arguments(names, cards, strategy)
     spec = resolve_model(model) if isinstance(model, str) else model
     _canvas_figure((1, 1))  # matplotlib is there, before anything is written
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"-o: {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"-o: cannot create {out}: {exc.strerror or exc}") from None
+    check_plots_output(out_dir, which=names, force=force, flag=flag)
     from gpucal.plot_network import network_figure  # its own module; it imports this one's helpers
 
     makers = {
@@ -425,17 +470,19 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
                                                      context_tokens=context_tokens)),
         "network": lambda: network_figure(doc),
     }
+    out = Path(out_dir)
     results: list[tuple[str, Path | None, str | None]] = []
+    drawn: list[tuple[Path, bytes]] = []
     for name in (n for n in FIGURES if n in names):
         try:
-            fig = makers[name]()
+            png = _drawn(makers[name])
         except PlotSkipped as skipped:
             results.append((name, None, skipped.reason))
             continue
         path = out / f"{name}.png"
-        try:
-            fig.savefig(path, dpi=_DPI)
-        except OSError as exc:
-            raise InputError(f"-o: cannot write {path}: {exc.strerror or exc}") from None
+        drawn.append((path, png))
         results.append((name, path, None))
+    if drawn:
+        make_folder(out, flag=flag)
+        write_all_atomic(drawn, force=force, flag=flag)
     return results

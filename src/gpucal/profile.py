@@ -6,8 +6,14 @@ hardware profiles (``gpucal.profile/1``, what ``calibrate`` writes and ``plan`` 
 data under ``gpucal.profiles`` (``datasheet/``, ``article/``, ``measured/``, ``links/``) and are found
 by name; anything else is a file path.
 
-Every error names the file and the field (``ProfileError``). Writing is atomic (a temporary file in
-the same folder, then a rename) and never replaces an existing file unless ``force`` is given.
+Every error names the file and the field (``ProfileError``). Reading takes only regular files, at most
+``gpucal.limits.MAX_INPUT_FILE_BYTES`` of them, and never blocks (a FIFO, ``/dev/zero``: refused); parsing
+refuses NaN, infinities (``1e999``) and absurdly long integers, naming the field. Writing is atomic (a
+temporary file in the same folder, then a rename) and never replaces an existing file unless ``force`` is
+given.
+
+A bare name (no ``/``, no ``.json``) that is a built-in is the built-in, even where a file of that name
+lies in the current folder (``ambiguity_note`` says so, for the command to print); ``./NAME`` is the file.
 
 Format history:
 - 1 (gpucal 0.1): first version.
@@ -15,15 +21,21 @@ Format history:
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gpucal import limits
 from gpucal.errors import ProfileError
 
 PROFILE_FORMAT = "gpucal.profile/1"
@@ -34,20 +46,75 @@ FORMATS = {PROFILE_FORMAT: "profile", LINK_FORMAT: "link", MODEL_FORMAT: "model"
 # Package-data folders per document kind, in lookup order.
 _FOLDERS = {"profile": ("article", "datasheet", "measured"), "link": ("links",)}
 _MESSAGE_MAX_CHARS = 240
+_NAME_SHOWN_CHARS = 120  # a longer file name is shown cut, with its length
+# What the schema's text fields refuse (profiles/schema.json, $defs/text): C0 and C1 controls, DEL, the line
+# and paragraph separators, and the bidirectional embeddings, overrides and isolates.
+CONTROL_CHARACTERS = re.compile("[" + limits.CONTROL_CHARACTERS + "]")
 
 
 @dataclass(frozen=True)
 class Document:
-    """A validated document: its kind (profile, link, model), its name, where it came from."""
+    """A validated document: its kind (profile, link, model), its name, where it came from.
+
+    ``folder`` is the folder of the file it was read from (``None`` for a built-in), against which its
+    references (``plan_defaults.link``) are resolved."""
 
     kind: str
     name: str
     origin: str
     data: dict[str, Any]
+    folder: str | None = dataclass_field(default=None, compare=False)
+
+
+def shown_name(path: str | os.PathLike) -> str:
+    """``path`` as error messages show it: cut, with its length, when it is very long."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    if len(text) > _NAME_SHOWN_CHARS:
+        return f"{text[:_NAME_SHOWN_CHARS // 2]}...({len(text):,} characters)"
+    return text
 
 
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a JSON number")
+
+
+class _Refused:
+    """A number the parser refused (``1e999``, a 400-digit integer), kept in place so that the walk that
+    follows the parse can name its field."""
+
+    __slots__ = ("token", "why")
+
+    def __init__(self, token: str, why: str):
+        self.token, self.why = token, why
+
+
+def _parse_float(token: str) -> Any:
+    value = float(token)
+    if math.isfinite(value):
+        return value
+    return _Refused(token, "is not a finite number (too large for a float)")
+
+
+def _parse_int(token: str) -> Any:
+    digits = len(token.lstrip("-"))
+    if digits > limits.MAX_JSON_INT_DIGITS:
+        return _Refused(token, f"is an integer of {digits:,} digits, out of any range gpucal reads")
+    return int(token)
+
+
+def _first_refused(value: Any) -> tuple[str | None, _Refused] | None:
+    """(field, number) of the first refused number in ``value``, in document order; ``None`` if none.
+    (Iterative: the parser has already refused what is nested too deeply for the stack.)"""
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, _Refused):
+            return _field(path), node
+        if isinstance(node, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def _field(path: Any) -> str | None:
@@ -81,11 +148,12 @@ def schema() -> dict[str, Any]:
 
 
 def parse(text: str | bytes, origin: str) -> Any:
-    """JSON text to Python values; NaN and Infinity are refused. Errors name ``origin``."""
+    """JSON text to Python values; NaN, Infinity, numbers that overflow a float (``1e999``) and integers of
+    more than 40 digits are refused, naming the field. Errors name ``origin``."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise ProfileError(origin, None, "not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -94,6 +162,12 @@ def parse(text: str | bytes, origin: str) -> Any:
         raise ProfileError(origin, None, f"not valid JSON: {exc}") from None
     except RecursionError:
         raise ProfileError(origin, None, "not valid JSON: nested too deeply") from None
+    refused = _first_refused(value)
+    if refused is not None:
+        where, number = refused
+        token = number.token if len(number.token) <= 24 else number.token[:12] + "..."
+        raise ProfileError(origin, where, f"the number {token} {number.why}")
+    return value
 
 
 def _walk_refs(node: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -107,6 +181,16 @@ def _walk_refs(node: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _walk_refs(value, f"{path}[{i}]")
+
+
+def _message(error) -> str:
+    """A schema error in words; a text field with a control character says which character, and where."""
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        bad = CONTROL_CHARACTERS.search(error.instance)
+        if bad:
+            return (f"contains the control character U+{ord(bad.group()):04X} at character {bad.start() + 1}; "
+                    "text fields may not hold control characters or bidirectional overrides")
+    return _short(error.message)
 
 
 def validate(data: Any, origin: str) -> Document:
@@ -127,7 +211,7 @@ def validate(data: Any, origin: str) -> Document:
     except RecursionError:
         raise ProfileError(origin, None, "nested too deeply") from None
     if error is not None:
-        raise ProfileError(origin, _field(error.absolute_path), _short(error.message))
+        raise ProfileError(origin, _field(error.absolute_path), _message(error))
     kind = FORMATS[fmt]
     documents = data.get("documents", {})
     for field, ref in _walk_refs(data, ""):
@@ -135,24 +219,91 @@ def validate(data: Any, origin: str) -> Document:
             raise ProfileError(origin, f"{field}.ref", f"cites {ref!r}, which is not in 'documents'")
     if kind == "model" and data["heads"] % data["kv_heads"]:
         raise ProfileError(origin, "kv_heads", f"{data['kv_heads']} does not divide heads ({data['heads']})")
+    if kind == "profile":
+        total = sum(d.get("count", 1) for d in data["devices"])
+        if total > limits.MAX_DEVICES:
+            raise ProfileError(origin, "devices", f"stand for {total:,} devices (the sum of their count); "
+                               f"the most a profile may hold is {limits.MAX_DEVICES}")
     return Document(kind=kind, name=data["name"], origin=origin, data=data)
 
 
-def read(path: str | os.PathLike) -> Any:
-    """Read and parse the JSON file at ``path`` (not validated). Errors name the file."""
-    origin = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise ProfileError(origin, None, "is a folder, not a file") from None
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_bytes(path: str | os.PathLike, limit: int = limits.MAX_INPUT_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them.
+
+    Never blocks and never reads without end: the file is opened without blocking (a FIFO with no writer
+    opens at once), and anything but a regular file (a folder, a FIFO, ``/dev/zero``, a socket) is refused
+    before a byte is read; at most ``limit`` + 1 bytes are read, whatever the file claims its size is.
+    Errors are ``ProfileError`` naming the file (cut when very long)."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    origin = shown_name(text)
+    if not text:
+        raise ProfileError("''", None, "an empty file name")
+    if len(text) > limits.MAX_PATH_CHARS:
+        raise ProfileError(origin, None, f"the name is {len(text):,} characters long; a path may have at most "
+                           f"{limits.MAX_PATH_CHARS:,}")
+    def refuse_kind(mode: int) -> None:
+        if stat.S_ISDIR(mode):
+            raise ProfileError(origin, None, "is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            what = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise ProfileError(origin, None, f"is {what}; gpucal reads documents only from regular files")
+
+    try:  # what it is, before opening: opening a device may act (a tape rewinds, a watchdog arms)
+        before = os.stat(text)
+        refuse_kind(before.st_mode)
+        fd = os.open(text, _O_FLAGS)
+    except ProfileError:
+        raise
+    except ValueError:  # an embedded NUL
+        raise ProfileError(origin, None, "the name contains a NUL character") from None
     except OSError as exc:
-        raise ProfileError(origin, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse(raw, origin)
+        raise ProfileError(origin, None, f"cannot read: {_why(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        refuse_kind(info.st_mode)
+        if (info.st_dev, info.st_ino) != (before.st_dev, before.st_ino):
+            raise ProfileError(origin, None, "changed while it was being opened; try again")
+        too_big = ProfileError(origin, None, f"is larger than {limits.MAX_INPUT_FILE_BYTES:,} bytes, the most "
+                               "gpucal reads of a profile, link, model or config.json")
+        if info.st_size > limit:
+            raise too_big
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise too_big
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ProfileError(origin, None, f"cannot read: {_why(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the name is too long for the file system"
+    return exc.strerror or str(exc)
+
+
+def read(path: str | os.PathLike) -> Any:
+    """Read and parse the JSON file at ``path`` (not validated): a regular file of at most
+    ``MAX_INPUT_FILE_BYTES`` (``read_bytes``). Errors name the file."""
+    return parse(read_bytes(path), shown_name(path))
 
 
 def load(path: str | os.PathLike) -> Document:
     """Read, parse and validate the document at ``path``."""
-    return validate(read(path), str(path))
+    doc = validate(read(path), shown_name(path))
+    return replace(doc, folder=os.path.dirname(os.path.abspath(os.fspath(path))))
 
 
 def builtin_names(kind: str) -> dict[str, str]:
@@ -191,9 +342,50 @@ def datasheet_for(device_name: str) -> Document | None:
     return None
 
 
+def exists(text: str) -> bool:
+    """True when something (a file, a folder, a FIFO) is called ``text``; never raises (a name too long,
+    a NUL character: nothing is)."""
+    try:
+        os.lstat(text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_bare(text: str) -> bool:
+    """True when ``text`` could be a built-in's name: no path separator, no .json suffix."""
+    return not (text.endswith(".json") or os.sep in text or "/" in text or (os.altsep and os.altsep in text))
+
+
+def builtin_kind(text: str, kind: str | None = None) -> str | None:
+    """The kind (profile, link) of the built-in named ``text`` (of ``kind`` only, when given), or ``None``."""
+    for each in (kind,) if kind else tuple(_FOLDERS):
+        if each in _FOLDERS and text in builtin_names(each):
+            return each
+    return None
+
+
 def looks_like_path(text: str) -> bool:
-    """True when ``text`` names a file rather than a built-in: a path separator or a .json suffix."""
-    return text.endswith(".json") or os.sep in text or "/" in text or Path(text).is_file()
+    """True when ``text`` names a file rather than a built-in: a path separator or a .json suffix; or a bare
+    name that is no built-in profile or link preset but names something in the current folder. A bare name
+    that is a built-in is the built-in (``ambiguity_note`` says when a file of that name lies here too);
+    ``./NAME`` is the file."""
+    if not is_bare(text):
+        return True
+    return builtin_kind(text) is None and exists(text)
+
+
+def ambiguity_note(text: str, kind: str | None = None) -> str | None:
+    """Where the bare name ``text`` is a built-in and also names something in the current folder: one line
+    saying that the built-in was taken, for the command to print; ``None`` otherwise."""
+    if not is_bare(text) or not exists(text):
+        return None
+    found = builtin_kind(text, kind) or builtin_kind(text)
+    if found is None:
+        return None
+    what = "link preset" if found == "link" else "profile"
+    return (f"{text} is the built-in {what}; the file {text} in this folder was not read "
+            f"(write ./{text} to use the file)")
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -2,20 +2,49 @@
 
 JSON output rounds floats to 12 significant digits (far below any input's precision), so that the
 article's 0.02238192 s prints as such rather than as 0.022381920000000003.
+
+Text that reaches the terminal may come from a file (a profile's name, notes, device names, a model's
+title): everything printed goes through ``escape``, which writes control characters as visible escapes
+(``\\x1b``, ``\\u202e``) so that a crafted file can neither drive the terminal (set its title, clear the
+screen) nor reorder what is shown (bidi overrides). The consoles here escape every string they render
+(tables, titles, lines) and never read markup; ``print_json`` escapes the same characters as JSON ``\\u``
+escapes; ``gpucal.cli`` escapes its error lines.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from typing import Any
 from collections.abc import Iterable
 
-__all__ = ["JSON_DIGITS", "console", "line", "json_ready", "print_json", "table", "print_table", "number", "percent",
-           "fit_note"]
+from gpucal.limits import CONTROL_CHARACTERS
+
+__all__ = ["JSON_DIGITS", "console", "escape", "line", "json_ready", "print_json", "table", "print_table", "number",
+           "percent", "fit_note"]
 
 JSON_DIGITS = 12
+# C0 controls (ESC among them), DEL, C1 controls (8-bit CSI, OSC...), and the invisible characters that reorder
+# or split text: bidi marks, embeddings, overrides and isolates, line and paragraph separators, BOM
+# (one set for reading and showing: gpucal.limits.CONTROL_CHARACTERS)
+_INVISIBLE = CONTROL_CHARACTERS.removeprefix("\x00-\x1f")  # all but the C0 controls
+_UNSAFE_RE = re.compile("[" + CONTROL_CHARACTERS + "]")
+_UNSAFE_EXCEPT_LAYOUT_RE = re.compile("[\x00-\x08\x0b-\x1f" + _INVISIBLE + "]")  # newline and tab kept
+_JSON_UNSAFE_RE = re.compile("[" + _INVISIBLE + "]")
+
+
+def _visible(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str, *, layout: bool = True) -> str:
+    """``text`` with every control character written as a visible escape (``ESC`` -> ``\\x1b``, U+202E ->
+    ``\\u202e``); with ``layout`` newlines and tabs are kept (multi-line text), else escaped too (one line)."""
+    text = str(text)
+    return (_UNSAFE_EXCEPT_LAYOUT_RE if layout else _UNSAFE_RE).sub(_visible, text)
 
 
 def json_ready(value: Any) -> Any:
@@ -36,16 +65,37 @@ def json_ready(value: Any) -> Any:
 def print_json(value: Any, stream=None) -> None:
     """One JSON document on stdout (and nothing else there)."""
     stream = stream or sys.stdout
-    stream.write(json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    text = json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False)
+    # json escapes C0 controls itself; DEL, C1 and the bidi characters it leaves as they are (they are valid JSON
+    # characters, but a terminal acts on them): the same text with those as \\u escapes (only strings hold them)
+    stream.write(_JSON_UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+
+
+_CONSOLE_CLASS = None
+
+
+def _console_class():
+    """rich's Console, rendering every string it is given through ``escape`` (and never as markup)."""
+    global _CONSOLE_CLASS
+    if _CONSOLE_CLASS is None:
+        from rich.console import Console
+
+        class SafeConsole(Console):
+            def render_str(self, text, **kwargs):
+                kwargs["markup"] = False
+                kwargs["emoji"] = False
+                return super().render_str(escape(text), **kwargs)
+
+        _CONSOLE_CLASS = SafeConsole
+    return _CONSOLE_CLASS
 
 
 def console(stderr: bool = False):
-    """A rich console; 100 columns when the output is not a terminal, so that output is stable."""
-    from rich.console import Console
-
+    """A rich console; 100 columns when the output is not a terminal, so that output is stable. Every string
+    it renders (lines, table cells, titles, headers) is escaped (``escape``) and never read as markup."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 100
-    return Console(file=stream, width=width, highlight=False, markup=False, soft_wrap=False, emoji=False)
+    return _console_class()(file=stream, width=width, highlight=False, markup=False, soft_wrap=False, emoji=False)
 
 
 def line(text: str, out=None) -> None:
@@ -60,11 +110,11 @@ def table(columns: Iterable[str], rows: Iterable[Iterable[Any]], title: str | No
     from rich.table import Table
 
     right, no_wrap = set(right), set(no_wrap)
-    out = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False)
+    out = Table(title=None if title is None else escape(title), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False)
     for i, name in enumerate(columns):
         out.add_column(name, justify="right" if i in right else "left", overflow="fold", no_wrap=i in no_wrap)
     for row in rows:
-        out.add_row(*("" if cell is None else str(cell) for cell in row))
+        out.add_row(*("" if cell is None else escape(str(cell)) for cell in row))
     return out
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 __all__ = [
     "UnitError",
     "parse_quantity",
     "parse_positive",
+    "parse_whole_bytes",
     "format_time",
     "format_bytes",
     "format_rate",
@@ -47,7 +49,8 @@ _KINDS = {
     "number": ("", {}, False, "a number such as 70e9"),
 }
 
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+# ASCII digits only: float() reads an Arabic-Indic or full-width digit as its value, which no user means
+_NUMBER = re.compile(r"^\s*([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*(\S*)\s*$", re.ASCII)
 
 
 def _unit_factor(unit: str, kind: str) -> float | None:
@@ -91,6 +94,8 @@ def parse_quantity(text: str, kind: str) -> float:
     value = float(number) * factor
     if not math.isfinite(value):
         raise UnitError(f"expected {what}, got {text!r} (not finite)")
+    if value != 0 and abs(value) < sys.float_info.min:  # a denormal: no quantity gpucal reads is that small
+        raise UnitError(f"expected {what}, got {text!r} (too small: below {sys.float_info.min:g})")
     return value
 
 
@@ -100,6 +105,15 @@ def parse_positive(text: str, kind: str) -> float:
     if value <= 0:
         raise UnitError(f"must be greater than zero, got {text!r}")
     return value
+
+
+def parse_whole_bytes(text: str) -> int:
+    """A positive size in whole bytes (a buffer's size): ``parse_whole_bytes("1.5KiB") == 1536``; ``0.5B`` or
+    ``1.1B`` is refused, never rounded to a size nobody asked for."""
+    value = parse_positive(text, "bytes")
+    if not value.is_integer():
+        raise UnitError(f"must be a whole number of bytes, got {text!r} ({value:g} B)")
+    return int(value)
 
 
 def format_si(value: float, unit: str, digits: int = 4) -> str:

@@ -218,3 +218,15 @@ def test_the_pingpong_benchmark_runs(mpiexec):
     report = json.loads(proc.stdout)
     assert report["same_host"] is True and [r["bytes"] for r in report["rows"]] == [2 ** k for k in range(3, 13)]
     assert all(r["status"] == "passed" for r in report["rows"])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("plan", "--gpuu", "rtx4090"), "--gpuu"),  # argparse's error, before any MPI
+    (("probe", "net", "--sizes", "1PiB..2PiB"), "--sizes"),  # gpucal's own, inside the world
+    (("calibrate", "--cluster", "-o", ""), "-o"),
+])
+def test_under_mpiexec_one_rank_says_a_bad_input_once(run_mpi, argv, flag):
+    done = run_mpi(2, *argv, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in done.stderr, done.stderr

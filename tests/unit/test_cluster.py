@@ -12,6 +12,7 @@ import pytest
 
 from conftest import run_gpucal
 from gpucal import profile as profiles
+from gpucal.errors import ProfileError
 from gpucal.calibrate.cluster import cards_per_host, merge_cluster
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
@@ -249,3 +250,11 @@ def test_the_link_solver_scales_an_allreduce_measured_inside_a_host(tmp_path):
     budget_s = 1 / 10 - plan["card_time_s"] - 160 * AR_ALPHA_S
     expected = 160 * s_bytes * link_beta / AR_BETA_BPS / budget_s
     assert t["required_beta_Bps"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_host_of_no_devices_is_refused_by_the_schema():
+    """A cluster host with no devices would divide the planner's cards per host by zero."""
+    doc = _cluster()
+    doc["cluster"]["hosts"][0]["devices"] = []
+    with pytest.raises(ProfileError, match=r"cluster\.hosts\[0\]\.devices"):
+        profiles.validate(doc, "twohosts.json")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gpucal import profile
 from gpucal.errors import ProfileError, ProfileExistsError
+from gpucal.limits import RANGES
 
 
 def rtx4090():
@@ -24,7 +25,7 @@ def error_of(data, origin="test.json"):
 
 @pytest.mark.parametrize("mutate, field, words", [
     (lambda d: d["devices"][0]["memory_bandwidth_Bps"].update(value=-1), "devices[0].memory_bandwidth_Bps.value", "minimum"),
-    (lambda d: d["devices"][0]["memory_bytes"].update(value=0), "devices[0].memory_bytes.value", "less than or equal"),
+    (lambda d: d["devices"][0]["memory_bytes"].update(value=0), "devices[0].memory_bytes.value", "less than the minimum of 1"),
     (lambda d: d["devices"][0]["memory_bytes"].update(value="24GB"), "devices[0].memory_bytes.value", "not of type"),
     (lambda d: d["devices"][0]["dense_flops"]["fp32"].pop("ref"), "devices[0].dense_flops.fp32", "'ref' is a required"),
     (lambda d: d["devices"][0]["dense_flops"]["fp32"].update(value=None), "devices[0].dense_flops.fp32", "'reason'"),
@@ -107,13 +108,19 @@ def test_save_into_a_missing_folder_is_an_input_error(tmp_path):
         profile.save(rtx4090(), tmp_path / "no" / "p.json")
 
 
-POSITIVE = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False)
+def _in_range(kind):
+    lo, hi = RANGES[kind]
+    return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False)
+
+
+# Printable text: the schema refuses control characters, separators and bidirectional overrides in text fields.
+TEXT = st.text(st.characters(exclude_categories=("Cc", "Cf", "Cs", "Zl", "Zp")), max_size=50)
 
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
-@given(bw=POSITIVE, mem=st.integers(1, 2**62), flops=st.dictionaries(
-    st.sampled_from(["fp64", "fp32", "tf32", "fp16_fp32acc", "bf16_fp32acc", "fp8_fp32acc"]), POSITIVE),
-    note=st.text(max_size=50), title=st.text(max_size=80))
+@given(bw=_in_range("rate"), mem=st.integers(1, int(RANGES["bytes"][1])), flops=st.dictionaries(
+    st.sampled_from(["fp64", "fp32", "tf32", "fp16_fp32acc", "bf16_fp32acc", "fp8_fp32acc"]), _in_range("flops")),
+    note=TEXT, title=TEXT)
 def test_round_trip_is_the_identity_for_any_valid_values(tmp_path, bw, mem, flops, note, title):
     data = rtx4090()
     data["title"] = title

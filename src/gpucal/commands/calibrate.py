@@ -21,6 +21,7 @@ ANOMALIES_SHOWN = 20
 
 
 def add_parser(sub) -> None:
+    from gpucal.commands.args import budget
     from gpucal.commands.probe import backend_arg
 
     p = sub.add_parser("calibrate", help="measure this machine and write its profile (memory, FLOP/s, every link)",
@@ -43,7 +44,7 @@ def add_parser(sub) -> None:
                    help="with --simulate: skip checking the kernels on the Numba simulator (a few seconds)")
     p.add_argument("--name", metavar="NAME", help="the profile's name (default: the output file's stem, or "
                                                   "<host>-<gpu>)")
-    p.add_argument("--budget", type=float, metavar="S", help="seconds of sampling per case at most")
+    p.add_argument("--budget", type=budget, metavar="S", help="seconds of sampling per case at most")
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--plots", metavar="DIR", help="also write the plots (gpucal plot) into DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) instead of tables")
@@ -83,16 +84,20 @@ def _backend(args):
 
 
 def _check_output(path: str, force: bool) -> None:
-    if os.path.isdir(path):
-        raise InputError(f"-o: {path} is a folder; give a file name")
-    if os.path.exists(path) and not force:
-        raise InputError(f"-o: {path}: exists; pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(path))
-    probe = parent
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.access(probe, os.W_OK):
-        raise InputError(f"-o: {path}: cannot write in {probe}")
+    """``-o``: a new name or (with --force) a regular file, in a folder that is or can be made, writable."""
+    from gpucal.files import check_output
+
+    check_output(path, force=force, flag="-o")
+
+
+def check_outputs(args) -> None:
+    """Every output path the flags name (-o, --plots), checked before anything is measured."""
+    if args.output is not None:
+        _check_output(args.output, args.force)
+    if args.plots is not None:
+        from gpucal.plots import check_plots_output
+
+        check_plots_output(args.plots, force=args.force, flag="--plots")
 
 
 def _name_of(path: str | None) -> str | None:
@@ -122,19 +127,21 @@ def _progress(show_bar: bool, quiet: bool):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(TextColumn("gpucal calibrate"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.description}"), TimeElapsedColumn(), console=render.console(stderr=True),
+                       TextColumn("{task.description}", markup=False), TimeElapsedColumn(), console=render.console(stderr=True),
                        transient=True)
         task = {}
 
         def report(i, total, step):
+            label = render.escape(step.label, layout=False)
             if "id" not in task:
-                task["id"] = bar.add_task(step.label, total=total)
-            bar.update(task["id"], completed=i, description=step.label)
+                task["id"] = bar.add_task(label, total=total)
+            bar.update(task["id"], completed=i, description=label)
         return report, bar
 
     def report(i, total, step):
         if step.name != "done":
-            print(f"gpucal calibrate: [{i + 1}/{total}] {step.label}", file=sys.stderr, flush=True)
+            print(render.escape(f"gpucal calibrate: [{i + 1}/{total}] {step.label}", layout=False), file=sys.stderr,
+                  flush=True)
     return report, contextlib.nullcontext()
 
 
@@ -142,6 +149,10 @@ def check_flags(args) -> None:
     """The checks of calibrate's flags that need no device (the same on every rank under MPI)."""
     import math
 
+    for flag, value, what in (("-o", args.output, "a file name"), ("--simulate", args.simulate, "PROFILE[:N]"),
+                              ("--plots", args.plots, "a folder"), ("--simulate-net", args.simulate_net, "a link")):
+        if value is not None and not value.strip():  # an empty value is not the flag's absence
+            raise InputError(f"{flag}: an empty value; give {what}")
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
         raise InputError(f"--budget: must be a positive number of seconds, got {args.budget}")
     if args.device != 0:
@@ -151,24 +162,21 @@ def check_flags(args) -> None:
 
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,99}", args.name):
             raise InputError(f"--name: {args.name!r}: use lowercase letters, digits, '.', '_' and '-'")
-    if args.plots:
+    if args.plots is not None:
         _check_plots()
-    if args.simulate_net and not args.cluster:
+    if args.simulate_net is not None and not args.cluster:
         raise InputError("--simulate-net: only with --cluster (the network between the hosts of a cluster)")
 
 
 def run(args) -> int:
-    from gpucal import profile as profiles
     from gpucal.calibrate.build import default_name
-    from gpucal.calibrate.health import summary_rows
 
     if args.cluster:
         from gpucal.commands.calibrate_cluster import run_cluster
 
         return run_cluster(args)
     check_flags(args)
-    if args.output:
-        _check_output(args.output, args.force)
+    check_outputs(args)
     backend = _backend(args)
     count = backend.device_count() if backend.links_reason() is None else 1
     import socket
@@ -179,12 +187,47 @@ def run(args) -> int:
     if not args.output:
         _check_output(path, args.force)
     cal, doc, found, failed = measure_host(args, backend, name)
-    written = write_profile(doc, path, args.force)
-    plots = []
-    if args.plots:
+    done: dict = {}
+    try:
+        written, plots = write_outputs(args, doc, path, done)
+        return _report(args, doc, cal, found, failed, backend, name, written, plots)
+    except KeyboardInterrupt as exc:  # after the profile was written: say so (exit 130, or 143 for SIGTERM)
+        if "profile" in done:
+            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"))
+        raise
+
+
+def after_writing(written, plots_dir, plots) -> str:
+    """What an interruption after the profile was written says: the file is complete; the plots, if asked for,
+    were written or not (they are written all at once)."""
+    text = f"after writing {written} (complete)"
+    if plots_dir is not None:
+        text += f"; the plots in {plots_dir} were " + ("written" if plots is not None else "not written")
+    return text
+
+
+def write_outputs(args, doc: dict, path: str, done: dict):
+    """Write the profile and then (``--plots``) its figures, noting in ``done`` what is written (``profile``:
+    its path, ``plots``: the figures, None until written), so that an interruption can say it. A signal while
+    the profile is written is held until it is complete (``gpucal.files.deferred_signals``). Returns (the
+    profile's path, the plots or [])."""
+    from gpucal import profile as profiles
+    from gpucal.files import deferred_signals
+
+    with deferred_signals():
+        done["profile"] = write_profile(doc, path, args.force)
+    done["plots"] = []
+    if args.plots is not None:
         from gpucal.plots import write_plots
 
-        plots = write_plots(profiles.load(written), args.plots)
+        done["plots"] = None
+        done["plots"] = write_plots(profiles.load(done["profile"]), args.plots, force=args.force, flag="--plots")
+    return done["profile"], done["plots"]
+
+
+def _report(args, doc, cal, found, failed, backend, name, written, plots) -> int:
+    from gpucal.calibrate.health import summary_rows
+
     rows = summary_rows(doc)
     if args.json:
         render.print_json({"command": "calibrate", "profile": str(written), "name": name, "source": doc["source"],
@@ -224,6 +267,20 @@ def measure_host(args, backend, name: str, progress: bool = True):
     return cal, doc, found, failed
 
 
+def _keep_aside(path: str, text: str):
+    """Write ``text`` beside ``path`` as ``path.invalid`` (``path.invalid.2``, ... where that exists: nothing a user
+    had is replaced)."""
+    from gpucal.errors import ProfileExistsError
+    from gpucal.files import write_atomic
+
+    for i in range(1, 1000):
+        try:
+            return write_atomic(f"{path}.invalid" + (f".{i}" if i > 1 else ""), text)
+        except ProfileExistsError:
+            continue
+    raise GpucalError(f"-o: {path}: the profile built does not validate, and {path}.invalid.* are all taken")
+
+
 def write_profile(doc: dict, path: str, force: bool):
     """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
     gpucal's fault (exit 1), and is kept as ``path.invalid``."""
@@ -232,13 +289,18 @@ def write_profile(doc: dict, path: str, force: bool):
     try:
         profiles.validate(doc, path)
     except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
-        aside = profiles.write_atomic(f"{path}.invalid", profiles.dumps(doc), force=True)
+        aside = _keep_aside(path, profiles.dumps(doc))
         raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
+    from gpucal.files import make_folder, write_atomic
+
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return profiles.save(doc, path, force=force)
-    except OSError as exc:
-        raise InputError(f"-o: {path}: cannot write it ({exc.strerror or exc})") from None
+        make_folder(os.path.dirname(os.path.abspath(path)), flag="-o")
+    except GpucalError as exc:  # the same one line, naming the file: `-o: FILE: cannot write it (...)`
+        why = f"cannot write it ({str(exc).removeprefix('-o: ')})"
+        if isinstance(exc, ProfileError):
+            raise ProfileError(f"-o: {path}", None, why) from None
+        raise type(exc)(f"-o: {path}: {why}") from None  # InputError (exit 2) or the machine's GpucalError (1)
+    return write_atomic(path, profiles.dumps(doc), force=force, flag="-o")
 
 
 def _condense(rows: list[dict]) -> list[dict]:

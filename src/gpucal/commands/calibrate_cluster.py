@@ -100,7 +100,7 @@ def _say(args, world):
 
     def say(text: str) -> None:
         if world.is_root and (sys.stderr.isatty() or not args.json):
-            print(f"gpucal calibrate --cluster: {text}", file=sys.stderr, flush=True)
+            print(render.escape(f"gpucal calibrate --cluster: {text}", layout=False), file=sys.stderr, flush=True)
     return say
 
 
@@ -116,7 +116,8 @@ def run_cluster(args) -> int:
     except Exception as exc:
         import sys
 
-        print(f"gpucal calibrate --cluster: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(render.escape(f"gpucal calibrate --cluster: {type(exc).__name__}: {exc}", layout=False), file=sys.stderr,
+              flush=True)
         abort(1)
         raise
 
@@ -125,7 +126,7 @@ def _run_cluster(args) -> int:
     from gpucal import __version__
     from gpucal.calibrate.build import default_name
     from gpucal.calibrate.provenance import iso
-    from gpucal.commands.calibrate import _backend, _check_output, check_flags, measure_host
+    from gpucal.commands.calibrate import _backend, check_flags, check_outputs, measure_host
     from gpucal.commands.mpi_args import checked, mpi_world
     from gpucal.probes.collectives import CollectivesConfig, run_collectives
     from gpucal.probes.net import NetConfig, run_net
@@ -137,8 +138,7 @@ def _run_cluster(args) -> int:
                       ranks_per_host=net.ranks_per_host if net else 1)
     started = iso(time.time())
 
-    if args.output:
-        _on_root(world, lambda: _check_output(args.output, args.force))
+    _on_root(world, lambda: check_outputs(args))  # -o and --plots, before anything is measured
 
     leaders = world.leaders()
     my_host = world.me.host
@@ -208,9 +208,8 @@ def _output(args, world, host_docs: list[dict], simulated: bool) -> tuple[str, s
 
 def _write(args, world, docs, gathered, network, collectives, started, version, name, path) -> int:
     from gpucal.calibrate.cluster import merge_cluster
-    from gpucal.calibrate.health import summary_rows
     from gpucal.calibrate.provenance import iso
-    from gpucal.commands.calibrate import write_profile
+    from gpucal.commands.calibrate import after_writing, write_outputs
 
     by_host = {host: item for host, item in docs if item is not None}
     inside: list[dict] = []
@@ -232,13 +231,21 @@ def _write(args, world, docs, gathered, network, collectives, started, version, 
     doc["host"]["finished"] = iso(time.time())
     doc["host"].setdefault("hostname", socket.gethostname())
     doc = render.json_ready(doc)
-    written = write_profile(doc, path, args.force)
-    plots = []
-    if args.plots:
-        from gpucal import profile as profiles
-        from gpucal.plots import write_plots
+    done: dict = {}
+    try:
+        written, plots = write_outputs(args, doc, path, done)
+        return _report(args, world, doc, network, collectives, inside_failed, failed_hosts, net_note, coll_note, name,
+                       written, plots)
+    except KeyboardInterrupt as exc:  # after the profile was written: say so
+        if "profile" in done:
+            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"))
+        raise
 
-        plots = write_plots(profiles.load(written), args.plots)
+
+def _report(args, world, doc, network, collectives, inside_failed, failed_hosts, net_note, coll_note, name, written,
+            plots) -> int:
+    from gpucal.calibrate.health import summary_rows
+
     failed_cases = [r for r in [*network.results, *collectives.results] if r.status in ("failed", "error")]
     failed_cases += inside_failed
     failed = bool(failed_hosts or failed_cases)

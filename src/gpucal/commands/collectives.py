@@ -22,10 +22,12 @@ def config_from_args(args):
     """The run's ``CollectivesConfig`` from the ``gpucal probe`` flags; flags that do not apply are refused."""
     from gpucal.commands.mpi_args import simulated_net
     from gpucal.commands.probe import link_sizes
-    from gpucal.probes.collectives import OPS, CollectivesConfig
+    from gpucal.probes.collectives import OPS, CollectivesConfig, decode_sizes
+    from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
+    from gpucal.units import size_label
 
     for flag in ("dtype", "batches", "kernels", "gemv_shape", "pairs"):
-        if getattr(args, flag, None):
+        if getattr(args, flag, None) is not None:
             raise InputError(f"--{flag.replace('_', '-')}: the collectives probe does not take it")
     if getattr(args, "device", 0) != 0:
         raise InputError("--device: the collectives probe runs one rank per GPU, each on its host's GPU "
@@ -48,10 +50,14 @@ def config_from_args(args):
         extra["ops"] = tuple(dict.fromkeys(args.ops))
     if args.hidden is not None:
         extra["hidden"] = args.hidden
-    if args.sizes:
+    if args.sizes is not None:
         extra["sizes"] = link_sizes(args.sizes)
+    largest = max(extra.get("sizes") or decode_sizes(extra.get("hidden", CollectivesConfig.hidden)))
+    why = host_unfit(f"a collective of {size_label(largest)}", MPI_HOST_PER_BYTE * largest)
+    if why:
+        raise InputError(f"{'--sizes' if args.sizes is not None else '--hidden'}: {why}; give smaller sizes")
     if args.budget is not None:
-        if not args.budget > 0:
+        if not args.budget > 0:  # argparse's type refuses it; a caller's namespace too
             raise InputError(f"--budget: must be positive, got {args.budget}")
         extra["budget_s"] = args.budget
     if args.simulate_net is not None:
@@ -90,7 +96,8 @@ def run(args) -> int:
 
 
 def _abort(w, exc: BaseException, abort) -> None:
-    print(f"gpucal {WHAT}: rank {w.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    print(render.escape(f"gpucal {WHAT}: rank {w.rank}: {type(exc).__name__}: {exc}", layout=False), file=sys.stderr,
+          flush=True)
     abort(1)
 
 

@@ -9,7 +9,13 @@ from gpucal import profile as profiles
 from gpucal import render
 from gpucal.calibrate.compare import Comparison, PlannerLink, Row, compare
 from gpucal.errors import InputError
-from gpucal.inputs import planner_link, profile_link, resolve_document
+from gpucal.inputs import (
+    ambiguity_note,
+    planner_link,
+    profile_link,
+    profile_reference,
+    resolve_document,
+)
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
 __all__ = ["add_parser", "comparison", "default_b", "link_of", "resolve_profile", "run"]
@@ -30,7 +36,8 @@ def add_parser(sub) -> None:
 
 
 def resolve_profile(text: str, flag: str) -> profiles.Document:
-    """The profile named ``text``; a link preset's name gets its own message."""
+    """The profile named ``text``; a link preset's name gets its own message. A bare name that is a built-in
+    is the built-in (the document's ``note`` says so where a file of that name lies here too)."""
     if not profiles.looks_like_path(text) and text not in profiles.builtin_names("profile") \
             and text in profiles.builtin_names("link"):
         raise InputError(f"{flag}: {text!r} is a link preset, not a profile (gpucal profiles list shows the profiles)")
@@ -54,8 +61,7 @@ def link_of(doc: profiles.Document, flag: str) -> PlannerLink | None:
     if choice is None:
         return None
     if profile_link(doc) is None:  # the preset of plan_defaults.link: its quantities say where each came from
-        preset = resolve_document(doc.data["plan_defaults"]["link"], f"{flag} ({doc.origin}: plan_defaults.link)",
-                                  "link")
+        preset = profile_reference(doc, "plan_defaults.link", flag, "link")
         return PlannerLink(choice.spec.name, preset.data["alpha_s"], preset.data["beta_Bps"])
     return PlannerLink(choice.spec.name, {"value": choice.spec.alpha_s, "source": choice.source},
                        {"value": choice.spec.beta_Bps, "source": choice.source})
@@ -101,6 +107,10 @@ def _side_line(key: str, side: Any) -> str:
 
 
 def run(args) -> int:
+    for text in (args.a, args.b):
+        note = ambiguity_note(text, "profile") if text is not None else None
+        if note:
+            render.line(f"gpucal compare: note: {note}", render.console(stderr=True))
     result = comparison(args.a, args.b)
     if args.json:
         render.print_json(result.to_dict())

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from gpucal.commands.args import whole
 from gpucal.errors import InputError
+from gpucal.units import parse_quantity
 
 __all__ = ["simulated_net", "mpi_world"]
 
@@ -26,10 +28,12 @@ def simulated_net(text: str | None, flag: str = "--simulate-net"):
         key, sep, value = option.partition("=")
         if key not in values or not sep:
             raise InputError(f"{flag}: unknown option {option!r} (options: +noise=F, +seed=N, +per-host=N)")
-        try:
-            values[key] = float(value) if key == "noise" else int(value)
+        try:  # ASCII digits only: float() and int() also take '٠.٥', '١' and '1_0'
+            values[key] = parse_quantity(value, "number") if key == "noise" else whole(value)
         except ValueError:
-            raise InputError(f"{flag}: {key}: expected a number, got {value!r}") from None
+            raise InputError(f"{flag}: {key}: expected a number, got {value[:40]!r}") from None
+        if key == "seed" and values[key] < 0:
+            raise InputError(f"{flag}: seed: expected a whole number of at least 0, got {value!r}")
         if key == "noise" and not 0 <= values[key] < 1:
             raise InputError(f"{flag}: noise: expected a fraction in [0, 1), got {value!r}")
         if key == "per-host" and values[key] < 1:

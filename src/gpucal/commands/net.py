@@ -19,9 +19,9 @@ _REFUSED = (
     ("batches", "--batches", bool),
     ("kernels", "--kernels", bool),
     ("gemv_shape", "--gemv-shape", bool),
-    ("pairs", "--pairs", bool),
+    ("pairs", "--pairs", lambda v: v is not None),
     ("ops", "--ops", bool),
-    ("hidden", "--hidden", bool),
+    ("hidden", "--hidden", lambda v: v is not None),
     ("graphs", "--graphs", bool),
 )
 
@@ -30,7 +30,9 @@ def config_from_args(args):
     """The ``NetConfig`` of the flags, checked the same way on every rank (no communication)."""
     from gpucal.commands.mpi_args import simulated_net
     from gpucal.commands.probe import link_sizes
+    from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
     from gpucal.probes.net import NetConfig
+    from gpucal.units import size_label
 
     for attr, flag, is_set in _REFUSED:
         if is_set(getattr(args, attr, None)):
@@ -40,12 +42,15 @@ def config_from_args(args):
         raise InputError("--simulate-net: per-host: the net probe makes every rank a simulated host of its own "
                          "(ranks on one host would meet in shared memory, which a link preset does not price)")
     sizes = None
-    if args.sizes:
+    if args.sizes is not None:
         sizes = tuple(sorted(set(link_sizes(args.sizes))))
         if len(sizes) < 3:
             raise InputError(f"--sizes: {args.sizes}: the alpha-beta fit needs at least 3 distinct sizes, "
                              f"got {len(sizes)}")
-    if args.budget is not None and not args.budget > 0:
+        why = host_unfit(f"a ping-pong of {size_label(sizes[-1])}", MPI_HOST_PER_BYTE * sizes[-1])
+        if why:
+            raise InputError(f"--sizes: {why}; give smaller sizes")
+    if args.budget is not None and not args.budget > 0:  # argparse's type refuses it; a caller's namespace too
         raise InputError(f"--budget: must be positive, got {args.budget}")
     return NetConfig(sizes=sizes, budget_s=args.budget, simulate=net)
 
@@ -62,7 +67,8 @@ def run(args) -> int:
     except GpucalError:
         raise
     except Exception as exc:  # one rank's failure would leave the others waiting: end them all
-        print(f"gpucal probe net: rank {w.rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(render.escape(f"gpucal probe net: rank {w.rank}: {type(exc).__name__}: {exc}", layout=False),
+              file=sys.stderr)
         abort(1)
         raise
     code = 1 if report.failed else 0

@@ -18,6 +18,7 @@ __all__ = ["add_parser", "run", "quick_config", "collect"]
 
 
 def add_parser(sub) -> None:
+    from gpucal.commands.args import budget, nonempty
     from gpucal.commands.probe import backend_arg
 
     p = sub.add_parser("p2p", help="P2P verdict per GPU pair (nvlink, p2p-pcie, host-staged, ...) with the evidence",
@@ -25,11 +26,12 @@ def add_parser(sub) -> None:
                                    "of devices, verifies every byte, and gives a verdict per ordered pair with its "
                                    "evidence. On one device it reports the host links.")
     backend_arg(p)
-    p.add_argument("--sizes", metavar="LIST|A..B",
+    p.add_argument("--sizes", type=nonempty, metavar="LIST|A..B",
                    help="copy sizes: a list (4B,1MiB,256MiB) or a range of powers of 2 (4B..256MiB); default powers "
                         "of 4 from 4 B to 256 MiB (16 MiB on a virtual machine)")
-    p.add_argument("--pairs", metavar="LIST", help="pairs to measure, e.g. 0-1,2-3 (default every pair)")
-    p.add_argument("--budget", type=float, metavar="S", help="seconds of sampling per case at most (default 0.5)")
+    p.add_argument("--pairs", type=nonempty, metavar="LIST", help="pairs to measure, e.g. 0-1,2-3 (default every pair)")
+    p.add_argument("--budget", type=budget, metavar="S",
+                   help="seconds of sampling per case at most, e.g. 0.5 or 200ms (default 0.5)")
     p.add_argument("--full", action="store_true", help="run the full host-link and peer probes (every engine, "
                                                        "pageable memory, every size)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -79,18 +81,25 @@ def collect(backend, config, progress=None) -> dict:
 def _sizes(text):
     from gpucal.commands.probe import link_sizes
 
-    return link_sizes(text) if text else None
+    return None if text is None else link_sizes(text)
 
 
 def _pairs(text):
+    """``0-1,2-3`` as unordered pairs; ``None`` (not given) for None. An empty text is refused, never read as
+    "every pair"."""
+    from gpucal import limits
+    from gpucal.commands.args import whole
     from gpucal.errors import InputError
 
-    if not text:
+    if text is None:
         return None
+    items = text.split(",")
+    if len(items) > limits.MAX_LIST_VALUES:
+        raise InputError(f"--pairs: more than {limits.MAX_LIST_VALUES} pairs")
     pairs = []
-    for item in text.split(","):
+    for item in items:
         try:
-            a, b = (int(x) for x in item.split("-"))
+            a, b = (whole(x) for x in item.split("-"))
         except ValueError:
             raise InputError(f"--pairs: expected pairs like 0-1,2-3, got {item!r}") from None
         pairs.append((min(a, b), max(a, b)))
@@ -98,17 +107,19 @@ def _pairs(text):
 
 
 def run(args) -> int:
+    from gpucal.commands.probe import check_memory, check_pairs
     from gpucal.errors import InputError
     from gpucal.kernels.backend import select
+    from gpucal.probes.links import needs
 
-    if args.budget is not None and args.budget <= 0:
-        raise InputError(f"--budget: must be positive, got {args.budget}")
     sizes, pairs = _sizes(args.sizes), _pairs(args.pairs)
     backend = select(args.backend, args.device)
     reason = backend.links_reason()
     if reason:
         raise InputError(f"--backend: {reason}")
+    check_pairs(backend, pairs)
     config = quick_config(backend, sizes, pairs, args.budget, args.full)
+    check_memory(backend, needs(backend, config, "host-link") + needs(backend, config, "peer"), args)
     show = sys.stderr.isatty() and not args.json
     if show:
         with render.console(stderr=True).status("gpucal p2p ...") as status:

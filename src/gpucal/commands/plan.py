@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpucal.commands.args import nonnegative_int, positive_int, quantity, sweep_spec
+from gpucal import limits
+from gpucal.commands.args import int_in, nonempty, quantity, sweep_spec
 from gpucal.errors import InputError
 from gpucal.inputs import (DTYPES, LinkChoice, planner_link, profile_cards_per_host, profile_collective,
                            profile_network, resolve_gpu, resolve_link, resolve_model)
+from gpucal.limits import MODEL_MAXIMA
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.spec import COMM_MODELS, NO_LINK, STRATEGIES
 from gpucal.plan.sweep import valid_tp
@@ -19,6 +21,7 @@ from gpucal.units import UnitError, parse_positive
 
 __all__ = ["add_parser", "build", "run"]
 
+_CARDS = int_in(1, limits.MAX_CARDS)
 PLAN_FORMAT = "gpucal.plan/1"
 SWEEP_FORMAT = "gpucal.plan-sweep/1"
 
@@ -30,39 +33,39 @@ def add_parser(sub) -> None:
         description="Token latency and throughput of a model on N cards, from the article's PP/TP equations. "
         "Quantities accept units: 32GB/s, 1Gbit/s, 30us, 24GB, 330TFLOP/s, 1.5e12 (SI; 1 GB = 1e9 B).",
     )
-    p.add_argument("--gpu", required=True, metavar="NAME|FILE", help="GPU profile (gpucal profiles list)")
-    p.add_argument("--model", required=True, metavar="NAME|FILE", help="model preset, gpucal.model/1 file or config.json")
-    p.add_argument("--cards", type=positive_int, metavar="N", help="number of cards N")
+    p.add_argument("--gpu", required=True, type=nonempty, metavar="NAME|FILE", help="GPU profile (gpucal profiles list)")
+    p.add_argument("--model", required=True, type=nonempty, metavar="NAME|FILE", help="model preset, gpucal.model/1 file or config.json")
+    p.add_argument("--cards", type=_CARDS, metavar="N", help="number of cards N")
     p.add_argument("--strategy", choices=STRATEGIES, help="pp: pipeline; tp: tensor; hybrid: TP inside PP stages")
-    p.add_argument("--tp", type=positive_int, metavar="N", help="TP degree (hybrid)")
-    p.add_argument("--pp", type=positive_int, metavar="N", help="pipeline stages (hybrid)")
-    p.add_argument("--batch", type=positive_int, metavar="B", help="sequences decoded together")
-    p.add_argument("--link", metavar="NAME|FILE|alpha=..,beta=..",
+    p.add_argument("--tp", type=_CARDS, metavar="N", help="TP degree (hybrid)")
+    p.add_argument("--pp", type=_CARDS, metavar="N", help="pipeline stages (hybrid)")
+    p.add_argument("--batch", type=int_in(1, limits.MAX_BATCH), metavar="B", help="sequences decoded together")
+    p.add_argument("--link", type=nonempty, metavar="NAME|FILE|alpha=..,beta=..",
                    help="link between stages and within a TP group (default: the profile's plan_defaults.link)")
-    p.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..", help="link between hosts")
-    p.add_argument("--cards-per-host", type=positive_int, metavar="N", help="cards per host (default: all on one)")
+    p.add_argument("--net", type=nonempty, metavar="NAME|FILE|alpha=..,beta=..", help="link between hosts")
+    p.add_argument("--cards-per-host", type=_CARDS, metavar="N", help="cards per host (default: all on one)")
     p.add_argument("--comm", choices=COMM_MODELS,
                    help="seed: the article's alpha + S/beta per exchange; ring: ring all-reduce; measured: the "
                         "all-reduce a cluster profile measured over the TP group (the default where there is one, "
                         "else seed)")
-    p.add_argument("--context", type=nonnegative_int, default=0, metavar="TOKENS",
+    p.add_argument("--context", type=int_in(0, limits.MAX_CONTEXT_TOKENS), default=0, metavar="TOKENS",
                    help="tokens of context per sequence (KV cache and activations; default 0, as the article)")
-    p.add_argument("--kv-bytes", type=quantity("bytes", positive=False), metavar="SIZE",
+    p.add_argument("--kv-bytes", type=quantity("bytes"), metavar="SIZE",
                    help="KV cache in total, instead of batch x context (the article's 40GB)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="weight dtype (default fp16)")
     p.add_argument("--kv-dtype", choices=tuple(DTYPES), help="KV-cache dtype (default: --dtype)")
-    p.add_argument("--flops-mode", metavar="MODE", help="FLOP/s entry of the profile, e.g. fp16_fp16acc, sparse:fp16_fp32acc")
-    p.add_argument("--target-tps", type=quantity("number"), metavar="X",
+    p.add_argument("--flops-mode", type=nonempty, metavar="MODE", help="FLOP/s entry of the profile, e.g. fp16_fp16acc, sparse:fp16_fp32acc")
+    p.add_argument("--target-tps", type=quantity("number", range_kind="tokens_per_s"), metavar="X",
                    help="tokens/s per sequence to meet: the largest batch, the link bandwidth and NICs it needs")
-    p.add_argument("--nic", metavar="NAME|RATE", help="NIC speed for the NIC count (default: the solved link's own)")
+    p.add_argument("--nic", type=nonempty, metavar="NAME|RATE", help="NIC speed for the NIC count (default: the solved link's own)")
     p.add_argument("--sweep", type=sweep_spec, action="append", metavar="KEY=RANGE",
                    help="batch=1:1024 (doubling), cards=1:64:1 (steps), strategy=pp,tp; repeatable")
     p.add_argument("--ignore-memory", action="store_true", help="plan even when the batch does not fit in memory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     over = p.add_argument_group("overrides (replace the profile's or the model's value)")
-    over.add_argument("--params", type=quantity("number"), metavar="P", help="parameters, e.g. 70e9")
-    over.add_argument("--layers", type=positive_int, metavar="L")
-    over.add_argument("--hidden", type=positive_int, metavar="H")
+    over.add_argument("--params", type=quantity("number", range_kind="params"), metavar="P", help="parameters, e.g. 70e9")
+    over.add_argument("--layers", type=int_in(1, MODEL_MAXIMA["layers"]), metavar="L")
+    over.add_argument("--hidden", type=int_in(1, MODEL_MAXIMA["hidden"]), metavar="H")
     over.add_argument("--mem-bw", type=quantity("rate"), metavar="RATE", help="memory bandwidth, e.g. 1TB/s")
     over.add_argument("--flops", type=quantity("flops"), metavar="RATE", help="FLOP/s at the weight dtype, e.g. 330e12")
     over.add_argument("--mem-bytes", type=quantity("bytes"), metavar="SIZE", help="memory per card, e.g. 24GB")
@@ -81,11 +84,11 @@ def resolve_inputs(args) -> dict[str, Any]:
     model = resolve_model(args.model, {"params": args.params, "layers": args.layers, "hidden": args.hidden})
     gpu = resolve_gpu(args.gpu, dtype=args.dtype, flops_mode=args.flops_mode,
                       overrides={"memory_bandwidth_Bps": args.mem_bw, "flops": args.flops, "memory_bytes": args.mem_bytes})
-    if args.link:
+    if args.link is not None:
         link = resolve_link(args.link, "--link")
     else:
         link = planner_link(gpu.document)
-    net = resolve_link(args.net, "--net") if args.net else profile_network(gpu.document)
+    net = resolve_link(args.net, "--net") if args.net is not None else profile_network(gpu.document)
     return {"model": model, "gpu": gpu, "link": link, "net": net, "collective": None}
 
 
@@ -164,7 +167,7 @@ def _choose_comm(args, r: dict, layout: Layout) -> None:
     doc = r["gpu"].document
     span = -(-layout.tp // layout.per_host) if layout.tp > layout.per_host else 1
     found = profile_collective(doc, layout.tp, span) if layout.tp > 1 else None
-    replaced = ("--net" if args.net else None) if span > 1 else ("--link" if args.link else None)
+    replaced = ("--net" if args.net is not None else None) if span > 1 else ("--link" if args.link is not None else None)
     if args.comm == "measured" and found is None:
         have = sorted({(e.get("nranks"), e.get("hosts", 1)) for e in doc.data.get("collectives") or []
                        if e.get("op") == "all-reduce"})
@@ -191,7 +194,9 @@ def _check_fit(r: dict, inputs: dict, row: dict) -> None:
         raise InputError(
             f"--cards: {inputs['cards']} cards of {r['gpu'].spec.name} need {fixed / gb:.4g} GB each for weights"
             f"{' and KV cache' if inputs['kv_cache_bytes'] else ''}, more than their {memory / gb:.4g} GB; "
-            f"at least {row['min_cards']} cards hold it, {row['min_tp_degree'] or 'no'} with TP (or --ignore-memory)")
+            f"at least {row['min_cards']} cards hold it ("
+            + (f"{row['min_tp_degree']} with TP" if row['min_tp_degree'] else "no TP degree the model allows does")
+            + "; or --ignore-memory)")
     largest = int((memory - fixed) // per_seq)
     raise InputError(
         f"--batch: batch {inputs['batch']} does not fit: it needs {row['memory_bytes_per_card_needed'] / gb:.4g} GB "
@@ -225,7 +230,7 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
             return _step(r, inputs, **changes).row()["token_latency_s"]
 
         required = required_beta_for_target(latency_at, target, solved.beta_Bps)
-    if args.nic:
+    if args.nic is not None:
         nic_Bps = resolve_nic(args.nic)
     else:
         nic_Bps = solved.beta_Bps if solved is not None else None
@@ -243,21 +248,41 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
 def resolve_nic(text: str) -> float:
     """A NIC speed: a link preset's beta, or a rate such as 100Gbit/s."""
     try:
-        return parse_positive(text, "rate")
+        value = parse_positive(text, "rate")
     except UnitError:
         return resolve_link(text, "--nic").spec.beta_Bps
+    why = limits.check_range(value, "rate")
+    if why:
+        raise InputError(f"--nic: {text}: {why}")
+    return value
+
+
+def sweep_ranges(specs) -> dict[str, list]:
+    """The ``--sweep`` values per key (a key given twice: both ranges), refused before anything is built when
+    their product passes ``limits.MAX_SWEEP_CONFIGURATIONS``."""
+    sweeps: dict[str, list] = {}
+    for key, values in specs or []:
+        sweeps.setdefault(key, []).extend(values)
+    total = 1
+    for values in sweeps.values():
+        total *= len(values)
+    if total > limits.MAX_SWEEP_CONFIGURATIONS:
+        product = " x ".join(f"{len(v)} {k}" for k, v in sweeps.items())
+        raise InputError(f"--sweep: {product} = {total} configurations, more than the "
+                         f"{limits.MAX_SWEEP_CONFIGURATIONS} a sweep evaluates (gpucal.limits.MAX_SWEEP_CONFIGURATIONS)")
+    return sweeps
 
 
 def build(args) -> dict[str, Any]:
     """The plan (or sweep) for parsed ``args``, as the dict that ``--json`` prints."""
+    sweeps = sweep_ranges(args.sweep)
     r = resolve_inputs(args)
+    if args.nic is not None:
+        resolve_nic(args.nic)  # a bad --nic is named whatever else is missing
     if args.cards_per_host is None:
         hosts = len((r["gpu"].document.data.get("cluster") or {}).get("hosts") or [])
         if hosts > 1:  # a cluster profile: its hosts' size, unless the flag says otherwise
             args.cards_per_host = profile_cards_per_host(r["gpu"].document)
-    sweeps: dict[str, list] = {}
-    for key, values in args.sweep or []:
-        sweeps.setdefault(key, []).extend(values)
     strategies = sweeps.get("strategy") or ([args.strategy] if args.strategy else None)
     batches = sweeps.get("batch") or ([args.batch] if args.batch else None)
     cards = sweeps.get("cards") or ([args.cards] if args.cards else None)
@@ -266,7 +291,7 @@ def build(args) -> dict[str, Any]:
             raise InputError(f"{flag}: required (or sweep it with --sweep {flag[2:]}=...)")
     if "hybrid" not in strategies and (args.tp or args.pp):
         raise InputError(f"{'--tp' if args.tp else '--pp'}: only with --strategy hybrid (pp and tp use all --cards)")
-    if args.nic and args.target_tps is None:
+    if args.nic is not None and args.target_tps is None:
         raise InputError("--nic: only with --target-tps (it sizes the NICs a target needs)")
     if sweeps and args.target_tps is not None:
         raise InputError("--target-tps: plans one configuration; drop --sweep to use it")

@@ -1,12 +1,15 @@
 """``gpucal plot``: a profile's figures as PNG files (copy bandwidth, P2P verdicts, roofline, plan, network).
 
 The figures are drawn by ``gpucal.plots``; this command resolves the profile, passes the flags on and
-says what it wrote and what it skipped (and why). Needs matplotlib (``pip install 'gpucal[plot]'``).
+says what it wrote and what it skipped (and why). Every PNG is written atomically, an existing one only with
+``--force``, and every output is checked before any figure is drawn. Needs matplotlib
+(``pip install 'gpucal[plot]'``).
 """
 
 from __future__ import annotations
 
-from gpucal.commands.args import nonnegative_int, positive_int
+from gpucal import limits
+from gpucal.commands.args import int_in, positive_int
 from gpucal.plots import FIGURES  # no matplotlib: gpucal.plots imports it when it draws
 
 __all__ = ["add_parser", "run", "PLOTS_FORMAT"]
@@ -25,29 +28,33 @@ def add_parser(sub) -> None:
                     "Figures the profile has no data for are skipped, with the reason. Needs matplotlib.",
     )
     p.add_argument("profile", metavar="PROFILE", help="profile name (gpucal profiles list) or file")
-    p.add_argument("-o", "--out", default="plots", metavar="DIR", help="folder for the PNG files (default: plots)")
+    p.add_argument("-o", "--out", default="plots", metavar="DIR",
+                   help="folder for the PNG files (default: plots); an existing PNG is kept unless --force")
     p.add_argument("--model", default="llama-3.1-8b", metavar="NAME|FILE",
                    help="model for plan.png (default llama-3.1-8b)")
     p.add_argument("--cards", type=positive_int, metavar="N",
                    help="cards for plan.png (default: the profile's device count)")
     p.add_argument("--strategy", choices=("pp", "tp"),
                    help="strategy for plan.png (default tp; pp where TP over the cards cannot divide the heads)")
-    p.add_argument("--context", type=nonnegative_int, default=0, metavar="TOKENS",
+    p.add_argument("--context", type=int_in(0, limits.MAX_CONTEXT_TOKENS), default=0, metavar="TOKENS",
                    help="tokens of context per sequence for plan.png (default 0, as gpucal plan)")
     p.add_argument("--only", metavar="LIST", help=f"figures to draw, comma-separated: {','.join(FIGURES)} (default all)")
+    p.add_argument("--force", action="store_true", help="overwrite PNG files that exist in the folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from gpucal import render
+    from gpucal.files import check_output_folder
     from gpucal.inputs import resolve_document
     from gpucal.plots import write_plots
 
+    check_output_folder(args.out, flag="-o")  # an empty or impossible folder, before the profile is read
     doc = resolve_document(args.profile, "PROFILE", "profile")
     which = None if args.only is None else [w.strip() for w in args.only.split(",") if w.strip()]
     results = write_plots(doc, args.out, model=args.model, cards=args.cards, strategy=args.strategy, which=which,
-                          context_tokens=args.context)
+                          context_tokens=args.context, force=args.force)
     if args.json:
         render.print_json({
             "schema": PLOTS_FORMAT,

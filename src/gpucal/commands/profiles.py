@@ -10,12 +10,19 @@ from typing import Any
 from gpucal import profile as profiles
 from gpucal import render
 from gpucal.calibrate import export as exporters
+from gpucal.commands.args import nonempty
 from gpucal.errors import InputError, ProfileError
-from gpucal.inputs import resolve_document, resolve_link, suggest
+from gpucal.inputs import (
+    ambiguity_note,
+    profile_reference,
+    resolve_document,
+    resolve_link,
+    suggest,
+)
 from gpucal.plan.models import PRESETS
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
-__all__ = ["add_parser", "run_list", "run_show", "run_validate", "run_export"]
+__all__ = ["add_parser", "run_export", "run_list", "run_show", "run_validate"]
 
 
 def add_parser(sub) -> None:
@@ -39,12 +46,12 @@ def add_parser(sub) -> None:
                            "aiconfigurator system file (YAML); docs/exports.md gives the mapping field by field.")
     exp.add_argument("name", metavar="NAME|FILE", help="a built-in profile or a profile file")
     exp.add_argument("--format", required=True, choices=tuple(exporters.FORMATS), help="the other planner's format")
-    exp.add_argument("-o", "--output-dir", metavar="DIR",
+    exp.add_argument("-o", "--output-dir", metavar="DIR", type=nonempty,
                      help="write DIR/<profile name>.json or .yaml (created if missing); default: print the file")
     exp.add_argument("--force", action="store_true", help="overwrite an existing file")
-    exp.add_argument("--link", metavar="NAME|FILE|alpha=..,beta=..",
+    exp.add_argument("--link", metavar="NAME|FILE|alpha=..,beta=..", type=nonempty,
                      help="link between cards (default: the profile's measured link, else its plan_defaults.link)")
-    exp.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..",
+    exp.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..", type=nonempty,
                      help=f"link between hosts (default: the profile's network entry, else {exporters.DEFAULT_NET})")
     exp.add_argument("--json", action="store_true", help="print a JSON object describing the export")
     exp.set_defaults(run=run_export)
@@ -90,6 +97,13 @@ def run_list(args) -> int:
     return 0
 
 
+def _note(text: str, kind: str | None = None) -> None:
+    """Say on stderr which was taken where ``text`` is both a built-in and a file here."""
+    note = ambiguity_note(text, kind)
+    if note:
+        render.line(f"gpucal profiles: note: {note}", render.console(stderr=True))
+
+
 def _load_any(text: str) -> profiles.Document:
     if profiles.looks_like_path(text):
         try:
@@ -98,9 +112,11 @@ def _load_any(text: str) -> profiles.Document:
             raise InputError(str(exc)) from None
     for kind in ("profile", "link"):
         if text in profiles.builtin_names(kind):
+            _note(text, kind)
             return resolve_document(text, "NAME", kind)
     names = list(profiles.builtin_names("profile")) + list(profiles.builtin_names("link"))
-    raise InputError(f"NAME: unknown profile or link preset {text!r}{suggest(text, names)} "
+    shown = repr(text) if len(text) <= 100 else profiles.shown_name(text)
+    raise InputError(f"NAME: unknown profile or link preset {shown}{suggest(text, names)} "
                      "(gpucal profiles list shows them all)")
 
 
@@ -130,8 +146,8 @@ def _profile_rows(data: dict) -> list[tuple[str, str, str]]:
                 rows.append((f"{prefix}{label}{mode}", _value(q, format_flops), _cite(q)))
         host = d.get("host_link")
         if host:
-            rows.append((f"{prefix}host link", f"PCIe Gen{host['pcie_generation']['value']} "
-                         f"x{host['pcie_width']['value']}", _cite(host["pcie_generation"])))
+            link = f"PCIe Gen{host['pcie_generation']['value']} x{host['pcie_width']['value']}"
+            rows.append((f"{prefix}host link", link, _cite(host["pcie_generation"])))
         peer = d.get("peer_link")
         if peer:
             p2p = peer["p2p_supported"]
@@ -181,14 +197,18 @@ def run_show(args) -> int:
 
 
 def run_validate(args) -> int:
+    """FILE is always a file (``profiles show`` takes built-ins by name). A profile's ``plan_defaults.link``
+    must name a built-in or a valid link file beside it."""
     try:
         doc = profiles.load(args.file)
     except ProfileError as exc:
         raise InputError(str(exc)) from None
+    if doc.kind == "profile" and doc.data.get("plan_defaults", {}).get("link"):
+        profile_reference(doc, "plan_defaults.link", "FILE", "link")
     if args.json:
         render.print_json({"file": args.file, "valid": True, "schema": doc.data["schema"], "name": doc.name})
     else:
-        render.line(f"{args.file}: valid {doc.data['schema']} ({doc.kind} {doc.name})")
+        render.line(f"{doc.origin}: valid {doc.data['schema']} ({doc.kind} {doc.name})")
     return 0
 
 
@@ -200,8 +220,9 @@ def _load_profile(text: str) -> profiles.Document:
         except ProfileError as exc:
             raise InputError(str(exc)) from None
         if doc.kind != "profile":
-            raise InputError(f"{text}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
+            raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
         return doc
+    _note(text, "profile")
     return resolve_document(text, "NAME", "profile")
 
 
