@@ -179,7 +179,7 @@ def _row(figure, device, value, unit, peak, peak_ref, extra=None):
 def summary_rows(profile: dict) -> list[dict]:
     """Each measured figure with its peak and efficiency: memory bandwidth and dense FLOP/s against the
     datasheet, host links against PCIe, links between devices against PCIe or the datasheet's NVLink."""
-    from gpucal.kernels.links import pcie_Bps
+    from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
     from gpucal.profile import datasheet_for
 
     rows = []
@@ -196,7 +196,7 @@ def summary_rows(profile: dict) -> list[dict]:
             rows.append(_row(f"FLOP/s {mode}", d, _value(q), "FLOP/s", peak, "datasheet"))
         host = dev.get("host_link") or {}
         gen, width = _value(host.get("pcie_generation_max")), _value(host.get("pcie_width_max"))
-        pcie = pcie_Bps(gen, width) if gen and width else None
+        pcie = pcie_Bps(gen, width) if gen in PCIE_GT_S and width else None
         for path in ("h2d", "d2h"):
             if host.get(path):
                 rows.append(_row(f"{path.upper()} beta", d, _value(host[path]["beta_Bps"]), "B/s", pcie,
@@ -212,7 +212,7 @@ def summary_rows(profile: dict) -> list[dict]:
         else:
             host = by_index.get(link["src"], {}).get("host_link") or {}
             gen, width = _value(host.get("pcie_generation_max")), _value(host.get("pcie_width_max"))
-            if gen and width:
+            if gen in PCIE_GT_S and width:
                 peak, ref = pcie_Bps(gen, width), f"PCIe Gen{gen} x{width}"
         rows.append(_row(f"link dev{link['src']}->dev{link['dst']} ({link['path']})", link["src"],
                          _value(link["beta_Bps"]), "B/s", peak, ref,

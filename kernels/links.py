@@ -107,7 +107,7 @@ def check_op(path: str, engine: str, src: Buffer, dst: Buffer, nbytes: int) -> N
 
 # PCIe per lane and direction: GT/s and line-code efficiency (8b/10b to Gen2, 128b/130b Gen3-5, FLIT Gen6)
 PCIE_GT_S = {1: (2.5, 0.8), 2: (5.0, 0.8), 3: (8.0, 128 / 130), 4: (16.0, 128 / 130), 5: (32.0, 128 / 130),
-             6: (64.0, 242 / 256)}  # GT/s per lane, encoding efficiency
+             6: (64.0, 242 / 256), 7: (128.0, 242 / 256)}  # GT/s per lane, encoding efficiency (6 and 7: FLIT)
 
 
 def pcie_Bps(generation: int, width: int) -> float:

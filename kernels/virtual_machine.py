@@ -214,6 +214,9 @@ class VirtualMachine:
         host = entry.get("host_link") or {}
         gen_max = _value(host.get("pcie_generation_max")) or _value(host.get("pcie_generation")) or 4
         width_max = _value(host.get("pcie_width_max")) or _value(host.get("pcie_width")) or 16
+        if gen_max not in PCIE_GT_S:
+            raise InputError(f"--backend: {origin}: devices[0].host_link.pcie_generation: PCIe Gen{gen_max} has no "
+                             f"known rate (known: Gen{min(PCIE_GT_S)} to Gen{max(PCIE_GT_S)})")
         trained = {d: (g, w) for d, g, w in faults.downtrain}
         for d in trained:
             if d >= self.count:

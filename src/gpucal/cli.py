@@ -32,11 +32,34 @@ class Terminated(KeyboardInterrupt):
     signum = 15
 
 
+# the signals received while main runs: an exception raised where Python cannot pass it on (a weakref or GC
+# callback) is swallowed, so main also looks here once the command returns
+_RECEIVED: list[int] = []
+
+
 def _on_sigterm(signum, frame):
     import signal
 
+    _RECEIVED.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends a process stuck in a C call at once
     raise Terminated()
+
+
+def _on_sigint(signum, frame):
+    _RECEIVED.append(signum)
+    raise KeyboardInterrupt()
+
+
+def _unraisable(hook):
+    """``sys.unraisablehook`` that keeps quiet about an interruption swallowed in a callback (``_RECEIVED`` has
+    it) and leaves everything else to ``hook``."""
+
+    def quiet(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def _mpi_rank() -> int | None:
@@ -230,6 +253,10 @@ def _restore(state: dict) -> None:
 
         signal.signal(signal.SIGTERM, state["previous"])
         state["previous"] = None
+        if state.get("previous_int") is not None:
+            signal.signal(signal.SIGINT, state.pop("previous_int"))
+    if state.get("unraisable") is not None:
+        sys.unraisablehook = state.pop("unraisable")
     if state.get("warnings") is not None:
         import warnings
 
@@ -256,6 +283,14 @@ _DOCUMENT_ARGS = (
     ("backend", "profile", lambda v: v.split("+")[0].split(":")[1] if v.startswith("virtual:") else ""),
     ("simulate", "profile", lambda v: v.split("+")[0].split(":")[0]),
 )
+
+
+def _stdout_broken() -> bool:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
 
 
 def _usable_streams() -> None:
@@ -300,8 +335,12 @@ def _main(argv: list[str] | None, state: dict) -> int:
 
     state["argv"] = argv
     _usable_streams()
+    _RECEIVED.clear()
     if threading.current_thread() is threading.main_thread():
         state["previous"] = signal.signal(signal.SIGTERM, _on_sigterm)
+        state["previous_int"] = signal.signal(signal.SIGINT, _on_sigint)
+    state["unraisable"] = sys.unraisablehook
+    sys.unraisablehook = _unraisable(sys.unraisablehook)
     state["warnings"] = warnings.showwarning
     warnings.showwarning = _show_warning
     from gpucal.errors import GpucalError
@@ -315,7 +354,12 @@ def _main(argv: list[str] | None, state: dict) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command line, for provenance
     try:
         _ambiguity_notes(args)
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        if _RECEIVED:  # a signal came and its exception was swallowed: the work is done, but it was asked to stop
+            stop = Terminated() if _RECEIVED[0] == signal.SIGTERM else KeyboardInterrupt()
+            stop.detail = "after it had done its work (every output is complete)"
+            raise stop
+        return code
     except GpucalError as exc:
         code, text = exc.exit_code, str(exc)
         if code == 130 and isinstance(exc.__cause__, Terminated):  # a step cut by SIGTERM, not by Ctrl-C
@@ -331,9 +375,14 @@ def _main(argv: list[str] | None, state: dict) -> int:
             _say(f"gpucal {args.command}: error: out of memory (this process's limit or the machine's); "
                  "give smaller sizes")
         return 1
-    except OSError as exc:  # files are written through gpucal.files, which says which; this is the output stream
+    except OSError as exc:  # files are written through gpucal.files, which names them: this is a stream, or a library's
         if _speaks():
-            _say(f"gpucal {args.command}: error: cannot write the output ({exc.strerror or exc})")
+            if exc.filename is not None:  # e.g. a cache folder a library could not make (CUPY_CACHE_DIR)
+                _say(f"gpucal {args.command}: error: {exc.filename}: {exc.strerror or exc}")
+            elif _stdout_broken():
+                _say(f"gpucal {args.command}: error: cannot write the output ({exc.strerror or exc})")
+            else:
+                _say(f"gpucal {args.command}: error: {type(exc).__name__}: {exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
         raise

@@ -173,7 +173,8 @@ def p2p_figure(doc: profiles.Document):
     font = 8.0 * min(1.0, size / (1.5 * n + 2.0))
     for item in links:
         codes[item["src"], item["dst"]] = verdicts.index(item["verdict"])
-        text = f"{item['verdict']}\n{item['beta_Bps']['value'] / _GB:.3g} GB/s"
+        beta = (item.get("beta_Bps") or {}).get("value")
+        text = f"{item['verdict']}\n" + (f"{beta / _GB:.3g} GB/s" if beta is not None else "beta unknown")
         if item.get("flags"):
             text += "\n" + ", ".join(item["flags"])
         ax.text(item["dst"], item["src"], text, ha="center", va="center", fontsize=font)

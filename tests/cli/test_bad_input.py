@@ -76,6 +76,13 @@ _NULL_MEASURED = {"value": None, "source": "measured", "method": "GEMV, verified
 LONG_NAME = "a" * 100_000 + ".json"
 
 
+def _null_link_beta() -> dict:
+    """A measured profile whose first link's beta is unknown (null, with its reason)."""
+    doc = json.loads((Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json").read_text())
+    doc["links"][0]["beta_Bps"] = {**_NULL_MEASURED, "method": "fit", "statistic": "fit"}
+    return doc
+
+
 def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
@@ -136,6 +143,8 @@ FILES = {
     "old.json": lambda p: _write(p, b"the user's own file\n"),
     "plots": lambda p: (p.mkdir(), (p / "roofline.png").write_bytes(b"\x89PNG the user's old figure")),
     "zero-link.json": lambda p: os.symlink("/dev/zero", p),
+    "gen9.json": lambda p: _write(p, _dumps(_profile(devices__0__host_link__pcie_generation__value=9))),
+    "nullbeta.json": lambda p: _write(p, _dumps(_null_link_beta())),
     # lone surrogates, as JSON escapes: no terminal can be sent them
     "surrogate.json": lambda p: _write(p, _dumps(_profile(title="T-SURROGATE")).replace(b"T-SURROGATE", b"T\\udfff")),
     "surrogate-device.json": lambda p: _write(p, _dumps(_profile(devices__0__name="N-SURROGATE"))
@@ -411,9 +420,14 @@ CASES += [
     # what this process may use (its address-space limit, MEMORY_LIMIT_BYTES here) bounds a simulated device
     Case("probe membw over the process's memory", (*PROBE, "--sizes", "4GiB", "--kernels", "copy"), ("--sizes",)),
     Case("probe d2d over the process's memory", (*D2D, "--sizes", "2GiB"), ("--sizes",)),
+    Case("probe --backend PCIe Gen9", ("probe", "host-link", "--backend", "virtual:gen9.json"),
+         ("--backend", "gen9.json", "pcie_generation"), files=("gen9.json",)),
 ]
 
 CONTROLS += [
+    # a link whose beta is unknown is drawn as such
+    Case("control: plot a link of unknown beta", ("plot", "nullbeta.json", "-o", "figs", "--only", "p2p"), (), code=0,
+         files=("nullbeta.json",), writes=("figs",)),
     # an ASCII-only terminal: what it cannot show is written as escapes, not a crash
     Case("control: plan on an ASCII terminal", (*PLAN, "--strategy", "tp", "--cards", "2"), (), code=0,
          env=(("PYTHONIOENCODING", "ascii"),)),

@@ -410,3 +410,29 @@ def test_a_closed_stdout_and_an_ascii_terminal_are_not_crashes():
                                 env={**env(), "PYTHONIOENCODING": "ascii"}, timeout=120)
     assert ascii_only.returncode == 0 and ascii_only.stderr == "", ascii_only.stderr
     assert "\\xb5s" in ascii_only.stdout  # µs, which ASCII lacks, as an escape
+
+
+def test_a_signal_swallowed_in_a_callback_still_stops_with_one_line(monkeypatch, capsys):
+    """CPython drops an exception raised in a weakref or GC callback ("Exception ignored in ..."): a Ctrl-C or
+    SIGTERM whose handler ran there must still end the command as interrupted, not exit 0, and quietly."""
+    import weakref
+
+    from gpucal import cli
+    from gpucal.commands import profiles as profiles_command
+
+    def done_then_signalled(args):
+        class Thing:
+            pass
+
+        thing = Thing()
+        ref = weakref.ref(thing, lambda r: cli._on_sigterm(signal.SIGTERM, None))  # the handler, in a callback
+        del thing  # the callback runs here; its Terminated is swallowed
+        assert ref() is None
+        return 0
+
+    monkeypatch.setattr(profiles_command, "run_list", done_then_signalled)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["profiles", "list"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == "gpucal profiles: terminated after it had done its work (every output is complete)", err
+    assert signal.getsignal(signal.SIGTERM) is before  # and gpucal's handlers are gone again
