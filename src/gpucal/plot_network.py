@@ -4,7 +4,7 @@
 ``network[]`` entry (a pair of hosts), the measured one-way time against the message size (log-log) with
 its fit t = alpha + n/beta; on the right, per op of ``collectives[]`` over every rank, busbw against the
 op's size S, and dashed, the all-reduce measured inside each host. A profile with only one of the two gets
-that panel alone; one with neither raises ``PlotSkipped``. ``gpucal.plots.write_plots`` draws it as
+that panel alone; one with neither raises ``PlotSkipped``. ``gpucal.plot_files.write_plots`` draws it as
 ``network.png`` (it imports this module when it draws, so that the name is registered there only).
 
 Drawn without pyplot, on ``gpucal.plots``' own Agg canvas. See docs/plots.md.

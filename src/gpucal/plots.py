@@ -1,9 +1,9 @@
 """Figures of a profile, as PNG files: copy bandwidth, the P2P verdicts, the roofline, the planner's curves.
 
-``write_plots(doc, out_dir)`` writes ``bandwidth.png``, ``p2p.png``, ``roofline.png``, ``plan.png`` and
-``network.png`` and says, per figure, where it went or why it was skipped (a datasheet profile has no copy
-series and no links; one device has no P2P; only a cluster profile has a network). Each figure also has a
-function that returns the matplotlib ``Figure`` (``bandwidth_figure``, ``p2p_figure``, ``roofline_figure``,
+``gpucal.plot_files.write_plots(doc, out_dir)`` writes ``bandwidth.png``, ``p2p.png``, ``roofline.png``,
+``plan.png`` and ``network.png`` and says, per figure, where it went or why it was skipped (a datasheet profile
+has no copy series and no links; one device has no P2P; only a cluster profile has a network). Each figure is
+a function here that returns the matplotlib ``Figure`` (``bandwidth_figure``, ``p2p_figure``, ``roofline_figure``,
 ``plan_figure``, and ``gpucal.plot_network.network_figure``), and the plan's numbers come from
 ``plan_curves``, which calls the planner (``gpucal.plan.evaluate``) exactly as ``gpucal plan`` does.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from gpucal.plan.spec import NO_LINK, GpuSpec
 from gpucal.units import format_flops, format_rate, format_time
 
 __all__ = ["FIGURES", "PLAN_BATCHES", "VERDICT_COLOURS", "PlotSkipped", "PlanCurves", "plan_curves",
-           "bandwidth_figure", "p2p_figure", "roofline_figure", "plan_figure", "check_plots_output", "write_plots"]
+           "bandwidth_figure", "p2p_figure", "roofline_figure", "plan_figure"]
 
 FIGURES = ("bandwidth", "p2p", "roofline", "plan", "network")
 PLAN_BATCHES = tuple(2 ** k for k in range(11))  # 1 .. 1024
@@ -390,100 +389,3 @@ def plan_figure(doc: profiles.Document, curves: PlanCurves):
         lines.append(f"balance batch B* = {curves.balance_batch:.4g}, outside the batches shown")
     fig.suptitle("\n".join(lines), fontsize=10)
     return fig
-
-
-# -- all of them ----------------------------------------------------------------------------------------------
-
-def _check_arguments(names, cards, strategy) -> None:
-    unknown = [w for w in names if w not in FIGURES]
-    if unknown or not names:
-        raise InputError(f"--only: unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}" if unknown
-                         else f"--only: name at least one of {', '.join(FIGURES)}")
-    if cards is not None and (isinstance(cards, bool) or not isinstance(cards, int) or cards < 1):
-        raise InputError(f"--cards: must be a whole number of at least 1, got {cards!r}")
-    if strategy is not None and strategy not in PLAN_STRATEGIES:
-        raise InputError(f"--strategy: expected one of {', '.join(PLAN_STRATEGIES)}, got {strategy!r}")
-
-
-def check_plots_output(out_dir, *, which=None, force: bool = False, flag: str = "-o") -> list[Path]:
-    """Check, before anything is measured or drawn, that the figures ``which`` (default all) can be written
-    into ``out_dir`` as ``write_plots`` writes them: a folder (or a new one), and no ``NAME.png`` there
-    unless ``force`` (then a regular file). ``InputError`` naming ``flag`` otherwise. Returns the paths."""
-    from gpucal.files import check_output, check_output_folder
-
-    out = check_output_folder(out_dir, flag=flag)
-    return [check_output(out / f"{name}.png", force=force, flag=flag)
-            for name in FIGURES if which is None or name in which]
-
-
-def _png(fig) -> bytes:
-    """The figure as PNG bytes (drawn in memory: nothing is written until every figure is drawn)."""
-    import io
-
-    buffer = io.BytesIO()
-    with np.errstate(all="ignore"):
-        fig.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
-
-
-def _drawn(make) -> bytes:
-    """The PNG of the figure ``make()`` returns. Values a profile may hold (within the schema's bounds) can
-    still span more decades than matplotlib can lay out on a log axis: such a figure is skipped, saying so,
-    rather than crash the command; matplotlib's warnings about them are not printed."""
-    import warnings
-
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            return _png(make())
-        except (OverflowError, FloatingPointError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise PlotSkipped(f"its values are beyond what a plot can show ({type(exc).__name__}: {exc})") from None
-
-
-def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards: int | None = None,
-                strategy: str | None = None, which=None, context_tokens: int = 0, force: bool = False,
-                flag: str = "-o") -> list[tuple[str, Path | None, str | None]]:
-    """Write the figures ``which`` (default all of ``FIGURES``) of ``doc`` as ``NAME.png`` in ``out_dir``
-    (created). Returns (name, path or None, why skipped or None) per figure.
-
-    Every output is checked before any figure is drawn (an existing ``NAME.png`` is replaced only with
-    ``force``, and only if it is a regular file), every figure is drawn in memory, then all are written at
-    once (``gpucal.files.write_all_atomic``): a failure leaves the folder as it was. Bad arguments raise
-    ``InputError`` naming the CLI flag (``--only``, ``--model``, ``--cards``, ``--strategy``, and ``flag``
-    for the folder), as does a missing matplotlib; a failure while writing (disk full) is a ``GpucalError``.
-    """
-    from gpucal.files import make_folder, write_all_atomic
-
-    names = list(FIGURES if which is None else which)
-    _check_arguments(names, cards, strategy)
-    spec = resolve_model(model) if isinstance(model, str) else model
-    _canvas_figure((1, 1))  # matplotlib is there, before anything is written
-    check_plots_output(out_dir, which=names, force=force, flag=flag)
-    from gpucal.plot_network import network_figure  # its own module; it imports this one's helpers
-
-    makers = {
-        "bandwidth": lambda: bandwidth_figure(doc),
-        "p2p": lambda: p2p_figure(doc),
-        "roofline": lambda: roofline_figure(doc),
-        "plan": lambda: plan_figure(doc, plan_curves(doc, model=spec, cards=cards, strategy=strategy,
-                                                     context_tokens=context_tokens)),
-        "network": lambda: network_figure(doc),
-    }
-    out = Path(out_dir)
-    results: list[tuple[str, Path | None, str | None]] = []
-    drawn: list[tuple[Path, bytes]] = []
-    for name in (n for n in FIGURES if n in names):
-        try:
-            png = _drawn(makers[name])
-        except PlotSkipped as skipped:
-            results.append((name, None, skipped.reason))
-            continue
-        path = out / f"{name}.png"
-        drawn.append((path, png))
-        results.append((name, path, None))
-    if drawn:
-        make_folder(out, flag=flag)
-        write_all_atomic(drawn, force=force, flag=flag)
-    return results

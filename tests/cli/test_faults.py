@@ -353,7 +353,8 @@ def test_extreme_values_are_drawn_or_skipped_saying_why(tmp_path, scale):
     """Times and rates scaled by 1e±290 (beyond any schema bound, straight to the figures): every figure is
     written or skipped with a reason, never a matplotlib traceback; nothing half written."""
     pytest.importorskip("matplotlib")
-    from gpucal.plots import FIGURES, write_plots
+    from gpucal.plot_files import write_plots
+    from gpucal.plots import FIGURES
 
     data = json.loads(Path(FIXTURE).read_text())
     for device in data["devices"]:

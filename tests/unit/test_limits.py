@@ -46,16 +46,20 @@ def test_the_model_bounds_are_the_planners():
 
 def _numbers(node, path=""):
     """Every schema node that admits a number, with its JSON pointer."""
+    yield from _nodes(node, path, lambda n: {"number", "integer"} & set(n["type"] if isinstance(n.get("type"), list)
+                                                                      else [n.get("type")]))
+
+
+def _nodes(node, path, wanted):
+    """Every schema node for which ``wanted(node)`` holds, with its JSON pointer."""
     if isinstance(node, dict):
-        types = node.get("type")
-        types = types if isinstance(types, list) else [types]
-        if "number" in types or "integer" in types:
+        if wanted(node):
             yield path, node
         for key, value in node.items():
-            yield from _numbers(value, f"{path}/{key}")
+            yield from _nodes(value, f"{path}/{key}", wanted)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _numbers(value, f"{path}/{i}")
+            yield from _nodes(value, f"{path}/{i}", wanted)
 
 
 def test_every_number_in_the_schema_is_bounded_on_both_sides_by_a_known_limit():
@@ -101,28 +105,18 @@ def test_the_devices_counts_together_stay_within_max_devices():
     assert profile.validate(data, "p.json").kind == "profile"
 
 
-def _patterns(node, path=""):
-    if isinstance(node, dict):
-        if isinstance(node.get("pattern"), str):
-            yield path, node["pattern"]
-        for key, value in node.items():
-            yield from _patterns(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _patterns(value, f"{path}[{i}]")
-
-
 def test_every_text_pattern_of_the_schema_refuses_the_one_set_of_control_characters():
     """The schema's text fields and the terminal escaping use one set (limits.CONTROL_CHARACTERS)."""
     import re
 
     from gpucal import render
 
-    texts = [(path, p) for path, p in _patterns(profile.schema()) if p.startswith("^[^\\u0000")]
+    texts = [(path, n["pattern"]) for path, n in _nodes(SCHEMA, "", lambda n: isinstance(n.get("pattern"), str))
+             if n["pattern"].startswith("^[^\\u0000")]
     assert len(texts) >= 20
     assert {p for _, p in texts} == {limits.TEXT_PATTERN}, texts
     pattern = re.compile(limits.TEXT_PATTERN)
     for char in ("\x00", "\x1b", "\x7f", "\x9b", "\u061c", "\u200e", "\u202e", "\u2066", "\ufeff"):
         assert not pattern.match(f"a{char}b") and render.escape(char, layout=False) != char
     assert pattern.match("NVIDIA H200 — 141 GB, café")
-    assert any(path.endswith("host.properties.command") for path, _ in texts), [p for p, _ in texts]
+    assert any(path.endswith("host/properties/command") for path, _ in texts), [p for p, _ in texts]

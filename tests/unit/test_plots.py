@@ -13,10 +13,10 @@ import pytest
 from gpucal import profile as profiles
 from gpucal.cli import main
 from gpucal.errors import InputError
+from gpucal.plot_files import write_plots
 from gpucal.plot_network import network_figure
 from gpucal.plots import (
     FIGURES, PLAN_BATCHES, PlotSkipped, bandwidth_figure, p2p_figure, plan_curves, plan_figure, roofline_figure,
-    write_plots,
 )
 from test_cluster import _allreduce, _cluster, _network
 

@@ -95,7 +95,7 @@ def check_outputs(args) -> None:
     if args.output is not None:
         _check_output(args.output, args.force)
     if args.plots is not None:
-        from gpucal.plots import check_plots_output
+        from gpucal.plot_files import check_plots_output
 
         check_plots_output(args.plots, force=args.force, flag="--plots")
 
@@ -218,7 +218,7 @@ def write_outputs(args, doc: dict, path: str, done: dict):
         done["profile"] = write_profile(doc, path, args.force)
     done["plots"] = []
     if args.plots is not None:
-        from gpucal.plots import write_plots
+        from gpucal.plot_files import write_plots
 
         done["plots"] = None
         done["plots"] = write_plots(profiles.load(done["profile"]), args.plots, force=args.force, flag="--plots")

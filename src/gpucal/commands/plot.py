@@ -48,7 +48,7 @@ def run(args) -> int:
     from gpucal import render
     from gpucal.files import check_output_folder
     from gpucal.inputs import resolve_document
-    from gpucal.plots import write_plots
+    from gpucal.plot_files import write_plots
 
     check_output_folder(args.out, flag="-o")  # an empty or impossible folder, before the profile is read
     doc = resolve_document(args.profile, "PROFILE", "profile")
