@@ -285,7 +285,13 @@ _DOCUMENT_ARGS = (
 )
 
 
-def _stdout_broken() -> bool:
+def _stdout_broken(exc: OSError) -> bool:
+    """Whether ``exc`` (no file named) is the output stream's failure: an error of writing, or stdout will not
+    flush. (A failed write may already have dropped its buffer, so the flush alone does not tell.)"""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF, errno.EPIPE):
+        return True
     try:
         sys.stdout.flush()
     except OSError:
@@ -379,7 +385,7 @@ def _main(argv: list[str] | None, state: dict) -> int:
         if _speaks():
             if exc.filename is not None:  # e.g. a cache folder a library could not make (CUPY_CACHE_DIR)
                 _say(f"gpucal {args.command}: error: {exc.filename}: {exc.strerror or exc}")
-            elif _stdout_broken():
+            elif _stdout_broken(exc):
                 _say(f"gpucal {args.command}: error: cannot write the output ({exc.strerror or exc})")
             else:
                 _say(f"gpucal {args.command}: error: {type(exc).__name__}: {exc.strerror or exc}")
