@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from gpucal.inputs import resolve_gpu
+from gpucal.profiles.queries import resolve_gpu
 from gpucal.plan import PRESETS, LinkSpec, sweep
 
 

@@ -317,7 +317,7 @@ def _usable_streams() -> None:
 
 def _ambiguity_notes(args) -> None:
     """Where a bare name given for a document is a built-in and also a file in the current folder, say once
-    that the built-in was taken (``gpucal.inputs.ambiguity_note``)."""
+    that the built-in was taken (``gpucal.profiles.queries.ambiguity_note``)."""
     import os
 
     values = [(dest, kind, pick(v)) for dest, kind, pick in _DOCUMENT_ARGS
@@ -325,7 +325,7 @@ def _ambiguity_notes(args) -> None:
     values = [(dest, kind, name) for dest, kind, name in values if name and os.path.lexists(name)]
     if not values or not _speaks():
         return
-    from gpucal.inputs import ambiguity_note
+    from gpucal.profiles.queries import ambiguity_note
 
     for _, kind, name in values:
         note = ambiguity_note(name, kind)

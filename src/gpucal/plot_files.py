@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.errors import InputError
-from gpucal.inputs import resolve_model
+from gpucal.profiles.queries import resolve_model
 from gpucal.plot_network import network_figure
 from gpucal.plots import (
     _DPI,

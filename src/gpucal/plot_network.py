@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.plots import LEGEND_MAX_SERIES, PlotSkipped, _canvas_figure, _title, fit_curves, fit_label
 
 __all__ = ["network_figure", "NETWORK_SKIPPED"]

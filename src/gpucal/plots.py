@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.errors import InputError
-from gpucal.inputs import DTYPES, flops_entry, gpu_of, planner_link, resolve_model
+from gpucal.profiles.queries import DTYPES, flops_entry, gpu_of, planner_link, resolve_model
 from gpucal.plan import Layout, evaluate, valid_tp
 from gpucal.plan.spec import NO_LINK, GpuSpec
 from gpucal.units import format_flops, format_rate, format_time
@@ -297,7 +297,7 @@ class PlanCurves:
 
 
 def _card(doc: profiles.Document) -> GpuSpec:
-    """The profile's card at fp16, as ``gpucal plan --gpu`` builds it (``gpucal.inputs.gpu_of``: each figure
+    """The profile's card at fp16, as ``gpucal plan --gpu`` builds it (``gpucal.profiles.queries.gpu_of``: each figure
     the slowest device's)."""
     try:
         return gpu_of(doc).spec

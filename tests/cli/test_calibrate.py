@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.cli import main
-from gpucal.inputs import resolve_document
+from gpucal.profiles.queries import resolve_document
 from gpucal.kernels.virtual_machine import VirtualMachine, parse_spec
 
 TOL = 0.02  # the bound: a calibration gives back the machine's numbers within 2 %

@@ -10,7 +10,7 @@ from conftest import run_gpucal
 from gpucal.cli import main
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
-LINK_FILE = Path(__file__).parents[2] / "profiles" / "links" / "pcie4-x16.json"
+LINK_FILE = Path(__file__).parents[2] / "src" / "gpucal" / "profiles" / "links" / "pcie4-x16.json"
 
 
 def gpucal(capsys, *argv):

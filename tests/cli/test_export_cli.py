@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from conftest import run_gpucal
 
-from gpucal import profile
-from gpucal.calibrate import export as ex
+from gpucal import profiles as profile
+from gpucal.profiles import export as ex
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "profile-simulated-rtx4090x2.json"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import run_gpucal
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.cli import main
 
 FIXTURE = str(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
@@ -65,7 +65,7 @@ HOOK = textwrap.dedent("""
 
 @pytest.mark.parametrize("module", ["gpucal.cli", "argparse", "gpucal.render", "gpucal.commands",
                                     "gpucal.commands.calibrate", "gpucal.commands.profiles", "rich.console",
-                                    "gpucal.profile", "json"])
+                                    "gpucal.profiles.io", "json"])
 def test_ctrl_c_while_python_imports_gpucal_is_one_line(module):
     done = subprocess.run(check=False, args=[sys.executable, "-c", HOOK, module, "profiles", "list"], capture_output=True, text=True,
                           timeout=120, env=env())

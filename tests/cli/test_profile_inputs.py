@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import run_gpucal
 
-from gpucal import profile
+from gpucal import profiles as profile
 from gpucal.cli import main
 
 LONG = "a" * 100_000

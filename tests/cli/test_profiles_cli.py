@@ -4,7 +4,7 @@ import json
 
 from conftest import run_gpucal
 
-from gpucal import profile
+from gpucal import profiles as profile
 
 
 def test_list_shows_every_profile_link_and_model():

@@ -28,7 +28,7 @@ def _failures(stdout):
 def test_calibrate_quick_writes_a_measured_profile(cupy_backend, tmp_path):
     """``GPUCAL_GPU_PROFILE=FILE``: check the profile a ``gpucal calibrate`` just wrote there instead of
     calibrating again (bench/device_check.sh calibrates once, timed, then runs this test on its profile)."""
-    from gpucal import profile as profiles
+    from gpucal import profiles
 
     given = os.environ.get("GPUCAL_GPU_PROFILE")
     if given:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_cluster_of_one_rank_writes_a_measured_cluster_profile(cupy_backend, mpi_module, tmp_path):
-    from gpucal import profile as profiles
+    from gpucal import profiles
 
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     out = subprocess.run([sys.executable, "-m", "gpucal", "calibrate", "--cluster", "-o", str(tmp_path / "c.json"),

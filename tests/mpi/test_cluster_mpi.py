@@ -12,8 +12,8 @@ import json
 import pytest
 
 from conftest import run_gpucal
-from gpucal import profile as profiles
-from gpucal.inputs import resolve_link
+from gpucal import profiles
+from gpucal.profiles.queries import resolve_link
 
 FAST = ("--no-kernel-check", "--budget", "0.05")
 

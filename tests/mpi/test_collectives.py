@@ -12,7 +12,7 @@ from gpucal.probes import collectives as C
 
 
 def _staged(profile: str, count: int):
-    from gpucal.inputs import resolve_document
+    from gpucal.profiles.queries import resolve_document
     from gpucal.kernels.virtual_machine import VirtualMachine
 
     doc = resolve_document(profile, "--backend", "profile")
@@ -30,7 +30,7 @@ def _valid_entries(entries):
     """Each entry as the profile schema's collectives[] item."""
     import jsonschema
 
-    from gpucal.profile import schema as profile_schema
+    from gpucal.profiles import schema as profile_schema
 
     schema = profile_schema()
     validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/profile_collective", "$defs": schema["$defs"]})
@@ -87,7 +87,7 @@ def test_simulated_net_between_hosts(run_mpi):
     for e in out["entries"]:
         assert e["beta_Bps"]["value"] * e["busbw_factor"] == pytest.approx(ib, rel=0.03)
     sr = next(e for e in out["entries"] if e["op"] == "send-recv")
-    from gpucal.inputs import resolve_link
+    from gpucal.profiles.queries import resolve_link
 
     assert sr["alpha_s"]["value"] == pytest.approx(resolve_link("ib400g").spec.alpha_s, rel=0.03)
     text = run_mpi(4, *args)

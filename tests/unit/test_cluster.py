@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_gpucal
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.errors import ProfileError
-from gpucal.calibrate.cluster import cards_per_host, merge_cluster
+from gpucal.calibrate.cluster import merge_cluster
+from gpucal.profiles.queries import cards_per_host
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
 ETH_ALPHA_S, ETH_BETA_BPS = 60e-6, 125e6  # the synthetic network: 1 Gbit/s with 60 µs per message

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucal import profile
+from gpucal import profiles as profile
 from gpucal.calibrate.compare import FLOPS_MODES, PlannerLink, compare, device_count, ratio
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"

@@ -1,4 +1,4 @@
-"""Exports to llm-analysis and aiconfigurator (``gpucal.calibrate.export``): key sets, units, derivations, refusals."""
+"""Exports to llm-analysis and aiconfigurator (``gpucal.profiles.export``): key sets, units, derivations, refusals."""
 
 import copy
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpucal import profile
-from gpucal.calibrate import export as ex
+from gpucal import profiles as profile
+from gpucal.profiles import export as ex
 from gpucal.errors import InputError, ProfileExistsError
-from gpucal.inputs import planner_link, resolve_link
+from gpucal.profiles.queries import planner_link, resolve_link
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "profile-simulated-rtx4090x2.json"
 EXACT = {"rel": 1e-12, "abs": 0.0}

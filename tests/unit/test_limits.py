@@ -5,7 +5,8 @@ import copy
 import pytest
 from gpucal.plan.models import MODEL_MAXIMA
 
-from gpucal import limits, profile
+from gpucal import limits
+from gpucal import profiles as profile
 from gpucal.errors import ProfileError
 
 SCHEMA = profile.schema()

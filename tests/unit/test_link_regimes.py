@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import run_gpucal
-from gpucal import profile as profiles
-from gpucal.inputs import profile_link, profile_network
+from gpucal import profiles
+from gpucal.profiles.queries import profile_link, profile_network
 from gpucal.plan import LinkSpec, evaluate
 from gpucal.plan.models import PRESETS
 from gpucal.plan.spec import GpuSpec, LinkPiece

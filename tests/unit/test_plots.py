@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.cli import main
 from gpucal.errors import InputError
 from gpucal.plot_files import write_plots

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpucal import profile
+from gpucal import profiles as profile
 from gpucal.errors import ProfileError, ProfileExistsError
 from gpucal.limits import RANGES
 

@@ -13,7 +13,9 @@ import sys
 import pytest
 from gpucal.plan.models import MODEL_MAXIMA, ModelSpec, model_from_hf_config
 
-from gpucal import inputs, limits, profile
+from gpucal.profiles import queries as inputs
+from gpucal import limits
+from gpucal import profiles as profile
 from gpucal.errors import InputError, ProfileError
 
 
@@ -26,8 +28,8 @@ def rtx4090():
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    script = ("import sys\nfrom gpucal import profile\ntry:\n    profile.read(sys.argv[1])\n"
-              "except profile.ProfileError as exc:\n    print(exc)\n")
+    script = ("import sys\nfrom gpucal import profiles as profile\nfrom gpucal.errors import ProfileError\ntry:\n    profile.read(sys.argv[1])\n"
+              "except ProfileError as exc:\n    print(exc)\n")
     try:  # in a process of its own: with no writer, a blocking open would wait for ever
         out = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True, text=True, timeout=60,
                              check=False)

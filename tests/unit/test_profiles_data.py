@@ -6,8 +6,8 @@ they are transcriptions, not computations), so that an edit to a profile is an e
 
 import pytest
 
-from gpucal import profile
-from gpucal.inputs import DEFAULT_FLOPS_MODE, resolve_gpu
+from gpucal import profiles as profile
+from gpucal.profiles.queries import DEFAULT_FLOPS_MODE, resolve_gpu
 
 GiB = 2**30
 DATASHEET = ["rtx3090", "rtx4090", "rtx5090", "l40s", "a100-sxm-80gb", "a100-pcie-80gb", "h100-sxm", "h100-pcie",

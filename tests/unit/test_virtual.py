@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gpucal.kernels.links import ENGINES, STAGING_CHUNK_BYTES, pcie_Bps
+from gpucal.kernels.links import ENGINES, STAGING_CHUNK_BYTES
+from gpucal.standards import pcie_Bps
 from gpucal.kernels.virtual import VirtualBackend
 from gpucal.kernels.virtual_machine import (
     ALPHA_S,
@@ -16,7 +17,7 @@ from gpucal.kernels.virtual_machine import (
 )
 
 from gpucal.errors import GpucalError, InputError
-from gpucal.profile import load_builtin
+from gpucal.profiles import load_builtin
 
 MiB = 1 << 20
 

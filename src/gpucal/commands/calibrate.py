@@ -211,7 +211,7 @@ def write_outputs(args, doc: dict, path: str, done: dict):
     its path, ``plots``: the figures, None until written), so that an interruption can say it. A signal while
     the profile is written is held until it is complete (``gpucal.files.deferred_signals``). Returns (the
     profile's path, the plots or [])."""
-    from gpucal import profile as profiles
+    from gpucal import profiles
     from gpucal.files import deferred_signals
 
     with deferred_signals():
@@ -284,7 +284,7 @@ def _keep_aside(path: str, text: str):
 def write_profile(doc: dict, path: str, force: bool):
     """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
     gpucal's fault (exit 1), and is kept as ``path.invalid``."""
-    from gpucal import profile as profiles
+    from gpucal import profiles
 
     try:
         profiles.validate(doc, path)

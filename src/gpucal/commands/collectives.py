@@ -38,7 +38,7 @@ def config_from_args(args):
         raise InputError(f"--backend: the collectives probe runs on auto or cupy (NCCL through CuPy) or "
                          f"virtual:PROFILE[:N] (a simulated machine), not {backend!r}")
     if virtual:
-        from gpucal.inputs import resolve_document
+        from gpucal.profiles.queries import resolve_document
         from gpucal.kernels.virtual_machine import parse_spec
 
         resolve_document(parse_spec(backend)[0], "--backend", "profile")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal import render
 from gpucal.calibrate.compare import Comparison, PlannerLink, Row, compare
 from gpucal.errors import InputError
-from gpucal.inputs import (
+from gpucal.profiles.queries import (
     ambiguity_note,
     planner_link,
     profile_link,

@@ -15,7 +15,7 @@ def simulated_net(text: str | None, flag: str = "--simulate-net"):
     alpha=..,beta=..; per-host: ranks per simulated host, default 1); None for None."""
     if text is None:
         return None
-    from gpucal.inputs import resolve_link
+    from gpucal.profiles.queries import resolve_link
     from gpucal.kernels.comm import SimulatedNet
 
     link, *options = text.split("+")

@@ -11,7 +11,7 @@ from typing import Any
 from gpucal import limits
 from gpucal.commands.args import int_in, nonempty, quantity, sweep_spec
 from gpucal.errors import InputError
-from gpucal.inputs import (DTYPES, LinkChoice, planner_link, profile_cards_per_host, profile_collective,
+from gpucal.profiles.queries import (DTYPES, LinkChoice, planner_link, profile_cards_per_host, profile_collective,
                            profile_network, resolve_gpu, resolve_link, resolve_model)
 from gpucal.limits import MODEL_MAXIMA
 from gpucal.plan import Layout, LinkSpec, evaluate, max_batch_for_target, nics_needed, required_beta_for_target

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from gpucal import render
     from gpucal.files import check_output_folder
-    from gpucal.inputs import resolve_document
+    from gpucal.profiles.queries import resolve_document
     from gpucal.plot_files import write_plots
 
     check_output_folder(args.out, flag="-o")  # an empty or impossible folder, before the profile is read

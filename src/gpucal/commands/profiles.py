@@ -1,5 +1,5 @@
 """``gpucal profiles list|show|validate|export``: the shipped profiles, link presets and model presets, and
-exports of a profile to other planners' formats (``gpucal.calibrate.export``)."""
+exports of a profile to other planners' formats (``gpucal.profiles.export``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal import render
-from gpucal.calibrate import export as exporters
+from gpucal.profiles import export as exporters
 from gpucal.commands.args import nonempty
 from gpucal.errors import InputError, ProfileError
-from gpucal.inputs import (
+from gpucal.profiles.queries import (
     ambiguity_note,
     profile_reference,
     resolve_document,

@@ -1,7 +1,7 @@
 """Two hardware profiles side by side: each field, both values, and the ratio B/A.
 
 Pure: it takes two validated profile documents (and the link the planner uses between each one's cards,
-which the caller resolves, see ``gpucal.inputs.planner_link``) and returns a ``Comparison``; no I/O and
+which the caller resolves, see ``gpucal.profiles.queries.planner_link``) and returns a ``Comparison``; no I/O and
 no printing. ``gpucal compare`` renders it (docs/compare.md).
 
 The device rows compare each profile's first device, ``devices[0]``: a calibrated profile lists its
@@ -18,7 +18,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from gpucal.profile import Document
+from gpucal.profiles import Document
 
 __all__ = ["FLOPS_MODES", "GEMV_DTYPES", "Comparison", "PlannerLink", "Row", "Side", "compare", "device_count",
            "ratio"]

@@ -1,7 +1,7 @@
 """Is this machine healthy? Each figure of a calibrated profile against its theoretical peak, and the
 anomalies a calibration found.
 
-Peaks: the datasheet profile of the device (``gpucal.profile.datasheet_for``) for memory bandwidth and
+Peaks: the datasheet profile of the device (``gpucal.profiles.datasheet_for``) for memory bandwidth and
 dense FLOP/s; memory clock × bus width × 2 where the device reports them; the PCIe rate of the link's
 maximum generation and width for the host links (and for P2P or staging over PCIe); the datasheet's
 NVLink bandwidth for NVLink.
@@ -179,8 +179,8 @@ def _row(figure, device, value, unit, peak, peak_ref, extra=None):
 def summary_rows(profile: dict) -> list[dict]:
     """Each measured figure with its peak and efficiency: memory bandwidth and dense FLOP/s against the
     datasheet, host links against PCIe, links between devices against PCIe or the datasheet's NVLink."""
-    from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
-    from gpucal.profile import datasheet_for
+    from gpucal.standards import PCIE_GT_S, pcie_Bps
+    from gpucal.profiles import datasheet_for
 
     rows = []
     for dev in profile["devices"]:

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.errors import InputError, ProfileError
 from gpucal.limits import check_range
 from gpucal.plan.models import PRESETS, ModelSpec, model_from_dict, model_from_hf_config
@@ -433,6 +433,12 @@ def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = 
 
 def profile_cards_per_host(doc: profiles.Document) -> int | None:
     """The fewest cards on one host of a cluster profile; ``None`` for a profile of one machine."""
-    from gpucal.calibrate.cluster import cards_per_host
-
     return cards_per_host(doc.data)
+
+
+def cards_per_host(doc: dict) -> int | None:
+    """The fewest cards on one host of a cluster profile (None for a profile of one machine): a layout
+    must fit the smallest host."""
+    hosts = (doc.get("cluster") or {}).get("hosts") or []
+    counts = [len(h.get("devices") or []) for h in hosts]
+    return min(counts) if counts else None

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Buffer", "CopyOp", "PATHS", "ENGINES", "HOST_MEMORY", "PEER_PATHS", "check_op", "PCIE_GT_S", "pcie_Bps"]
+__all__ = ["Buffer", "CopyOp", "PATHS", "ENGINES", "HOST_MEMORY", "PEER_PATHS", "check_op"]
 
 HOST_MEMORY = ("pinned", "pageable")
 PATHS = ("h2d", "d2h", "d2d", "p2p", "driver-staged", "host-staged")
@@ -103,14 +103,3 @@ def check_op(path: str, engine: str, src: Buffer, dst: Buffer, nbytes: int) -> N
         raise ValueError("d2d copies within one device; use p2p or a staged path between devices")
     if path in PEER_PATHS and src.device == dst.device:
         raise ValueError(f"path {path} copies between two devices")
-
-
-# PCIe per lane and direction: GT/s and line-code efficiency (8b/10b to Gen2, 128b/130b Gen3-5, FLIT Gen6)
-PCIE_GT_S = {1: (2.5, 0.8), 2: (5.0, 0.8), 3: (8.0, 128 / 130), 4: (16.0, 128 / 130), 5: (32.0, 128 / 130),
-             6: (64.0, 242 / 256), 7: (128.0, 242 / 256)}  # GT/s per lane, encoding efficiency (6 and 7: FLIT)
-
-
-def pcie_Bps(generation: int, width: int) -> float:
-    """The PCIe rate per direction in B/s: GT/s × encoding × lanes / 8."""
-    gts, enc = PCIE_GT_S[generation]
-    return gts * 1e9 * enc * width / 8.0

@@ -99,7 +99,7 @@ class VirtualBackend(Backend):
 
     @classmethod
     def from_spec(cls, text: str, device: int = 0) -> VirtualBackend:
-        from gpucal.inputs import resolve_document
+        from gpucal.profiles.queries import resolve_document
 
         profile, count, faults = parse_spec(text)
         doc = resolve_document(profile, "--backend", "profile")

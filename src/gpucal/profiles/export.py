@@ -1,6 +1,6 @@
 """A hardware profile in other planners' formats: llm-analysis's GPU config and aiconfigurator's system file.
 
-Pure functions from a validated profile (``gpucal.profile.Document``) to the other tool's structure,
+Pure functions from a validated profile (``gpucal.profiles.Document``) to the other tool's structure,
 plus the text of that structure and an atomic writer; nothing here prints. docs/exports.md gives the
 mapping field by field and the upstream files it was checked against.
 
@@ -9,7 +9,7 @@ What every export takes from the profile:
 - the card: ``devices[0]`` (memory, memory bandwidth, the dense FLOP/s table);
 - FLOP/s: fp16 is ``dense_flops.fp16_fp32acc``, the planner's default for fp16 (``DEFAULT_FLOPS_MODE``);
   a missing or null entry that a format needs is refused with an ``InputError`` naming the field;
-- the link between cards: ``gpucal.inputs.planner_link`` (the measured link of a calibrated profile, the
+- the link between cards: ``gpucal.profiles.queries.planner_link`` (the measured link of a calibrated profile, the
   slowest of ``links[]``, else the ``plan_defaults.link`` preset), per direction; ``link`` overrides it;
 - the link between hosts: ``net`` if given, else the slowest usable entry of ``network[]``, else the
   ``ib200g`` preset (InfiniBand HDR, 25e9 B/s per direction), labelled a default.
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from gpucal import __version__
-from gpucal import profile as profiles
+from gpucal import profiles
 from gpucal.errors import InputError
-from gpucal.inputs import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, profile_reference, resolve_link
+from gpucal.profiles.queries import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, profile_reference, resolve_link
 
 __all__ = ["FORMATS", "LLM_ANALYSIS_KEYS", "DEFAULT_NET", "MEM_CONSTANT_LATENCY_S", "Export", "export",
            "to_llm_analysis", "to_aiconfigurator", "dumps", "int8_tensor_ops", "int4_tensor_ops", "write"]
@@ -181,7 +181,7 @@ class _Reader:
         if given is not None:
             self.sources[key] = f"--net {given.spec.name}: beta ({given.source})"
             return given.spec.beta_Bps
-        from gpucal.inputs import profile_network
+        from gpucal.profiles.queries import profile_network
 
         measured = profile_network(self.doc)  # the slowest pair of hosts; ranks sharing a host are left out
         if measured is not None:
@@ -219,7 +219,7 @@ def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoi
 
 def _pcie_Bps(r: _Reader, key: str) -> float:
     """Host link per direction: the slower measured direction, else the PCIe line rate."""
-    from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
+    from gpucal.standards import PCIE_GT_S, pcie_Bps
 
     host = r.device.get("host_link") or {}
     measured = [(_value((host.get(d) or {}).get("beta_Bps")), d) for d in ("h2d", "d2h")]
@@ -274,7 +274,7 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
         gpu["sm_version"] = cc[0] * 10 + cc[1]
         r.sources["gpu.sm_version"] = f"compute capability {cc_source}"
     chosen = r.link(link, ("node.intra_node_bw", "node.p2p_latency"))
-    from gpucal.calibrate.cluster import cards_per_host
+    from gpucal.profiles.queries import cards_per_host
 
     per_node = cards_per_host(doc.data)
     if per_node is not None:

@@ -22,7 +22,7 @@ import re
 
 from gpucal.calibrate.fit import piece_dict
 from gpucal.calibrate.links import SeriesFit, oneshot_alpha
-from gpucal.profile import datasheet_for
+from gpucal.profiles import datasheet_for
 
 __all__ = ["build_profile", "default_name", "planner_series", "link_pieces"]
 

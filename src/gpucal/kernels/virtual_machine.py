@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from gpucal import limits
 from gpucal.errors import InputError
-from gpucal.kernels.links import PCIE_GT_S, pcie_Bps
+from gpucal.standards import PCIE_GT_S, pcie_Bps
 from gpucal.units import parse_quantity
 
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",

@@ -67,7 +67,7 @@ class VirtualEngine:
     def __init__(self, world: World, config: CollectivesConfig):
         from mpi4py import MPI
 
-        from gpucal.inputs import resolve_document
+        from gpucal.profiles.queries import resolve_document
         from gpucal.kernels.virtual import _Clock  # the virtual backend's own noise, outliers and warm-up
         from gpucal.kernels.virtual_machine import VirtualMachine, parse_spec
 

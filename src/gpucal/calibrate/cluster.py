@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import re
 
-__all__ = ["merge_cluster", "cards_per_host"]
+__all__ = ["merge_cluster"]
 
 
 def _source(parts: list[str]) -> str:
@@ -136,9 +136,3 @@ def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], colle
     return doc
 
 
-def cards_per_host(doc: dict) -> int | None:
-    """The fewest cards on one host of a cluster profile (None for a profile of one machine): a layout
-    must fit the smallest host."""
-    hosts = (doc.get("cluster") or {}).get("hosts") or []
-    counts = [len(h.get("devices") or []) for h in hosts]
-    return min(counts) if counts else None

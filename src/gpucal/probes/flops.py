@@ -42,7 +42,7 @@ def applicable(backend: Backend) -> str | None:
 
 def datasheet_peak(device_name: str, mode: str) -> Peak | None:
     """The dense FLOP/s of ``mode`` in the matching datasheet profile, if any."""
-    from gpucal.profile import datasheet_for
+    from gpucal.profiles import datasheet_for
 
     doc = datasheet_for(device_name)
     if doc is None:
