@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from gpucal.kernels.backend import select
 from gpucal.kernels.cuda_src import COPY_VARIANTS
+from gpucal.probes.timing import measure
+from gpucal.units import parse_positive
 
 
 def main(argv=None) -> int:
@@ -25,9 +28,6 @@ def main(argv=None) -> int:
 
     import cupy
 
-    from gpucal.kernels.backend import select
-    from gpucal.probes.timing import measure
-    from gpucal.units import parse_positive
 
     n = int(parse_positive(args.bytes, "bytes")) // 16 * 16
     backend = select("cupy")

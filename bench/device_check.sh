@@ -160,15 +160,16 @@ if "numba" in got:
 for name in ("cupy", "torch"):
     if name in got:
         said.append(f"{name} {getattr(got[name], '__version__', '?')}")
-if "jsonschema" in got:
-    said.append(f"jsonschema {version('jsonschema')}")
+for name in ("pydantic", "jsonschema"):
+    if name in got:
+        said.append(f"{name} {version(name)}")
 if "mpi4py.MPI" in got:
     library = " ".join(got["mpi4py.MPI"].Get_library_version().splitlines()[0].split())
     said.append(f"mpi4py {sys.modules['mpi4py'].__version__} with {library} "
                 f"({os.environ.get('MPI4PY_LIBMPI', 'found by mpi4py')})")
 print("versions: " + "; ".join(said))
 PYTHON
-MODULES=(gpucal numpy numba numba.cuda cupy pynvml jsonschema rich yaml pytest torch)
+MODULES=(gpucal numpy numba numba.cuda cupy pynvml pydantic jsonschema rich yaml pytest torch)
 if [[ $PHASE == 2 ]]; then MODULES+=(mpi4py.MPI mpiexec); fi
 
 # a command as one line, quoted; an argument of several lines (a script) only named

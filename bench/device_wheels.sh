@@ -11,8 +11,12 @@
 # so is any wheel of a package not listed here. Prints the wheels and their total size; exits 1 with one
 # line on failure.
 #
-# What is carried, and why (the machine's python3 has attrs and typing-extensions, which these need):
-#   jsonschema, referencing, rpds-py, jsonschema-specifications: gpucal validates profiles with jsonschema.
+# What is carried, and why (the machine's python3 has attrs, which jsonschema needs):
+#   pydantic, pydantic-core, annotated-types, typing-inspection, typing-extensions: gpucal's profile model
+#          (gpucal.profiles.model) validates every document with pydantic; the typing-extensions pydantic 2.14
+#          needs, whatever the machine's is.
+#   jsonschema, referencing, rpds-py, jsonschema-specifications: the tests check the published schema and the
+#          built-in documents with jsonschema.
 #   mpich: the MPI library and mpiexec for the machine's mpi4py (it has mpi4py but no MPI library);
 #          the version the project's venv uses with mpi4py 4.1.2 (pyproject's [mpi] and [test] extras).
 #   numpy: the machine's numpy 2.5.2 breaks its numba: numba 0.68.0 says numpy>=1.22,<2.6, but
@@ -31,6 +35,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DEST=.whl
 PY=${PYTHON:-python3}
 WHEELS=(
+    pydantic==2.14.4
+    pydantic-core==2.50.5
+    annotated-types==0.8.0
+    typing-inspection==0.4.5
+    typing-extensions==4.16.0
     jsonschema==4.26.0
     referencing==0.37.0
     rpds-py==2026.9.1

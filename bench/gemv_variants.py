@@ -11,6 +11,12 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from gpu_check import torch_timer
+
+from gpucal.kernels.backend import select
+from gpucal.kernels.cuda_src import GEMV_ROWS_PER_WARP, GEMV_VARIANTS
+from gpucal.probes.timing import measure
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -21,10 +27,6 @@ def main(argv=None) -> int:
     import cupy
     import torch
 
-    from gpucal.kernels.backend import select
-    from gpucal.kernels.cuda_src import GEMV_ROWS_PER_WARP, GEMV_VARIANTS
-    from gpucal.probes.timing import measure
-    from gpu_check import torch_timer  # bench/ is the script's folder, so first on sys.path
 
     m, k = (int(v) for v in args.shape.split("x"))
     backend = select("cupy")

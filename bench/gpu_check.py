@@ -28,6 +28,17 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
+
+import numpy as np
+
+from gpucal import render
+from gpucal.calibrate.links import series_fits
+from gpucal.commands.probe import results_table
+from gpucal.kernels.backend import select
+from gpucal.probes import flops, latency, links, membw
+from gpucal.probes.base import policy_for
+from gpucal.probes.timing import measure
 
 
 def torch_timer(torch, fn):
@@ -110,9 +121,7 @@ def compare_links_with_torch(torch, backend, nbytes: int, measure, policy, round
     """H2D and D2H of ``nbytes``, pinned and pageable: gpucal's copy (its own buffers, blocked start where the
     memory allows) against PyTorch's ``copy_`` between buffers of the same size and kind, every copy checked
     byte for byte first, then timed alternately."""
-    import numpy as np
 
-    from dataclasses import replace
 
     policy = replace(policy, max_k=64)
     d = backend.device_index
@@ -157,12 +166,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    from gpucal import render
-    from gpucal.commands.probe import results_table
-    from gpucal.kernels.backend import select
-    from gpucal.probes import flops, membw
-    from gpucal.probes.base import policy_for
-    from gpucal.probes.timing import measure
 
     started = time.time()
     backend = select("cupy", args.device)
@@ -185,7 +188,6 @@ def main(argv=None) -> int:
     base = compare_with_torch(torch, backend, copy.params["bytes_per_buffer"], (gemv.params["m"], gemv.params["k"]),
                               8192, measure, policy_for(backend))
     print(f"-- torch done in {time.time() - started:.0f} s", flush=True)
-    from gpucal.probes import latency, links
 
     link_cfg = links.LinkConfig(sizes=links.sweep_sizes(4, 256 << 20)[::2] + (256 << 20,), devices=(args.device,),
                                 budget_s=0.5)
@@ -193,7 +195,6 @@ def main(argv=None) -> int:
         backend, links.LinkConfig(devices=(args.device,), pairs=(), budget_s=0.3))
     print(f"-- links done in {time.time() - started:.0f} s", flush=True)
     render.console().print(results_table([r for r in lk if r.params.get("bytes") in (4, 1 << 20, 256 << 20)]))
-    from gpucal.calibrate.links import series_fits
 
     for f in series_fits(lk):
         print(f"fit {f.series}: alpha {f.fit.alpha_s * 1e6:.2f} us, beta {f.fit.beta_Bps / 1e9:.2f} GB/s, "

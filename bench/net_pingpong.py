@@ -15,10 +15,15 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
+from gpucal.commands.options import link_sizes
+from gpucal.kernels.comm import world
+from gpucal.probes.net import NetConfig, measure_net
+
 
 def plain_pingpong_s(comm, peer: int, nbytes: int, iters: int, warmup: int) -> float:
     """Mean one-way seconds of ``iters`` round trips after ``warmup`` (rank 0 times, the peer echoes)."""
-    import numpy as np
     from mpi4py import MPI
 
     buf = np.zeros(nbytes, dtype=np.uint8)
@@ -44,9 +49,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from gpucal.commands.probe import link_sizes
-    from gpucal.kernels.comm import world
-    from gpucal.probes.net import NetConfig, run_net
 
     w = world()
     if w.size != 2:
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     sizes = link_sizes(args.sizes)
     rows = []
     for n in sizes:
-        report = run_net(w, NetConfig(sizes=(n,), budget_s=0.2))
+        report = measure_net(w, NetConfig(sizes=(n,), budget_s=0.2))
         (result,) = report.results
         plain = plain_pingpong_s(w.comm, 1 - w.rank, n, max(10, args.iters if n <= 65536 else args.iters // 10),
                                  warmup=100 if n <= 65536 else 10)

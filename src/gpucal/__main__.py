@@ -1,15 +1,24 @@
-"""``python -m gpucal``: the same as the ``gpucal`` command.
+"""``python -m gpucal`` and the ``gpucal`` console script (``main``): the same command.
 
-A Ctrl-C while Python is still importing ``gpucal.cli`` ends as ``main`` ends one: one line, exit 130.
+Importing this module is light (``sys`` and ``importlib``); ``main`` imports ``gpucal.cli`` inside its own
+handler, so that a Ctrl-C while Python is still importing it ends as ``gpucal.cli.main`` ends one: one
+line, exit 130.
 """
 
+import importlib
 import sys
 
-try:
-    from gpucal.cli import main
+__all__ = ["main"]
 
-    code = main()
-except KeyboardInterrupt:
-    sys.stderr.write("gpucal: interrupted\n")
-    code = 130
-sys.exit(code)
+
+def main() -> int:
+    """Run ``gpucal`` with the process's arguments; return the exit code."""
+    try:
+        return importlib.import_module("gpucal.cli").main()
+    except KeyboardInterrupt:
+        sys.stderr.write("gpucal: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,24 +3,36 @@
 Exit codes: 0 done; 1 a measurement or device failed, or the machine failed gpucal (a file or the output
 could not be written, memory ran out); 2 bad input, reported as one line on stderr that names the flag,
 file or field (never a traceback); 130 Ctrl-C (SIGINT) and 143 SIGTERM, each one line (``gpucal CMD:
-interrupted`` / ``terminated``) after the cleanup ran. Each command lives in ``gpucal.commands``; this
-module only wires them together.
+interrupted`` / ``terminated``) after the cleanup ran. Each command lives in ``gpucal.commands``, whose
+registry names them; this module only wires them together.
 
-Importing this module is light (``sys`` only): ``main`` imports argparse and the commands inside its own
-handler, so that a Ctrl-C at any time, even while Python is still importing them, ends in that one line.
+``gpucal --help`` lists every command from the registry without importing one; ``gpucal CMD ...`` imports
+only CMD's module (``gpucal.commands.load``), inside ``main``'s handler, so that a Ctrl-C while it imports
+ends in that one line (``gpucal.__main__``, the console script's entry, does the same for this module).
 Under ``mpiexec`` every rank fails alike: only rank 0 prints an error (argparse's too). A warning (numpy's
 RuntimeWarning, say) is printed as one line ``gpucal CMD: warning: ...``, never with a file path.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import errno
+import os
+import re
+import signal
 import sys
+import threading
+import warnings
 
 from gpucal import __version__
+from gpucal.commands import COMMANDS, load
+from gpucal.errors import GpucalError
+from gpucal.profiles.names import ambiguity_note
+from gpucal.render import escape
 
-__all__ = ["Terminated", "build_parser", "main"]  # and ArgumentParser, made when first asked for
+__all__ = ["ArgumentParser", "Terminated", "build_parser", "main"]
 
-COMMANDS = ("info", "probe", "p2p", "calibrate", "plan", "profiles", "compare", "plot")
 # the environment variables MPI launchers set to each process's rank (MPICH/Hydra, Open MPI, PMIx, MVAPICH)
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 
@@ -38,8 +50,6 @@ _RECEIVED: list[int] = []
 
 
 def _on_sigterm(signum, frame):
-    import signal
-
     _RECEIVED.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends a process stuck in a C call at once
     raise Terminated()
@@ -68,8 +78,6 @@ def _mpi_rank() -> int | None:
     rank = comm.current_rank() if comm is not None else None
     if rank is not None:
         return rank
-    import os
-
     for name in RANK_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value.isascii() and value.isdigit():
@@ -88,96 +96,79 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-_PARSER_CLASS = None
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line (``PROG: error: ...``) and exit code 2, names a
+    mistyped flag or choice with the closest match, and under MPI prints on rank 0 only."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
-def _parser_class():
-    global _PARSER_CLASS
-    if _PARSER_CLASS is None:
-        _PARSER_CLASS = _make_parser_class()
-    return _PARSER_CLASS
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            owner = self._subparser(command) or self
+            argv = getattr(self, "_argv", [])
+            if command in argv and extras[0] in argv[:argv.index(command)]:
+                owner = self  # a flag before the command: this parser's
+            owner.error(owner._unrecognized(extras, also=self))
+        return parsed
 
+    def _subparser(self, name):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                return action.choices[name]
+        return None
 
-def _make_parser_class():
-    import argparse
-    import difflib
-    import re
+    def _flags(self) -> list[str]:
+        return [s for a in self._actions for s in a.option_strings]
 
-    class ArgumentParser(argparse.ArgumentParser):
-        """argparse that reports bad input as one line (``PROG: error: ...``) and exit code 2, names a
-        mistyped flag or choice with the closest match, and under MPI prints on rank 0 only."""
+    def _suggest(self, word: str, choices) -> str:
+        close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+        return f"; did you mean {close[0]}?" if close else ""
 
-        def parse_known_args(self, args=None, namespace=None):
-            self._argv = list(sys.argv[1:] if args is None else args)
-            return super().parse_known_args(args, namespace)
+    def _unrecognized(self, extras: list[str], also=None) -> str:
+        word = extras[0]
+        if word.startswith("-") and len(word) > 1:
+            flag = word.split("=", 1)[0]
+            flags = self._flags() + (also._flags() if also is not None and also is not self else [])
+            text = f"unrecognized option {flag}{self._suggest(flag, flags)}"
+        else:
+            text = f"unrecognized argument {word!r}"
+        return text
 
-        def parse_args(self, args=None, namespace=None):
-            parsed, extras = self.parse_known_args(args, namespace)
-            if extras:
-                command = getattr(parsed, "command", None)
-                owner = self._subparser(command) or self
-                argv = getattr(self, "_argv", [])
-                if command in argv and extras[0] in argv[:argv.index(command)]:
-                    owner = self  # a flag before the command: this parser's
-                owner.error(owner._unrecognized(extras, also=self))
-            return parsed
+    def _unknown_option(self) -> str | None:
+        """The first option on the command line this parser does not know (before its subcommand, if it
+        has one), or None: argparse reports a missing argument first, which hides the mistyped flag."""
+        flags = self._flags()
+        commands = set()
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                commands = set(action.choices)
+        for word in getattr(self, "_argv", []):
+            if word == "--" or word in commands:
+                return None
+            if not word.startswith("-") or len(word) < 2 or re.fullmatch(r"-\d.*|-\.\d.*", word):
+                continue
+            flag = word.split("=", 1)[0]
+            if not any(f == flag or (flag.startswith("--") and f.startswith(flag))
+                       or (not flag.startswith("--") and len(f) == 2 and flag.startswith(f)) for f in flags):
+                return flag
+        return None
 
-        def _subparser(self, name):
-            for action in self._actions:
-                if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-                    return action.choices[name]
-            return None
-
-        def _flags(self) -> list[str]:
-            return [s for a in self._actions for s in a.option_strings]
-
-        def _suggest(self, word: str, choices) -> str:
-            close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-            return f"; did you mean {close[0]}?" if close else ""
-
-        def _unrecognized(self, extras: list[str], also=None) -> str:
-            word = extras[0]
-            if word.startswith("-") and len(word) > 1:
-                flag = word.split("=", 1)[0]
-                flags = self._flags() + (also._flags() if also is not None and also is not self else [])
-                text = f"unrecognized option {flag}{self._suggest(flag, flags)}"
-            else:
-                text = f"unrecognized argument {word!r}"
-            return text
-
-        def _unknown_option(self) -> str | None:
-            """The first option on the command line this parser does not know (before its subcommand, if it
-            has one), or None: argparse reports a missing argument first, which hides the mistyped flag."""
-            flags = self._flags()
-            commands = set()
-            for action in self._actions:
-                if isinstance(action, argparse._SubParsersAction):
-                    commands = set(action.choices)
-            for word in getattr(self, "_argv", []):
-                if word == "--" or word in commands:
-                    return None
-                if not word.startswith("-") or len(word) < 2 or re.fullmatch(r"-\d.*|-\.\d.*", word):
-                    continue
-                flag = word.split("=", 1)[0]
-                if not any(f == flag or (flag.startswith("--") and f.startswith(flag))
-                           or (not flag.startswith("--") and len(f) == 2 and flag.startswith(f)) for f in flags):
-                    return flag
-            return None
-
-        def error(self, message: str):
-            unknown = self._unknown_option() if message.startswith("the following arguments are required") \
-                else None
-            if unknown is not None:
-                message = f"unrecognized option {unknown}{self._suggest(unknown, self._flags())}"
-            choice = re.match(r"argument (.*): invalid choice: '(.*)' \(choose from (.*)\)$", message)
-            if choice:
-                offered = re.findall(r"'([^']*)'", choice.group(3))
-                message += self._suggest(choice.group(2), offered)
-            if not _speaks():
-                self.exit(2)
-            self.exit(2, _escaped(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
-
-    return ArgumentParser
+    def error(self, message: str):
+        unknown = self._unknown_option() if message.startswith("the following arguments are required") \
+            else None
+        if unknown is not None:
+            message = f"unrecognized option {unknown}{self._suggest(unknown, self._flags())}"
+        choice = re.match(r"argument (.*): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if choice:
+            offered = re.findall(r"'([^']*)'", choice.group(3))
+            message += self._suggest(choice.group(2), offered)
+        if not _speaks():
+            self.exit(2)
+        self.exit(2, _escaped(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
 _TOKEN_MAX_CHARS = 160  # a word of a message longer than this (a value the user gave, echoed) is cut
@@ -186,24 +177,13 @@ _TOKEN_MAX_CHARS = 160  # a word of a message longer than this (a value the user
 def _escaped(text: str) -> str:
     """``text`` as one line: its control characters escaped, and every word longer than ``_TOKEN_MAX_CHARS``
     (a 100,000-character value echoed back) cut to its start and its length."""
-    import re
-
-    from gpucal.render import escape
-
     return re.sub(r"\S{%d,}" % (_TOKEN_MAX_CHARS + 1), lambda m: f"{m.group()[:60]}...({len(m.group()):,} characters)",
                   escape(text, layout=False))
 
 
-def __getattr__(name: str):  # ``from gpucal.cli import ArgumentParser``: argparse loads when asked for
-    if name == "ArgumentParser":
-        return _parser_class()
-    raise AttributeError(name)
-
-
-def build_parser():
-    from gpucal.commands import calibrate, compare, info, p2p, plan, plot, probe, profiles
-
-    ArgumentParser = _parser_class()
+def build_parser(command: str | None = None) -> ArgumentParser:
+    """The ``gpucal`` parser: every command of the registry with its summary, and the flags of ``command``
+    alone (its module imported now); the others are named but not loaded."""
     parser = ArgumentParser(
         prog="gpucal",
         description="Measure what a GPU machine really delivers, and plan LLM inference from it.",
@@ -211,20 +191,21 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"gpucal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
-    info.add_parser(sub)
-    probe.add_parser(sub)
-    p2p.add_parser(sub)
-    calibrate.add_parser(sub)
-    plan.add_parser(sub)
-    profiles.add_parser(sub)
-    compare.add_parser(sub)
-    plot.add_parser(sub)
+    for name, info in COMMANDS.items():
+        if name == command:
+            module = load(name)
+            module.add_arguments(sub.add_parser(name, help=info.summary, description=module.DESCRIPTION))
+        else:
+            sub.add_parser(name, help=info.summary, add_help=False)
     return parser
 
 
 def _guess_command(argv: list[str]) -> str | None:
-    """The command of a command line not parsed yet (for the message of a Ctrl-C while importing)."""
+    """The command of a command line not parsed yet: its first word that is not a flag (``gpucal`` itself
+    takes no value after a flag), where that is a command; else None."""
     for word in argv:
+        if word == "--":
+            continue
         if not word.startswith("-"):
             return word if word in COMMANDS else None
     return None
@@ -249,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _restore(state: dict) -> None:
     if state.get("previous") is not None:
-        import signal
-
         signal.signal(signal.SIGTERM, state["previous"])
         state["previous"] = None
         if state.get("previous_int") is not None:
@@ -258,8 +237,6 @@ def _restore(state: dict) -> None:
     if state.get("unraisable") is not None:
         sys.unraisablehook = state.pop("unraisable")
     if state.get("warnings") is not None:
-        import warnings
-
         warnings.showwarning = state.pop("warnings")
 
 
@@ -288,8 +265,6 @@ _DOCUMENT_ARGS = (
 def _stdout_broken(exc: OSError) -> bool:
     """Whether ``exc`` (no file named) is the output stream's failure: an error of writing, or stdout will not
     flush. (A failed write may already have dropped its buffer, so the flush alone does not tell.)"""
-    import errno
-
     if exc.errno in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF, errno.EPIPE):
         return True
     try:
@@ -302,8 +277,6 @@ def _stdout_broken(exc: OSError) -> bool:
 def _usable_streams() -> None:
     """stdout and stderr that can take any text: a closed one (``>&-``) goes to /dev/null, and characters the
     terminal's encoding lacks (an ASCII locale) are written as escapes (``\\xb5``), not a UnicodeEncodeError."""
-    import os
-
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None:
@@ -317,16 +290,12 @@ def _usable_streams() -> None:
 
 def _ambiguity_notes(args) -> None:
     """Where a bare name given for a document is a built-in and also a file in the current folder, say once
-    that the built-in was taken (``gpucal.profiles.queries.ambiguity_note``)."""
-    import os
-
+    that the built-in was taken (``gpucal.profiles.names.ambiguity_note``)."""
     values = [(dest, kind, pick(v)) for dest, kind, pick in _DOCUMENT_ARGS
               if isinstance(v := getattr(args, dest, None), str) and v]
     values = [(dest, kind, name) for dest, kind, name in values if name and os.path.lexists(name)]
     if not values or not _speaks():
         return
-    from gpucal.profiles.queries import ambiguity_note
-
     for _, kind, name in values:
         note = ambiguity_note(name, kind)
         if note:
@@ -334,11 +303,6 @@ def _ambiguity_notes(args) -> None:
 
 
 def _main(argv: list[str] | None, state: dict) -> int:
-    import os
-    import signal
-    import threading
-    import warnings
-
     state["argv"] = argv
     _usable_streams()
     _RECEIVED.clear()
@@ -349,9 +313,8 @@ def _main(argv: list[str] | None, state: dict) -> int:
     sys.unraisablehook = _unraisable(sys.unraisablehook)
     state["warnings"] = warnings.showwarning
     warnings.showwarning = _show_warning
-    from gpucal.errors import GpucalError
-
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_guess_command(words))  # imports that command's module alone
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: bad flags (its one line is out), --help, --version

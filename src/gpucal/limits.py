@@ -1,6 +1,6 @@
 """The physical range of every quantity gpucal reads, and the most of anything it will build.
 
-Flags (``gpucal.commands.args``) and the profile schema (``profiles/schema.json``, pinned to these values by
+Flags (``gpucal.commands.options``) and the profile schema (``profiles/schema.json``, pinned to these values by
 ``tests/unit/test_limits.py``) refuse what lies outside, naming the flag or field and the limit, so that no
 number from a user or a file reaches the planner, a plot or an allocation as infinity, as a denormal or as
 more than the machine holds. The bounds are generous (orders of magnitude past today's hardware) and exist
@@ -8,6 +8,8 @@ to stop nonsense, not to judge hardware. docs/limits.md lists them with their re
 """
 
 from __future__ import annotations
+
+from gpucal.units import format_si
 
 __all__ = [
     "RANGES",
@@ -76,6 +78,4 @@ _UNITS = {"bytes": "B", "rate": "B/s", "flops": "FLOP/s", "time": "s", "params":
 
 
 def _shown(value: float, kind: str) -> str:
-    from gpucal.units import format_si
-
     return format_si(value, _UNITS.get(kind, "")) if kind != "time" else f"{value:g} s"

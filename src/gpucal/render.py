@@ -17,13 +17,21 @@ import json
 import math
 import re
 import sys
-from typing import Any
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from gpucal.limits import CONTROL_CHARACTERS
+from gpucal.units import size_label
+
+if TYPE_CHECKING:
+    from gpucal.profiles.model import FitRecord
 
 __all__ = ["JSON_DIGITS", "console", "escape", "line", "json_ready", "print_json", "table", "print_table", "number",
-           "percent", "fit_note"]
+           "percent", "fit_note", "SafeConsole"]
 
 JSON_DIGITS = 12
 # C0 controls (ESC among them), DEL, C1 controls (8-bit CSI, OSC...), and the invisible characters that reorder
@@ -71,23 +79,13 @@ def print_json(value: Any, stream=None) -> None:
     stream.write(_JSON_UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
-_CONSOLE_CLASS = None
-
-
-def _console_class():
+class SafeConsole(Console):
     """rich's Console, rendering every string it is given through ``escape`` (and never as markup)."""
-    global _CONSOLE_CLASS
-    if _CONSOLE_CLASS is None:
-        from rich.console import Console
 
-        class SafeConsole(Console):
-            def render_str(self, text, **kwargs):
-                kwargs["markup"] = False
-                kwargs["emoji"] = False
-                return super().render_str(escape(text), **kwargs)
-
-        _CONSOLE_CLASS = SafeConsole
-    return _CONSOLE_CLASS
+    def render_str(self, text, **kwargs):
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(escape(text), **kwargs)
 
 
 def console(stderr: bool = False):
@@ -95,7 +93,7 @@ def console(stderr: bool = False):
     it renders (lines, table cells, titles, headers) is escaped (``escape``) and never read as markup."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 100
-    return _console_class()(file=stream, width=width, highlight=False, markup=False, soft_wrap=False, emoji=False)
+    return SafeConsole(file=stream, width=width, highlight=False, markup=False, soft_wrap=False, emoji=False)
 
 
 def line(text: str, out=None) -> None:
@@ -106,9 +104,6 @@ def line(text: str, out=None) -> None:
 def table(columns: Iterable[str], rows: Iterable[Iterable[Any]], title: str | None = None, right: Iterable[int] = (),
           no_wrap: Iterable[int] = ()):
     """A simple rich table; column indexes in ``right`` are right-aligned, those in ``no_wrap`` never wrap."""
-    from rich import box
-    from rich.table import Table
-
     right, no_wrap = set(right), set(no_wrap)
     out = Table(title=None if title is None else escape(title), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False)
     for i, name in enumerate(columns):
@@ -131,17 +126,16 @@ def percent(fraction: float) -> str:
     return f"{100.0 * fraction:.3g} %"
 
 
-def fit_note(pieces: list | tuple = (), poor: bool = False, noisy_sizes: int = 0, sizes: int = 0) -> str:
-    """What a fitted curve's row says besides its numbers, as the JSON does: its regimes (``pieces``, as a
-    profile stores them) and where they break, a poor fit (the worst point's distance from the curve), and
-    how many sizes stopped sampling noisy."""
-    from gpucal.units import size_label
-
+def fit_note(fit: FitRecord | None = None, noisy_sizes: int = 0, sizes: int = 0) -> str:
+    """What a fitted curve's row says besides its numbers, as the JSON does: its regimes (the ``pieces`` of
+    ``fit``, a profile's fit record) and where they break, a poor fit (the worst point's distance from the
+    curve), and how many sizes stopped sampling noisy."""
     notes = []
+    pieces = (fit.pieces if fit is not None else None) or []
     if len(pieces) > 1:
-        notes.append(f"{len(pieces)} regimes (at " + ", ".join(size_label(p["lo_bytes"]) for p in pieces[1:]) + ")")
-    if poor:
-        worst = max((p.get("max_abs_residual_frac") or 0.0 for p in pieces), default=0.0)
+        notes.append(f"{len(pieces)} regimes (at " + ", ".join(size_label(p.lo_bytes) for p in pieces[1:]) + ")")
+    if fit is not None and fit.poor_fit:
+        worst = max((p.max_abs_residual_frac or 0.0 for p in pieces), default=0.0)
         notes.append("poor fit" + (f" ({100 * worst:.0f} % off)" if worst else ""))
     if noisy_sizes:
         notes.append(f"noisy {noisy_sizes}" + (f"/{sizes}" if sizes else "") + " sizes")

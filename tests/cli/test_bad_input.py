@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from gpucal.cli import build_parser
+
 TIME_LIMIT_S = 60.0  # generous: CI shares its CPUs; a hang or a runaway still ends well inside it
 MEMORY_LIMIT_BYTES = 6 << 30  # address space: what a refused input may cost (imports + headroom), not a machine
 LINE_MAX_CHARS = 1000  # "one clear line": a message is read, not scrolled
@@ -554,8 +556,6 @@ def test_bad_input(case, outcomes):
 
 def test_the_table_covers_every_command():
     """Every command and subcommand of the parser meets bad input here."""
-    from gpucal.cli import build_parser
-
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     commands = set(sub.choices)

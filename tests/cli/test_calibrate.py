@@ -4,15 +4,22 @@ lost or half-written when it is interrupted or pointed at an existing file."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import socket
+from pathlib import Path
 
 import pytest
+import yaml
 
 from gpucal import profiles
 from gpucal.cli import main
-from gpucal.profiles.queries import resolve_document
+from gpucal.kernels.backend import select
 from gpucal.kernels.virtual_machine import VirtualMachine, parse_spec
+from gpucal.probes import links
+from gpucal.profiles.names import resolve_document
 
 TOL = 0.02  # the issue's bound: a calibration gives back the machine's numbers within 2 %
 
@@ -30,7 +37,7 @@ MACHINES = {
 def machine(spec: str) -> VirtualMachine:
     name, count, faults = parse_spec(f"virtual:{spec}")
     doc = resolve_document(name, "--simulate", "profile")
-    return VirtualMachine(doc.data, doc.name, count, faults)
+    return VirtualMachine(doc.profile, doc.name, count, faults)
 
 
 def close(got, want, tol=TOL):
@@ -46,8 +53,6 @@ def calibrated(tmp_path_factory):
             spec, _, _ = MACHINES[key]
             folder = tmp_path_factory.mktemp(key)
             path = folder / f"{key}.json"
-            import contextlib
-            import io
 
             out = io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -59,9 +64,6 @@ def calibrated(tmp_path_factory):
 
 
 def plan_json(gpu: str, cards: int, *extra: str) -> dict:
-    import contextlib
-    import io
-
     out = io.StringIO()
     argv = ["plan", "--gpu", gpu, "--model", "llama-3.1-8b", "--cards", str(cards), "--strategy",
             "tp" if cards > 1 else "pp", "--batch", "8", "--context", "1024", "--json", *extra]
@@ -202,9 +204,6 @@ def test_one_device_plans_across_cards_with_the_datasheet_link(calibrated):
 
 
 def test_a_downtrained_link_is_an_anomaly(tmp_path):
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["calibrate", "--simulate", "rtx4090:2+downtrain=1:3:8", "-o", str(tmp_path / "p.json"), "--json",
@@ -218,9 +217,6 @@ def test_a_downtrained_link_is_an_anomaly(tmp_path):
 
 
 def test_pinned_memory_on_the_other_socket_is_numa_remote(tmp_path, calibrated):
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["calibrate", "--simulate", "h100-sxm:4+numa=remote", "-o", str(tmp_path / "p.json"), "--json",
@@ -240,8 +236,6 @@ def test_pinned_memory_on_the_other_socket_is_numa_remote(tmp_path, calibrated):
 @pytest.mark.parametrize("exc, code, said", [(KeyboardInterrupt(), 130, "interrupted"),
                                              (RuntimeError("device lost"), 1, "RuntimeError: device lost")])
 def test_an_interrupted_calibration_writes_nothing(tmp_path, monkeypatch, capsys, exc, code, said):
-    from gpucal.probes import links
-
     def fail(*args, **kwargs):
         raise exc
     monkeypatch.setattr(links, "run_peer", fail)
@@ -262,13 +256,11 @@ def test_an_existing_file_is_kept_without_force(tmp_path, capsys):
     assert err == f"gpucal calibrate: error: -o: {path}: exists; pass --force to overwrite it"
     assert path.read_text() == "old\n"
     assert main(["calibrate", "--simulate", "rtx4090:2", "-o", str(path), "--force", "--no-kernel-check"]) == 0
-    assert profiles.load(path).data["source"] == "simulated"
+    assert profiles.load(path).profile.source == "simulated"
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temporary file left behind
 
 
 def test_the_default_output_is_profiles_host_gpu(tmp_path, monkeypatch):
-    import socket
-
     monkeypatch.chdir(tmp_path)
     assert main(["calibrate", "--simulate", "rtx4090:2", "--json", "--no-kernel-check"]) == 0
     written = list((tmp_path / "profiles").iterdir())
@@ -302,9 +294,6 @@ def test_no_kernel_check_says_so(calibrated):
 
 
 def test_plots_are_written_with_the_profile(tmp_path):
-    import contextlib
-    import io
-
     from matplotlib.image import imread
 
     out = io.StringIO()
@@ -325,10 +314,6 @@ def test_plots_are_written_with_the_profile(tmp_path):
 
 
 def test_the_calibrated_profile_exports_to_both_formats(calibrated):
-    import contextlib
-    import io
-
-    import yaml
 
     _, _, doc, path = calibrated("rtx4090")
     link = min(doc["links"], key=lambda item: item["beta_Bps"]["value"])
@@ -365,8 +350,6 @@ def test_llm_analysis_loads_the_calibrated_export(calibrated, tmp_path):
 
 
 def test_full_mode_measures_every_mode_and_path(tmp_path):
-    from gpucal.kernels.backend import select
-
     path = tmp_path / "full.json"
     assert main(["calibrate", "--simulate", "rtx4090:2", "--full", "-o", str(path), "--json", "--no-kernel-check"]) == 0
     doc = profiles.load(path).data
@@ -378,8 +361,6 @@ def test_full_mode_measures_every_mode_and_path(tmp_path):
 
 
 def test_the_planner_takes_the_slowest_device_of_a_calibrated_profile(tmp_path):
-    from pathlib import Path
-
     data = profiles.read(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
     data["devices"][1]["memory_bandwidth_Bps"]["value"] = 0.8e12  # a card that lags
     data["devices"][0]["dense_flops"]["fp16_fp32acc"]["value"] = 1.5e14

@@ -13,13 +13,21 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+import weakref
 from pathlib import Path
 
 import pytest
 from conftest import run_gpucal
 
-from gpucal import profiles
+from gpucal import cli, files, profiles
 from gpucal.cli import main
+from gpucal.commands import profiles as profiles_command
+from gpucal.commands.calibrate import local
+from gpucal.commands.calibrate.outputs import write_profile
+from gpucal.errors import GpucalError
+from gpucal.figures import FIGURES
+from gpucal.figures.files import write_plots
 
 FIXTURE = str(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
 SIMULATE = ("calibrate", "--simulate", "rtx4090:2", "--no-kernel-check", "--budget", "0.01")
@@ -63,14 +71,21 @@ HOOK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("module", ["gpucal.cli", "argparse", "gpucal.render", "gpucal.commands",
-                                    "gpucal.commands.calibrate", "gpucal.commands.profiles", "rich.console",
-                                    "gpucal.profiles.io", "json"])
-def test_ctrl_c_while_python_imports_gpucal_is_one_line(module):
-    done = subprocess.run(check=False, args=[sys.executable, "-c", HOOK, module, "profiles", "list"], capture_output=True, text=True,
+@pytest.mark.parametrize("module, argv", [
+    *((m, ("profiles", "list")) for m in ("gpucal.cli", "argparse", "gpucal.render", "gpucal.commands",
+                                          "gpucal.commands.options", "gpucal.commands.profiles", "rich.console",
+                                          "gpucal.profiles.io", "json")),
+    # a command package and each of its parts (imported only when that command runs)
+    *((m, ("calibrate", "--help")) for m in ("gpucal.commands.calibrate", "gpucal.commands.calibrate.host",
+                                             "gpucal.commands.calibrate.outputs", "gpucal.commands.calibrate.cluster")),
+    *((m, ("plan", "--help")) for m in ("gpucal.commands.plan", "gpucal.commands.plan.sweep")),
+    *((m, ("probe", "--list")) for m in ("gpucal.commands.probe", "gpucal.commands.probe.net")),
+])
+def test_ctrl_c_while_python_imports_gpucal_is_one_line(module, argv):
+    done = subprocess.run(check=False, args=[sys.executable, "-c", HOOK, module, *argv], capture_output=True, text=True,
                           timeout=120, env=env())
     err = one_line(done, 130, "interrupted")
-    assert err in ("gpucal: interrupted", "gpucal profiles: interrupted"), err
+    assert err in ("gpucal: interrupted", f"gpucal {argv[0]}: interrupted"), err
 
 
 STARTER = textwrap.dedent("""
@@ -96,8 +111,6 @@ def test_a_signal_right_after_start_is_one_line(signum, code, word):
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert child.stdout.readline() == "ready\n"
         if delay:
-            import time
-
             time.sleep(delay)
         child.send_signal(signum)
         _, err = child.communicate(timeout=120)
@@ -144,25 +157,20 @@ def test_a_signal_mid_calibration_cleans_up_and_says_so(tmp_path, signum, code, 
 @pytest.mark.parametrize("exc, code, word", [("KeyboardInterrupt", 130, "interrupted"),
                                              ("Terminated", 143, "terminated")])
 def test_a_signal_after_the_profile_is_written_says_it_is_complete(tmp_path, monkeypatch, capsys, exc, code, word):
-    from gpucal import cli
-    from gpucal.commands import calibrate
-
     def cut(*args, **kwargs):  # the signal comes while the summary is printed
         raise KeyboardInterrupt() if exc == "KeyboardInterrupt" else cli.Terminated()
-    monkeypatch.setattr(calibrate, "_report", cut)
+    monkeypatch.setattr(local, "_report", cut)
     path = tmp_path / "p.json"
     assert main([*SIMULATE, "-o", str(path)]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"gpucal calibrate: {word} after writing {path} (complete)"
-    assert profiles.load(path).data["source"] == "simulated"
+    assert profiles.load(path).profile.source == "simulated"
     no_temporaries(tmp_path)
 
 
 def test_a_signal_while_the_profile_is_written_waits_for_it(tmp_path, monkeypatch, capsys):
     """Ctrl-C in the write window itself: the file is completed (or never there), never half, never a
     temporary file; the message says which."""
-    from gpucal import files
-
     real = files._commit
 
     def commit_then_signal(*args, **kwargs):
@@ -173,7 +181,7 @@ def test_a_signal_while_the_profile_is_written_waits_for_it(tmp_path, monkeypatc
     assert main([*SIMULATE, "-o", str(path)]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"gpucal calibrate: interrupted after writing {path} (complete)"
-    assert profiles.load(path).data["source"] == "simulated"
+    assert profiles.load(path).profile.source == "simulated"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
 
 
@@ -348,13 +356,33 @@ def test_markup_in_a_profile_is_shown_as_written(tmp_path):
 
 # -- plots of extreme (schema-valid or not) values never crash ---------------------------------------------------
 
+def _valued(q, value):
+    """The quantity ``q`` with ``value``, not validated (the value may lie beyond every bound)."""
+    return q.model_copy(update={"value": value})
+
+
+def _scaled(profile, scale):
+    """``profile`` with times and rates scaled as the test scales the JSON, built without validation."""
+    devices = [d.model_copy(update={
+        "memory_bandwidth_Bps": _valued(d.memory_bandwidth_Bps, d.memory_bandwidth_Bps.value * scale),
+        "dense_flops": {mode: _valued(q, q.value / scale) if q.value else q for mode, q in d.dense_flops.items()}})
+        for d in profile.devices]
+    update = {"devices": devices}
+    if profile.fits:
+        update["fits"] = [f.model_copy(update={"points": [(n, t * scale, *rest) for n, t, *rest in f.points]})
+                          for f in profile.fits]
+    if profile.kernels:
+        update["kernels"] = [k.model_copy(update={"median_s": k.median_s * scale}) for k in profile.kernels]
+    if profile.links:
+        update["links"] = [e.model_copy(update={"beta_Bps": _valued(e.beta_Bps, e.beta_Bps.value / scale)}) for e in profile.links]
+    return profile.model_copy(update=update)
+
+
 @pytest.mark.parametrize("scale", [1e-290, 1e290])
 def test_extreme_values_are_drawn_or_skipped_saying_why(tmp_path, scale):
     """Times and rates scaled by 1e±290 (beyond any schema bound, straight to the figures): every figure is
     written or skipped with a reason, never a matplotlib traceback; nothing half written."""
     pytest.importorskip("matplotlib")
-    from gpucal.plot_files import write_plots
-    from gpucal.plots import FIGURES
 
     data = json.loads(Path(FIXTURE).read_text())
     for device in data["devices"]:
@@ -368,7 +396,9 @@ def test_extreme_values_are_drawn_or_skipped_saying_why(tmp_path, scale):
         kernel["median_s"] *= scale
     for link in data.get("links") or []:
         link["beta_Bps"]["value"] /= scale
-    doc = profiles.Document(kind="profile", name="extreme", origin="extreme.json", data=data)
+    # the same values typed, without validation (which would refuse them): whichever the figures read
+    doc = profiles.Document(kind="profile", name="extreme", origin="extreme.json", data=data,
+                            typed=_scaled(profiles.load(FIXTURE).profile, scale))
     results = write_plots(doc, tmp_path, force=True)
     assert [name for name, _, _ in results] == list(FIGURES)
     for name, path, reason in results:
@@ -378,9 +408,6 @@ def test_extreme_values_are_drawn_or_skipped_saying_why(tmp_path, scale):
 
 
 def test_a_profile_that_does_not_validate_is_kept_aside_without_replacing_anything(tmp_path):
-    from gpucal.commands.calibrate import write_profile
-    from gpucal.errors import GpucalError
-
     target = tmp_path / "p.json"
     (tmp_path / "p.json.invalid").write_text("the user's own\n")
     with pytest.raises(GpucalError, match=r"p\.json\.invalid\.2"):
@@ -416,10 +443,6 @@ def test_a_closed_stdout_and_an_ascii_terminal_are_not_crashes():
 def test_a_signal_swallowed_in_a_callback_still_stops_with_one_line(monkeypatch, capsys):
     """CPython drops an exception raised in a weakref or GC callback ("Exception ignored in ..."): a Ctrl-C or
     SIGTERM whose handler ran there must still end the command as interrupted, not exit 0, and quietly."""
-    import weakref
-
-    from gpucal import cli
-    from gpucal.commands import profiles as profiles_command
 
     def done_then_signalled(args):
         class Thing:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_gpucal
+
+from gpucal.commands import p2p
+from gpucal.kernels.backend import select
 
 QUICK = ("--sizes", "4B..1MiB", "--budget", "0.1")
 
@@ -114,9 +116,6 @@ def test_the_text_flags_regimes_poor_fits_and_noisy_sizes_as_the_json_does(capsy
     """A noisy 4090 box: sweeps stop sampling noisy, and host staging's pipeline fill bends its curve more than
     a line over its few sizes above the chunk can follow. One measurement, shown both ways: the text names
     what the JSON says."""
-    from gpucal.commands import p2p
-    from gpucal.kernels.backend import select
-
     backend = select("virtual:rtx4090:2+noise=0.05+seed=4")
     out = p2p.collect(backend, p2p.quick_config(backend, budget_s=0.1))  # 4 B .. 16 MiB by powers of 4
     p2p._print(backend, [d.name for d in backend.devices()], out)

@@ -10,6 +10,7 @@ import pytest
 from conftest import run_gpucal
 
 from gpucal import profiles as profile
+from gpucal.calibrate.compare import ratio
 from gpucal.cli import main
 
 LONG = "a" * 100_000
@@ -120,8 +121,6 @@ def test_a_reference_outside_the_profiles_folder_is_not_read(tmp_path, capsys, m
 
 
 def test_compare_never_prints_infinity(tmp_path, capsys):
-    from gpucal.calibrate.compare import ratio
-
     assert ratio(5e-324, 1e308) is None and ratio(1, 10**400) is None  # the schema refuses both; so does this
     small = _mutated(tmp_path / "small.json", lambda d: d["devices"][0]["memory_bytes"].update(value=1))
     big = _mutated(tmp_path / "big.json", lambda d: d["devices"][0]["memory_bytes"].update(value=1e15))

@@ -8,10 +8,12 @@ presets."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-
 from conftest import run_gpucal
+
 from gpucal import profiles
 from gpucal.profiles.queries import resolve_link
 
@@ -21,9 +23,6 @@ FAST = ("--no-kernel-check", "--budget", "0.05")
 @pytest.fixture(scope="module")
 def four_hosts(tmp_path_factory, mpiexec):
     """4 ranks, each a simulated host of one RTX 4090, joined by simulated 1 Gbit/s Ethernet."""
-    import subprocess
-    import sys
-
     folder = tmp_path_factory.mktemp("cluster4")
     proc = subprocess.run([mpiexec, "-n", "4", sys.executable, "-m", "gpucal", "calibrate", "--cluster", "--simulate",
                            "rtx4090:1", "--simulate-net", "eth1g+noise=0.01", "-o", "c4.json", "--json", *FAST],

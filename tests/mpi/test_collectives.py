@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
-from gpucal.probes import collective_engines as E
+from gpucal.kernels.virtual_machine import VirtualMachine
+from gpucal.probes import collective_nccl as E
 from gpucal.probes import collectives as C
+from gpucal.profiles import schema as profile_schema
+from gpucal.profiles.names import resolve_document
+from gpucal.profiles.queries import resolve_link
 
 
 def _staged(profile: str, count: int):
-    from gpucal.profiles.queries import resolve_document
-    from gpucal.kernels.virtual_machine import VirtualMachine
-
     doc = resolve_document(profile, "--backend", "profile")
-    return VirtualMachine(doc.data, doc.name, count).staged(0, 1, driver=False)
+    return VirtualMachine(doc.profile, doc.name, count).staged(0, 1, driver=False)
 
 
 def _ok(proc):
@@ -28,12 +30,9 @@ def _ok(proc):
 
 def _valid_entries(entries):
     """Each entry as the profile schema's collectives[] item."""
-    import jsonschema
-
-    from gpucal.profiles import schema as profile_schema
 
     schema = profile_schema()
-    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/profile_collective", "$defs": schema["$defs"]})
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/collective_entry", "$defs": schema["$defs"]})
     for e in entries:
         validator.validate(e)
 
@@ -87,7 +86,6 @@ def test_simulated_net_between_hosts(run_mpi):
     for e in out["entries"]:
         assert e["beta_Bps"]["value"] * e["busbw_factor"] == pytest.approx(ib, rel=0.03)
     sr = next(e for e in out["entries"] if e["op"] == "send-recv")
-    from gpucal.profiles.queries import resolve_link
 
     assert sr["alpha_s"]["value"] == pytest.approx(resolve_link("ib400g").spec.alpha_s, rel=0.03)
     text = run_mpi(4, *args)

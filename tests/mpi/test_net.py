@@ -1,5 +1,5 @@
 """``mpiexec -n N gpucal probe net``: real ping-pong over loopback (MPI's shared memory), the simulated
-network, the refusals, and ``run_net`` called directly (leaders mode, a failed comparison)."""
+network, the refusals, and ``run_net`` (``calibrate/network.py``) called directly (leaders mode, a failed comparison)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -148,7 +149,8 @@ def _run_script(mpiexec, tmp_path, n: int, body: str) -> list[dict]:
 def test_leaders_on_one_host_measure_no_pair(mpiexec, tmp_path):
     lines = _run_script(mpiexec, tmp_path, 4, """
         from gpucal.kernels.comm import world
-        from gpucal.probes.net import NetConfig, run_net
+        from gpucal.calibrate.network import run_net
+        from gpucal.probes.net import NetConfig
 
         w = world()
         report = run_net(w, NetConfig(pairs="leaders", sizes=(8, 64, 512), budget_s=0.05))
@@ -167,7 +169,8 @@ def test_leaders_with_simulated_hosts_and_a_corrupted_size(mpiexec, tmp_path):
     docs = _run_script(mpiexec, tmp_path, 3, """
         import gpucal.probes.net as netmod
         from gpucal.kernels.comm import SimulatedNet, world
-        from gpucal.probes.net import NetConfig, run_net
+        from gpucal.calibrate.network import run_net
+        from gpucal.probes.net import NetConfig
 
         w = world(simulate_hosts=True)
         if w.rank == 2:
@@ -207,10 +210,6 @@ def test_leaders_with_simulated_hosts_and_a_corrupted_size(mpiexec, tmp_path):
 
 def test_the_pingpong_benchmark_runs(mpiexec):
     """bench/net_pingpong.py: the probe beside a plain ping-pong loop (its ratios are the benchmark's to report)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[2] / "bench" / "net_pingpong.py"
     proc = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), "--sizes", "8B..4KiB", "--iters", "50",
                            "--json"], capture_output=True, text=True, timeout=120)

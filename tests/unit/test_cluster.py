@@ -9,11 +9,12 @@ import math
 from pathlib import Path
 
 import pytest
-
+import yaml
 from conftest import run_gpucal
+
 from gpucal import profiles
-from gpucal.errors import ProfileError
 from gpucal.calibrate.cluster import merge_cluster
+from gpucal.errors import ProfileError
 from gpucal.profiles.queries import cards_per_host
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
@@ -39,6 +40,12 @@ def _host(h):
     return doc
 
 
+def _merge(host_docs, *args, **kwargs):
+    """``merge_cluster`` of host profiles given as JSON (validated first, as a cluster run does)."""
+    return merge_cluster([profiles.validate(doc, f"host{h}.json").profile for h, doc in enumerate(host_docs)],
+                         *args, **kwargs)
+
+
 def _network(beta_Bps=ETH_BETA_BPS, alpha_s=ETH_ALPHA_S):
     return [{"src_rank": 0, "dst_rank": 2, "src_host": 0, "dst_host": 1, "src_hostname": "node0",
              "dst_hostname": "node1", "same_host": False, "transport": "MPICH", "alpha_s": _q(alpha_s),
@@ -54,7 +61,7 @@ def _allreduce(nranks=4, hosts=2):
 
 
 def _cluster(network=None, collectives=None, hosts=2):
-    return merge_cluster([_host(h) for h in range(hosts)], _world(hosts), _network() if network is None else network,
+    return _merge([_host(h) for h in range(hosts)], _world(hosts), _network() if network is None else network,
                          [_allreduce()] if collectives is None else collectives, name="twohosts",
                          created="2026-11-28T00:00:00Z", version="0.0.0", command="gpucal calibrate --cluster")
 
@@ -81,7 +88,7 @@ def test_anomalies_name_cluster_wide_devices():
     hosts = [_host(0), _host(1)]
     hosts[1]["host"]["anomalies"] = [{"kind": "downtrained", "device": 1, "text": "dev1: PCIe Gen3 x16 of Gen4"},
                                      {"kind": "p2p-corrupt", "src": 0, "dst": 1, "text": "dev0->dev1: bytes differ"}]
-    doc = merge_cluster(hosts, _world(), _network(), [], name="x", created="2026-11-28", version="0")
+    doc = _merge(hosts, _world(), _network(), [], name="x", created="2026-11-28", version="0")
     a, b = [x for x in doc["host"]["anomalies"] if x["host"] == 1]
     assert (a["device"], a["text"]) == (3, "node1: dev3: PCIe Gen3 x16 of Gen4")
     assert (b["src"], b["dst"], b["text"]) == (2, 3, "node1: dev2->dev3: bytes differ")
@@ -91,18 +98,18 @@ def test_merge_never_calls_a_simulated_part_measured():
     hosts = [_host(0), _host(1)]
     for h in hosts:
         h["source"] = "measured"
-    doc = merge_cluster(hosts, _world(), _network(), [], name="x", created="2026-11-28", version="0")
+    doc = _merge(hosts, _world(), _network(), [], name="x", created="2026-11-28", version="0")
     assert doc["source"] == "simulated"  # the network entries say simulated
     net = _network()
     for key in ("alpha_s", "beta_Bps"):
         net[0][key]["source"] = "measured"
-    assert merge_cluster(hosts, _world(), net, [], name="x", created="2026-11-28", version="0")["source"] == "measured"
+    assert _merge(hosts, _world(), net, [], name="x", created="2026-11-28", version="0")["source"] == "measured"
 
 
 def test_merge_refuses_no_hosts_and_notes_what_is_missing():
     with pytest.raises(ValueError):
-        merge_cluster([], _world(), [], [], name="x", created="2026-11-28", version="0")
-    doc = merge_cluster([_host(0)], _world(1), [], [], name="x", created="2026-11-28", version="0",
+        _merge([], _world(), [], [], name="x", created="2026-11-28", version="0")
+    doc = _merge([_host(0)], _world(1), [], [], name="x", created="2026-11-28", version="0",
                         network_note="one host", collectives_note="CuPy is not installed")
     assert "network: one host" in doc["notes"] and "collectives: CuPy is not installed" in doc["notes"]
     profiles.validate(doc, "x.json")
@@ -189,7 +196,7 @@ def test_nics_scale_the_measured_allreduce_across_hosts(cluster_file):
 
 
 def test_a_profile_without_a_network_or_one_host_keeps_the_old_defaults(tmp_path):
-    doc = merge_cluster([_host(0)], _world(1), [], [], name="onehost", created="2026-11-28", version="0")
+    doc = _merge([_host(0)], _world(1), [], [], name="onehost", created="2026-11-28", version="0")
     path = tmp_path / "onehost.json"
     path.write_text(json.dumps(doc))
     plan = _plan(str(path), "--cards", "2", "--strategy", "tp", "--batch", "1")
@@ -210,7 +217,6 @@ def test_show_and_export_read_a_cluster_profile(cluster_file, tmp_path):
     proc = run_gpucal("profiles", "export", cluster_file, "--format", "aiconfigurator", "-o", str(tmp_path / "x"),
                       "--json")
     assert proc.returncode == 0, proc.stderr
-    import yaml
 
     data = yaml.safe_load((tmp_path / "x" / "twohosts.yaml").read_text())
     assert data["node"]["num_gpus_per_node"] == 2 and data["node"]["inter_node_bw"] == ETH_BETA_BPS
@@ -223,10 +229,10 @@ def test_the_hosts_default_link_is_kept_where_they_agree():
         doc["devices"], doc["links"] = doc["devices"][:1], []
         doc["plan_defaults"] = {"link": "pcie4-x16"}
         one_card.append(doc)
-    merged = merge_cluster(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
+    merged = _merge(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
     assert merged["plan_defaults"] == {"link": "pcie4-x16"}
     one_card[1]["plan_defaults"] = {"link": "pcie5-x16"}
-    merged = merge_cluster(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
+    merged = _merge(one_card, _world(2, 1), _network(), [], name="x", created="2026-11-28", version="0")
     assert "plan_defaults" not in merged
 
 

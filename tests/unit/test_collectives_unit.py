@@ -3,13 +3,19 @@ time model, the NCCL log parser, the inputs and checks, and the waived reasons w
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import types
 
 import numpy as np
 import pytest
 
+from gpucal.calibrate import collectives as CC
 from gpucal.calibrate.fit import fit_alpha_beta
-from gpucal.probes import collective_engines as E
+from gpucal.kernels.comm import RankInfo, World
+from gpucal.plan import equations as eq
+from gpucal.probes import collective_nccl as E
 from gpucal.probes import collectives as C
 
 
@@ -49,21 +55,34 @@ def test_sizes_rounded_to_what_the_op_needs():
 
 def test_ring_time_model():
     a, b, s = 10e-6, 25e9, 1e6
-    assert C.ring_time_s("all-reduce", 4, s, a, b) == pytest.approx(6 * a + 1.5 * s / b)
-    assert C.ring_time_s("all-gather", 4, s, a, b) == pytest.approx(3 * a + 0.75 * s / b)
-    assert C.ring_time_s("reduce-scatter", 8, s, a, b) == pytest.approx(7 * a + 7 / 8 * s / b)
-    assert C.ring_time_s("broadcast", 4, s, a, b) == pytest.approx(3 * a + s / b)
-    assert C.ring_time_s("send-recv", 4, s, a, b) == pytest.approx(a + s / b)
+    assert eq.ring_collective_time_s("all-reduce", s, a, b, 4) == pytest.approx(6 * a + 1.5 * s / b)
+    assert eq.ring_collective_time_s("all-gather", s, a, b, 4) == pytest.approx(3 * a + 0.75 * s / b)
+    assert eq.ring_collective_time_s("reduce-scatter", s, a, b, 8) == pytest.approx(7 * a + 7 / 8 * s / b)
+    assert eq.ring_collective_time_s("broadcast", s, a, b, 4) == pytest.approx(3 * a + s / b)
+    assert eq.ring_collective_time_s("send-recv", s, a, b, 4) == pytest.approx(a + s / b)
     for op in C.OPS:  # busbw -> the link's beta at large S
         huge = 1e15
-        busbw = huge / C.ring_time_s(op, 4, huge, a, b) * C.BUSBW_FACTOR(op, 4)
+        busbw = huge / eq.ring_collective_time_s(op, huge, a, b, 4) * C.BUSBW_FACTOR(op, 4)
         assert busbw == pytest.approx(b, rel=1e-6)
+        assert C.BUSBW_FACTOR(op, 4) == eq.busbw_factor(op, 4)  # nccl-tests' factor is the ring model's
+
+
+def test_the_planner_and_the_virtual_ring_price_an_all_reduce_alike():
+    """One collective-cost function: the planner's ring all-reduce is the virtual ring's all-reduce."""
+    a, b = 10e-6, 25e9
+    tp = np.array([1, 2, 4, 8])
+    planned = eq.ring_allreduce_time_s(1e6, a, b, tp)
+    assert planned[0] == 0.0
+    for t, n in zip(planned, tp):
+        assert t == eq.ring_collective_time_s("all-reduce", 1e6, a, b, int(n))
+    with pytest.raises(ValueError):
+        eq.ring_collective_time_s("allreduce", 1e6, a, b, 4)
 
 
 def test_fit_of_the_ring_model_gives_alpha_and_algbw_beta():
     a, b, n = 20e-6, 26e9, 4
     sizes = C.decode_sizes(8192)
-    fit = fit_alpha_beta(sizes, [C.ring_time_s("all-reduce", n, s, a, b) for s in sizes])
+    fit = fit_alpha_beta(sizes, [eq.ring_collective_time_s("all-reduce", s, a, b, n) for s in sizes])
     assert fit.alpha_s == pytest.approx(2 * (n - 1) * a, rel=1e-6)
     assert fit.beta_Bps * C.BUSBW_FACTOR("all-reduce", n) == pytest.approx(b, rel=1e-6)
 
@@ -149,8 +168,6 @@ class _FakeGpu:
     by 1 µs + bytes / 10 GB/s (what the fake events read)."""
 
     def __init__(self, corrupt: bool = False, writes: int | None = None):
-        import types
-
         self.arrays, self.capture, self.clock_s, self.corrupt, self.pending = {}, None, 0.0, corrupt, None
         self.writes = writes  # ops that write their output at most (None: all); later ops only take time
         gpu = self
@@ -201,9 +218,6 @@ class _FakeGpu:
 
         class Comm:
             def __init__(self, n, uid, rank):
-                import os
-                import socket
-
                 assert (n, rank, uid) == (1, 0, ("uid",))
                 path = os.environ["NCCL_DEBUG_FILE"].replace("%h", socket.gethostname()).replace("%p", str(os.getpid()))
                 with open(path, "a") as f:  # NCCL keeps one log file open per process, and appends
@@ -263,8 +277,6 @@ class _FakeGpu:
                                               free_all_blocks=lambda: None))
 
     def install(self, monkeypatch):
-        import types
-
         api = types.SimpleNamespace(runtime=self.runtime)
         for name, module in {"cupy": self.cupy, "cupy.cuda": self.cupy.cuda, "cupy.cuda.nccl": self.nccl,
                              "cupy_backends": types.SimpleNamespace(cuda=types.SimpleNamespace(api=api)),
@@ -274,8 +286,6 @@ class _FakeGpu:
 
 
 def _self_world(MPI):
-    from gpucal.kernels.comm import RankInfo, World
-
     return World(MPI.COMM_SELF, [RankInfo(0, "h", 0, 0, 1)], False, "MPI", "4.0")
 
 
@@ -289,19 +299,17 @@ def _fresh_nccl_log(monkeypatch):
 
 @pytest.mark.parametrize("graphs", [False, True])
 def test_nccl_engine_with_a_stand_in(monkeypatch, graphs, mpi_module):
-    import os
-
     world = _self_world(mpi_module)
     _FakeGpu().install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
     config = C.CollectivesConfig(sizes=(256, 1024, 4096, 16384), budget_s=0.05, graphs=graphs, backend="cupy")
-    report = C.run_collectives(world, config)
+    report = CC.run_collectives(world, config)
     assert report.waived is None and report.source == "measured"
     assert report.library == "NCCL 2.27.7" and report.nccl_version == "2.27.7"
     assert report.transport == ["P2P/IPC"] and report.transport_reason is None
     assert os.environ["NCCL_DEBUG"] == "INFO" and os.environ["NCCL_DEBUG_SUBSYS"] == "INIT"  # for the process
     log = E._NCCL_LOG["dir"]
-    again = C.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096), budget_s=0.05,
+    again = CC.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096), budget_s=0.05,
                                                          backend="cupy"))
     assert E._NCCL_LOG["dir"] == log and again.transport == ["P2P/IPC"]  # one log per process, read from its end
     assert all(r.status == "passed" and r.check.ok for r in report.results), [r.reason for r in report.results]
@@ -320,7 +328,7 @@ def test_nccl_engine_wrong_output_fails_without_a_number(monkeypatch, mpi_module
     world = _self_world(mpi_module)
     _FakeGpu(corrupt=True).install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
-    report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256, 1024, 4096),
+    report = CC.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256, 1024, 4096),
                                                           budget_s=0.05, backend="cupy"))
     assert report.failed and report.entries == []
     assert all(r.status == "failed" and r.timing is None and not r.metrics for r in report.results)
@@ -333,7 +341,7 @@ def test_timed_ops_that_write_nothing_fail_the_check_after_timing(monkeypatch, m
     world = _self_world(mpi_module)
     _FakeGpu(writes=1).install(monkeypatch)
     _fresh_nccl_log(monkeypatch)
-    report = C.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256,), budget_s=0.05,
+    report = CC.run_collectives(world, C.CollectivesConfig(ops=("all-reduce",), sizes=(256,), budget_s=0.05,
                                                           backend="cupy"))
     (result,) = report.results
     assert result.status == "failed" and "after timing" in result.check.method and result.timing is None
@@ -346,7 +354,7 @@ def test_nccl_engine_leaves_the_users_nccl_debug(monkeypatch, mpi_module):
     _fresh_nccl_log(monkeypatch)
     monkeypatch.setenv("NCCL_DEBUG", "WARN")
     monkeypatch.setenv("NCCL_DEBUG_FILE", "/dev/null")
-    report = C.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096),
+    report = CC.run_collectives(world, C.CollectivesConfig(ops=("send-recv",), sizes=(256, 1024, 4096),
                                                           budget_s=0.05, backend="cupy"))
     assert report.transport is None and "NCCL_DEBUG=WARN" in report.transport_reason
     assert report.entries[0]["transport_reason"] == report.transport_reason

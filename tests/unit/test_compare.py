@@ -42,7 +42,7 @@ def test_a_mode_on_one_side_only_has_no_value_no_source_and_no_ratio():
     assert (row.b, row.b_source, row.b_reason, row.ratio) == (None, None, None, None)
     # every dense mode either profile has, in the schema's order
     modes = [r.field.removeprefix("dense_flops.") for r in c.rows if r.field.startswith("dense_flops.")]
-    assert modes == [m for m in FLOPS_MODES if m in builtin("rtx4090").data["devices"][0]["dense_flops"]]
+    assert modes == [m for m in FLOPS_MODES if m in builtin("rtx4090").profile.devices[0].dense_flops]
 
 
 def test_rows_appear_only_where_either_profile_has_the_field():
@@ -71,7 +71,7 @@ def test_the_simulated_fixture_against_its_datasheet():
     assert c.row("host_link.pcie_width_max").a == 16
     count = c.row("device_count")
     assert (count.a, count.b, count.ratio, count.a_source) == (2, 1, 0.5, "reported")
-    assert device_count(sim) == 2
+    assert device_count(sim.profile) == 2
     assert c.simulated("a") and not c.simulated("b")
     assert len(c.notes) == 1 and "A (sample-rtx4090x2) is simulated" in c.notes[0]
     assert "never a measurement" in c.notes[0]

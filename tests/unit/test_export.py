@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from gpucal import profiles as profile
-from gpucal.profiles import export as ex
 from gpucal.errors import InputError, ProfileExistsError
+from gpucal.profiles import export as ex
+from gpucal.profiles.model import FlopsQuantity
 from gpucal.profiles.queries import planner_link, resolve_link
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "profile-simulated-rtx4090x2.json"
@@ -97,11 +98,15 @@ def test_int8_and_int4_rates_match_the_datasheets(name, int8_tops, int4_tops):
     assert data["peak_i4_TFLOPS"] == pytest.approx(int4_tops, rel=1e-3)
 
 
+def _rate(value):
+    return FlopsQuantity.estimate(value) if value is not None else FlopsQuantity.null("none", "estimate")
+
+
 def test_int_rate_rules_by_compute_capability():
-    ampere = {"fp16_fp32acc": {"value": 100e12}}
+    ampere = {"fp16_fp32acc": _rate(100e12)}
     assert ex.int8_tensor_ops(ampere, (8, 0))[0] == 200e12
-    assert ex.int8_tensor_ops({**ampere, "fp16_fp16acc": {"value": 150e12}}, (8, 6))[0] == 300e12
-    assert ex.int8_tensor_ops({**ampere, "fp8_fp32acc": {"value": 180e12}, "fp8_fp16acc": {"value": None}}, (8, 9))[0] == 180e12
+    assert ex.int8_tensor_ops({**ampere, "fp16_fp16acc": _rate(150e12)}, (8, 6))[0] == 300e12
+    assert ex.int8_tensor_ops({**ampere, "fp8_fp32acc": _rate(180e12), "fp8_fp16acc": _rate(None)}, (8, 9))[0] == 180e12
     value, how = ex.int8_tensor_ops(ampere, (7, 0))  # Volta: no int8 tensor cores
     assert value == 0.0 and how.startswith("0: no int8 tensor cores")
     assert ex.int8_tensor_ops(ampere, None)[0] == 200e12

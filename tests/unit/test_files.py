@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -220,8 +221,6 @@ def test_a_signal_in_the_write_window_leaves_no_temporary_file(tmp_path, signum,
                                  stderr=subprocess.PIPE, text=True)
         assert child.stdout.readline() == "ready\n"
         if delay:
-            import time
-
             time.sleep(delay)
         child.send_signal(signum)
         _, err = child.communicate(timeout=120)

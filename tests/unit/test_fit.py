@@ -199,7 +199,12 @@ def test_refusals_name_the_problem_on_one_line(sizes, times, message):
 
 # --- regimes: t = alpha_i + n/beta_i per piece, breakpoints from the data ---------------------------------
 
-from gpucal.calibrate.fit import MIN_PIECE_SIZES, PiecewiseFit, fit_pieces  # noqa: E402
+from gpucal.calibrate.fit import (  # noqa: E402
+    MIN_PIECE_SIZES,
+    PiecewiseFit,
+    fit_pieces,
+    median_noise_frac,
+)
 
 NET_SWEEP = [float(1 << k) for k in range(3, 27)]  # 8 B .. 64 MiB, as the network probe sweeps
 
@@ -304,8 +309,6 @@ def test_the_points_noise_raises_the_floor():
 
 
 def test_median_noise_frac_is_the_rms_standard_error_of_the_medians():
-    from gpucal.calibrate.fit import median_noise_frac
-
     # sqrt(pi/2)·CV/sqrt(n): 0.04/sqrt(4) and 0.06/sqrt(9) are both 0.02; a point of one sample has no CV
     assert median_noise_frac([0.04, 0.06], [4, 9]) == pytest.approx(math.sqrt(math.pi / 2) * 0.02, rel=1e-12)
     assert median_noise_frac([float("inf"), 0.03], [1, 9]) == pytest.approx(math.sqrt(math.pi / 2) * 0.01)

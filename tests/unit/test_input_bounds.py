@@ -9,6 +9,7 @@ import copy
 import itertools
 import json
 import re
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -16,8 +17,21 @@ import numpy as np
 import pytest
 
 from gpucal import limits
-from gpucal.commands import args as flag_types
-from gpucal.errors import InputError
+from gpucal.commands import options as flag_types
+from gpucal.commands.options import link_sizes
+from gpucal.commands.plan import sweep_ranges
+from gpucal.errors import InputError, ProfileError
+from gpucal.kernels.virtual import VirtualBackend
+from gpucal.kernels.virtual_machine import VirtualMachine, parse_spec
+from gpucal.plan.equations import MAX_CARD_COUNT, min_cards_by_capacity
+from gpucal.plan.models import MODEL_MAXIMA as M
+from gpucal.plan.models import ModelSpec
+from gpucal.plan.spec import GpuSpec, LinkSpec
+from gpucal.plan.step import evaluate
+from gpucal.probes import flops, links, membw
+from gpucal.probes.latency import run_latency
+from gpucal.probes.memory import host_memory_bytes, host_unfit, unfit
+from gpucal.profiles import validate
 from gpucal.units import UnitError, parse_quantity, parse_whole_bytes
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "profile-simulated-rtx4090x2.json"
@@ -47,15 +61,11 @@ def test_a_denormal_is_no_quantity():
 @pytest.mark.parametrize("text", ["4B..8B..16B", "4B...256MiB", "4B..", "..8B", "4B,,8B", "0.5B", "4B..2.5B",
                                   "1B,2B..8B"])
 def test_size_ranges_refuse_what_they_cannot_read(text):
-    from gpucal.commands.probe import link_sizes
-
     with pytest.raises(InputError, match="^--sizes: "):
         link_sizes(text)
 
 
 def test_a_size_range_is_powers_of_two():
-    from gpucal.commands.probe import link_sizes
-
     assert link_sizes("4B..16B") == (4, 8, 16) and link_sizes("4B,1KiB") == (4, 1024)
 
 
@@ -93,10 +103,6 @@ def test_whole_number_flags_have_a_largest():
 
 def test_the_planner_never_overflows_inside_the_ranges():
     """Every corner of the flags' ranges, evaluated with every NumPy warning an error: finite terms only."""
-    from gpucal.plan.models import MODEL_MAXIMA as M, ModelSpec
-    from gpucal.plan.spec import GpuSpec, LinkSpec
-    from gpucal.plan.step import evaluate
-
     R = limits.RANGES
     batch = np.array([1, limits.MAX_BATCH])
     tp, pp = np.array([1, limits.MAX_CARDS]), np.array([limits.MAX_CARDS, 1])
@@ -124,8 +130,6 @@ def test_a_sweep_range_is_capped_by_the_limits_module():
 
 
 def test_the_product_of_the_sweep_ranges_is_capped_before_anything_is_built():
-    from gpucal.commands.plan import sweep_ranges
-
     fits = [("batch", list(range(1, limits.MAX_SWEEP_CONFIGURATIONS // 16 + 1))), ("cards", list(range(1, 17)))]
     assert len(sweep_ranges(fits)["cards"]) == 16
     with pytest.raises(InputError, match=f"^--sweep: .*{limits.MAX_SWEEP_CONFIGURATIONS}"):
@@ -136,16 +140,12 @@ def test_the_product_of_the_sweep_ranges_is_capped_before_anything_is_built():
 
 @pytest.mark.parametrize("spec", [f"virtual:rtx4090:{limits.MAX_DEVICES + 1}", "virtual:rtx4090:100000"])
 def test_a_virtual_machine_holds_at_most_max_devices(spec):
-    from gpucal.kernels.virtual_machine import parse_spec
-
     assert parse_spec(f"virtual:rtx4090:{limits.MAX_DEVICES}")[1] == limits.MAX_DEVICES
     with pytest.raises(InputError, match=f"^--backend: .*{limits.MAX_DEVICES}"):
         parse_spec(spec)
 
 
 def test_a_device_count_is_ascii_digits():
-    from gpucal.kernels.virtual_machine import parse_spec
-
     assert parse_spec("virtual:rtx4090:\u0663")[1] is None  # not a count: the profile's name, refused as unknown
     with pytest.raises(InputError, match="seed"):
         parse_spec("virtual:rtx4090:2+seed=\u0663")
@@ -156,12 +156,12 @@ def _profile() -> dict:
 
 
 def test_a_profile_counting_too_many_devices_is_refused():
-    from gpucal.kernels.virtual_machine import VirtualMachine
-
     data = _profile()
     data["devices"][0]["count"] = 1_000_000
-    with pytest.raises(InputError, match=f"^--backend: big.json: .*{limits.MAX_DEVICES}"):
-        VirtualMachine(data, "big", origin="big.json")
+    with pytest.raises(ProfileError, match=rf"^big\.json: devices\[0\]\.count: .*{limits.MAX_DEVICES}"):
+        validate(data, "big.json")  # no such profile reaches a virtual machine
+    data["devices"][0]["count"] = limits.MAX_DEVICES - sum(d.get("count", 1) for d in data["devices"][1:])
+    assert VirtualMachine(data, "big").count == limits.MAX_DEVICES
     assert VirtualMachine(data, "big", count=2).count == 2  # a count given replaces the profile's
 
 
@@ -173,8 +173,6 @@ NULL = {"value": None, "source": "simulated", "method": "stream read kernel", "s
 @pytest.mark.parametrize("path", [("memory_bandwidth_Bps",), ("memory_bytes",), ("host_link", "h2d", "beta_Bps"),
                                   ("host_link", "d2h", "alpha_s")])
 def test_a_null_figure_is_refused_naming_the_file_and_the_field(path):
-    from gpucal.kernels.virtual_machine import VirtualMachine
-
     data = _profile()
     entry = data["devices"][0]
     for key in path[:-1]:
@@ -187,8 +185,6 @@ def test_a_null_figure_is_refused_naming_the_file_and_the_field(path):
 
 
 def test_a_profile_without_any_flop_rate_is_refused():
-    from gpucal.kernels.virtual_machine import VirtualMachine
-
     data = _profile()
     data["devices"][0]["dense_flops"] = {k: dict(NULL) for k in data["devices"][0]["dense_flops"]}
     with pytest.raises(InputError, match="dense_flops"):
@@ -200,9 +196,6 @@ def test_a_profile_without_any_flop_rate_is_refused():
 # --- sizes never bounded before allocating -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def virtual():
-    from gpucal.kernels.virtual import VirtualBackend
-    from gpucal.kernels.virtual_machine import VirtualMachine
-
     return VirtualBackend(VirtualMachine(_profile(), "p", count=2))
 
 
@@ -210,14 +203,10 @@ HOST = 64 << 30  # a host of 64 GiB, whatever this machine has
 
 
 def _unfit(backend, needs, host=HOST):
-    from gpucal.probes.memory import unfit
-
     return unfit(backend, needs, host_bytes=host)
 
 
 def test_the_defaults_fit(virtual):
-    from gpucal.probes import flops, links, membw
-
     assert _unfit(virtual, membw.needs(virtual)) is None
     assert _unfit(virtual, flops.needs(virtual, flops.FlopsConfig())) is None
     for probe in ("host-link", "d2d", "peer", "latency"):
@@ -234,8 +223,6 @@ def test_the_defaults_fit(virtual):
     ("latency", {"latency_sizes": (1 << 40,)}, "latency_sizes"),
 ])
 def test_what_cannot_fit_the_device_is_refused_before_allocating(virtual, probe, config, field):
-    from gpucal.probes import flops, links, membw
-
     if probe == "membw":
         needs = membw.needs(virtual, membw.MembwConfig(**config))
     elif probe == "flops":
@@ -248,8 +235,6 @@ def test_what_cannot_fit_the_device_is_refused_before_allocating(virtual, probe,
 
 def test_a_simulated_device_counts_against_the_host(virtual):
     """A virtual card's arrays are this host's: a size its 24 GiB would hold is refused on a host of 1 GiB."""
-    from gpucal.probes import links
-
     _, why = _unfit(virtual, links.needs(virtual, links.LinkConfig(sizes=(256 << 20,)), "peer"), host=1 << 30)
     assert "host memory" in why and "1.074 GB" in why
 
@@ -257,10 +242,6 @@ def test_a_simulated_device_counts_against_the_host(virtual):
 def test_the_footprint_covers_what_a_case_really_allocates(virtual):
     """The declared peak is at least what NumPy allocates while the case runs (traced; on a virtual machine every
     array is a host array), so the check never lets through a case it would have refused had it counted right."""
-    import tracemalloc
-
-    from gpucal.probes import flops, links, membw
-    from gpucal.probes.latency import run_latency
 
     def stream(kind):
         config = membw.MembwConfig(kernels=(kind,), stream_sizes=(1 << 20,), budget_s=1e-3)
@@ -295,15 +276,11 @@ def test_the_footprint_covers_what_a_case_really_allocates(virtual):
 
 
 def test_host_memory_is_known_here():
-    from gpucal.probes.memory import host_memory_bytes, host_unfit
-
     assert host_memory_bytes() > 1 << 28
     assert host_unfit("a ping-pong", 1 << 60) and host_unfit("a ping-pong", 1 << 10) is None
 
 
 def test_the_card_count_for_capacity_saturates_instead_of_overflowing():
-    from gpucal.plan.equations import MAX_CARD_COUNT, min_cards_by_capacity
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert int(min_cards_by_capacity(1e30, 1.0)) == MAX_CARD_COUNT

@@ -1,13 +1,17 @@
-"""The schema's bounds are gpucal.limits' (and plan.models'): pinned here so that they cannot drift apart."""
+"""The schema's bounds are gpucal.limits' (and plan.models'): pinned here so that they cannot drift apart.
+
+The schema is the one generated from the model (``gpucal.profiles.model``); each part's definition is named
+after its model in snake case (``TimeQuantity``: ``$defs/time_quantity``)."""
 
 import copy
+import re
 
 import pytest
-from gpucal.plan.models import MODEL_MAXIMA
 
-from gpucal import limits
+from gpucal import limits, render
 from gpucal import profiles as profile
 from gpucal.errors import ProfileError
+from gpucal.plan.models import MODEL_MAXIMA
 
 SCHEMA = profile.schema()
 DEFS = SCHEMA["$defs"]
@@ -16,8 +20,11 @@ DEFS = SCHEMA["$defs"]
 SCHEMA_ONLY_MAXIMA = {1_000_000_000, 64, 16, 1, 2, 1023, 1e12}
 
 
-def _value(name):
-    return DEFS[name]["properties"]["value"]
+def _bounds(node):
+    """The number schema of a field that may also be null (pydantic writes ``anyOf: [number, null]``)."""
+    if "anyOf" in node:
+        (node,) = [choice for choice in node["anyOf"] if choice.get("type") != "null"]
+    return node
 
 
 @pytest.mark.parametrize("name, kind", [("time_quantity", "time"), ("bytes_quantity", "bytes"),
@@ -25,7 +32,7 @@ def _value(name):
 def test_each_quantity_kind_has_its_range(name, kind):
     lo, hi = limits.RANGES[kind]
     for key in ("value", "p10", "p90"):
-        bounds = DEFS[name]["properties"][key]
+        bounds = _bounds(DEFS[name]["properties"][key])
         assert (bounds["minimum"], bounds["maximum"]) == (lo, hi), (name, key)
 
 
@@ -33,13 +40,13 @@ def test_devices_and_their_count_are_bounded_by_max_devices():
     profile_props = DEFS["profile"]["properties"]
     assert profile_props["devices"]["maxItems"] == limits.MAX_DEVICES
     assert DEFS["device"]["properties"]["count"]["maximum"] == limits.MAX_DEVICES
-    for where in (DEFS["device"]["properties"]["index"], DEFS["profile_link"]["properties"]["src"],
-                  DEFS["profile_kernel"]["properties"]["device"]):
+    for where in (DEFS["device"]["properties"]["index"], DEFS["link_entry"]["properties"]["src"],
+                  DEFS["kernel_entry"]["properties"]["device"]):
         assert where["maximum"] == limits.MAX_DEVICES - 1
 
 
 def test_the_model_bounds_are_the_planners():
-    props = DEFS["model"]["properties"]
+    props = DEFS["model_doc"]["properties"]
     assert (props["params"]["minimum"], props["params"]["maximum"]) == limits.RANGES["params"]
     for key, hi in MODEL_MAXIMA.items():
         assert props[key]["maximum"] == hi, key
@@ -69,8 +76,8 @@ def test_every_number_in_the_schema_is_bounded_on_both_sides_by_a_known_limit():
     known.add(limits.RANGES["flops"][1] * limits.RANGES["time"][1])  # a kernel's FLOP: the fastest rate for an hour
     checked = 0
     for path, node in _numbers(SCHEMA):
-        if path in ("/$defs/quantity_base/properties/p10", "/$defs/quantity_base/properties/p90"):
-            continue  # each typed quantity bounds its own (test_each_quantity_kind_has_its_range)
+        if path in ("/$defs/flag_quantity/properties/p10", "/$defs/flag_quantity/properties/p90"):
+            continue  # a yes/no has no percentiles; the other typed quantities bound their own (above)
         assert "minimum" in node or "exclusiveMinimum" in node, path
         assert node.get("maximum") in known, (path, node.get("maximum"))
         checked += 1
@@ -108,10 +115,6 @@ def test_the_devices_counts_together_stay_within_max_devices():
 
 def test_every_text_pattern_of_the_schema_refuses_the_one_set_of_control_characters():
     """The schema's text fields and the terminal escaping use one set (limits.CONTROL_CHARACTERS)."""
-    import re
-
-    from gpucal import render
-
     texts = [(path, n["pattern"]) for path, n in _nodes(SCHEMA, "", lambda n: isinstance(n.get("pattern"), str))
              if n["pattern"].startswith("^[^\\u0000")]
     assert len(texts) >= 20
@@ -120,4 +123,4 @@ def test_every_text_pattern_of_the_schema_refuses_the_one_set_of_control_charact
     for char in ("\x00", "\x1b", "\x7f", "\x9b", "\u061c", "\u200e", "\u202e", "\u2066", "\ufeff"):
         assert not pattern.match(f"a{char}b") and render.escape(char, layout=False) != char
     assert pattern.match("NVIDIA H200 — 141 GB, café")
-    assert any(path.endswith("host/properties/command") for path, _ in texts), [p for p, _ in texts]
+    assert any(path.endswith("host_info/properties/command") for path, _ in texts), [p for p, _ in texts]

@@ -4,14 +4,17 @@ the machine built to produce it."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from gpucal.calibrate.links import find, oneshot_alpha, series_fits
 from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
 from gpucal.errors import InputError
-from gpucal.kernels.backend import select
-from gpucal.probes import flops, latency, links, membw
-from gpucal.probes.base import all_probes
+from gpucal.kernels.backend import Backend, select
+from gpucal.kernels.links import CopyOp
+from gpucal.probes import copies, flops, latency, links, membw
+from gpucal.probes.registry import all_probes
 from gpucal.probes.topology import read_topology
 
 SMALL = links.LinkConfig(sizes=links.sweep_sizes(4, 1 << 20)[::3], budget_s=0.2)
@@ -126,8 +129,6 @@ def test_single_device_has_no_pairs_and_bad_pairs_are_refused():
 
 
 def test_the_numba_simulator_says_it_has_no_copy_probes():
-    from gpucal.kernels.backend import Backend
-
     assert "no copy probes" in Backend().links_reason()
 
 
@@ -147,9 +148,6 @@ LINK_METHODS = ("alloc", "write", "read", "can_access_peer", "set_peer_access", 
 @pytest.mark.parametrize("module, cls", [("gpucal.kernels.virtual", "VirtualBackend"),
                                          ("gpucal.kernels.cupy_backend", "CupyBackend")])
 def test_backends_with_copy_probes_implement_every_link_method(module, cls):
-    import importlib
-
-    from gpucal.kernels.backend import Backend
 
     klass = getattr(importlib.import_module(module), cls)  # CuPy imports without a GPU
     missing = [m for m in LINK_METHODS if getattr(klass, m) is getattr(Backend, m)]
@@ -200,11 +198,11 @@ def test_pageable_memory_has_no_bidirectional_case_and_gated_copies_stay_gated()
     assert [r.params["memory"] for r in bi] == ["pinned"]
     assert bi[0].params["clock"] == links.CLOCKS["ops"]
     # asked directly, a pageable pair is waived with the reason, never timed as if concurrent
-    src = links._Source(backend, backend.alloc("pageable", 64, 0), 1)
-    dev = links._Source(backend, backend.alloc("device", 64, 0), 2)
+    src = copies.Source(backend, backend.alloc("pageable", 64, 0), 1)
+    dev = copies.Source(backend, backend.alloc("device", 64, 0), 2)
     ops = [backend.copy_op("h2d", "ce", src.buf, backend.alloc("device", 64, 0), 64),
            backend.copy_op("d2h", "ce", dev.buf, backend.alloc("pageable", 64, 0), 64)]
-    r = links.copy_case(backend, "host-link", ops, [src, dev], links._copy_policy(backend, links.LinkConfig()))
+    r = links.copy_case(backend, "host-link", ops, [src, dev], copies.copy_policy(backend, links.LinkConfig()))
     assert r.status == "waived" and "cannot start together" in r.reason and r.timing is None
 
 
@@ -239,7 +237,6 @@ def test_a_copy_the_gate_cannot_hold_is_waived_not_timed_ungated():
 
 def test_the_cupy_gate_limit_counts_the_commands_each_copy_queues():
     from gpucal.kernels.cupy_links import MAX_GATED_COMMANDS, CupyLinks
-    from gpucal.kernels.links import CopyOp
 
     def op(commands):
         return CopyOp("host-staged", "staged", None, None, 1, 0, {"commands": commands})

@@ -8,11 +8,13 @@ import argparse
 import numpy as np
 import pytest
 
+from gpucal.calibrate.network import NetReport, entry_for, host_matrix
+from gpucal.profiles.model import NetworkEntry, RateQuantity, TimeQuantity
+from gpucal.commands.probe.net import _print_text, config_from_args
 from gpucal.errors import InputError
 from gpucal.kernels.comm import RankInfo, World
 from gpucal.probes.base import Result
-from gpucal.probes.net import (NET_SIZES, NetReport, _compare, entry_for, host_matrix, net_policy, pairs_for,
-                               size_label)
+from gpucal.probes.net import NET_SIZES, compare_bytes, net_policy, pairs_for, size_label
 from gpucal.probes.timing import Timing
 
 
@@ -94,8 +96,20 @@ def test_host_matrix_takes_the_slowest_pair_and_skips_same_host():
     def entry(a, b, beta):
         return {"src_host": a, "dst_host": b, "beta_Bps": {"value": beta}}
 
-    m = host_matrix(3, [entry(0, 0, 9e9), entry(0, 1, 2e9), entry(0, 1, 1e9), entry(1, 2, None), entry(0, 2, 3e9)])
+    def network_entry(a, b, beta):  # a profile's network[] entry, full and valid
+        fit = {"method": "fit t = alpha + n/beta", "statistic": "fit", "n": 8}
+        return NetworkEntry.model_validate({
+            "src_rank": a, "dst_rank": b + 3, "src_host": a, "dst_host": b, "same_host": a == b, "transport": "MPI",
+            "alpha_s": TimeQuantity.measured(2e-6, **fit).to_json(),
+            "beta_Bps": (RateQuantity.measured(beta, **fit) if beta is not None else
+                         RateQuantity.null("no fit", "measured", **fit)).to_json()})
+
+    triples = [(0, 0, 9e9), (0, 1, 2e9), (0, 1, 1e9), (1, 2, None), (0, 2, 3e9)]
+    m = host_matrix(3, [network_entry(*t) for t in triples])
     assert m == [[None, 1e9, 3e9], [1e9, None, None], [3e9, None, None]]
+    # a report reads its entries as built, with the same rule
+    report = NetReport([], [entry(*t) for t in triples], {"hosts": ["a", "b", "c"]}, "measured")
+    assert report.matrix() == m
     report = NetReport([], [entry(0, 1, 2e9)], {"hosts": ["a", "b"]}, "measured")
     assert report.matrix() == [[None, 2e9], [2e9, None]]
     assert report.to_dict()["matrix_Bps"] == report.matrix() and not report.failed
@@ -103,10 +117,10 @@ def test_host_matrix_takes_the_slowest_pair_and_skips_same_host():
 
 def test_compare_names_the_first_differing_byte():
     data = np.arange(100, dtype=np.uint8)
-    assert _compare(data.copy(), data, "rank 1").ok
+    assert compare_bytes(data.copy(), data, "rank 1").ok
     got = data.copy()
     got[[7, 40]] ^= 0xFF
-    c = _compare(got, data, "rank 1")
+    c = compare_bytes(got, data, "rank 1")
     assert not c.ok and c.index == (7,) and c.got == float(got[7]) and c.expected == 7.0 and c.max_abs_err == 2.0
 
 
@@ -119,8 +133,6 @@ def _args(**over) -> argparse.Namespace:
 
 
 def test_flags():
-    from gpucal.commands.net import config_from_args
-
     c = config_from_args(_args(sizes="8B..1KiB", budget=0.1, simulate_net="eth1g+noise=0.01+seed=3"))
     assert c.sizes == tuple(1 << p for p in range(3, 11)) and c.budget_s == 0.1 and c.pairs == "all"
     assert c.simulate.name == "eth1g" and c.simulate.noise_frac == 0.01 and c.simulate.seed == 3
@@ -138,8 +150,6 @@ def test_flags():
 def test_an_mpi_protocol_switch_gives_two_regimes_that_the_text_names_as_the_json_does(capsys):
     """Eager to 4 KiB, rendezvous from 8 KiB: the entry keeps both regimes, alpha of the small messages, beta
     of the large, and the text's line for the pair says so (and that one size stopped sampling noisy)."""
-    from gpucal.commands.net import _print_text
-
     sizes = [8 << k for k in range(22)]  # 8 B .. 16 MiB
     results = [_result(0, 1, n, 1.6e-6 + n / 8e9 if n < 8192 else 4e-6 + n / 14e9) for n in sizes]
     t = results[3].timing

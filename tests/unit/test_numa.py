@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from gpucal import profiles
 from gpucal.calibrate.health import anomalies
 from gpucal.kernels import numa
 from gpucal.kernels.numa import (
@@ -27,6 +28,7 @@ from gpucal.kernels.numa import (
 )
 from gpucal.kernels.virtual import FakeNvml, FakeNvmlError, VirtualBackend
 from gpucal.probes.base import Result
+from gpucal.profiles.model import Profile
 from gpucal.probes.topology import read_topology
 
 PAGE = 4096
@@ -314,8 +316,9 @@ def host_result(path: str, device: int, host_node, memory: str = "pinned", sourc
 def numa_anomalies(topology, results) -> list[dict]:
     cal = SimpleNamespace(all_results=lambda: results, results={"host-link": results}, topology=topology,
                           verdicts=[], fits=[], simulator_check=None)
-    profile = {"devices": [{"index": d.index, "name": "NVIDIA H100 80GB HBM3"} for d in topology.devices],
-               "links": []}
+    sheet = profiles.datasheet_for("NVIDIA H100 80GB HBM3").profile  # a full profile of the topology's devices
+    profile = Profile.model_validate({**sheet.to_json(), "links": [], "devices": [
+        {**sheet.devices[0].to_json(), "index": d.index} for d in topology.devices]})
     return [a for a in anomalies(cal, profile) if a["kind"] == "numa-remote"]
 
 

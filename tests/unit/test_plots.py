@@ -1,26 +1,31 @@
-"""``gpucal.plots``: the figures of a profile, drawn from the measured-profile fixture and a datasheet."""
+"""``gpucal.figures``: the figures of a profile, drawn from the measured-profile fixture and a datasheet."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cluster import _allreduce, _cluster, _network
 
 from gpucal import profiles
 from gpucal.cli import main
-from gpucal.errors import InputError
-from gpucal.plot_files import write_plots
-from gpucal.plot_network import network_figure
-from gpucal.plots import (
-    FIGURES, PLAN_BATCHES, PlotSkipped, bandwidth_figure, p2p_figure, plan_curves, plan_figure, roofline_figure,
-)
-from test_cluster import _allreduce, _cluster, _network
+from gpucal.errors import InputError, ProfileError
+from gpucal.figures import FIGURES
+from gpucal.figures.bandwidth import bandwidth_figure
+from gpucal.figures.common import LEGEND_MAX_SERIES, PlotSkipped
+from gpucal.figures.files import write_plots
+from gpucal.figures.network import network_figure
+from gpucal.figures.p2p import p2p_figure
+from gpucal.figures.plan import PLAN_BATCHES, plan_curves, plan_figure
+from gpucal.figures.roofline import roofline_figure
 
-pytest.importorskip("matplotlib")  # gpucal.plots imports it lazily; the test extra installs it
+pytest.importorskip("matplotlib")  # gpucal.figures imports it when it draws; the test extra installs it
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,7 +58,7 @@ def written(measured, tmp_path_factory):
 
 def variant(doc, origin="variant.json", **changes):
     """The fixture with some top-level fields replaced, validated again."""
-    data = copy.deepcopy(doc.data) | changes
+    data = doc.profile.to_json() | changes
     return profiles.validate(data, origin)
 
 
@@ -201,7 +206,7 @@ def test_the_plan_defaults_to_the_profiles_cards_and_tp(measured, datasheet):
 
 
 def test_three_cards_fall_back_to_pp_unless_tp_is_asked_for(measured):
-    devices = [dict(measured.data["devices"][0], index=i) for i in range(3)]
+    devices = [measured.profile.devices[0].to_json() | {"index": i} for i in range(3)]
     three = variant(measured, devices=devices)
     assert plan_curves(three).strategy == "pp"
     with pytest.raises(InputError, match=r"^--strategy: a TP degree of 3 does not divide"):
@@ -220,7 +225,7 @@ def test_batches_that_do_not_fit_are_marked(measured):
 
 
 def test_the_heatmap_cells_are_the_links_verdicts(measured):
-    template = measured.data["links"][0]
+    template = measured.profile.links[0].to_json()
     verdicts = {(0, 1): ("nvlink", "nvlink", 150e9), (1, 0): ("p2p-pcie", "p2p-pcie", 25e9),
                 (0, 2): ("host-staged", "host-staged", 20e9), (2, 0): ("p2p-slower-than-staged", "host-staged", 19e9),
                 (1, 2): ("p2p-corrupt", "host-staged", 18e9)}  # (2, 1) not measured
@@ -230,7 +235,7 @@ def test_the_heatmap_cells_are_the_links_verdicts(measured):
         link["beta_Bps"]["value"] = beta
         links.append(link)
     links[1]["flags"] = ["downtrained"]
-    devices = [dict(measured.data["devices"][0], index=i) for i in range(3)]
+    devices = [measured.profile.devices[0].to_json() | {"index": i} for i in range(3)]
     fig = p2p_figure(variant(measured, devices=devices, links=links))
     ax = fig.axes[0]
     cells = {tuple(round(v) for v in t.get_position()): t.get_text() for t in ax.texts}
@@ -249,15 +254,15 @@ def test_the_heatmap_cells_are_the_links_verdicts(measured):
 
 
 def test_one_device_has_no_p2p_figure(measured):
-    one = variant(measured, devices=measured.data["devices"][:1], links=[],
-                  fits=[f for f in measured.data["fits"] if f["src"] == f["dst"] == 0])
+    one = variant(measured, devices=[measured.profile.devices[0].to_json()], links=[],
+                  fits=[f.to_json() for f in measured.profile.fits if f.src == f.dst == 0])
     with pytest.raises(PlotSkipped, match="one device: P2P not applicable"):
         p2p_figure(one)
     assert plan_curves(one).cards == 1
 
 
 def test_a_failed_series_is_drawn_as_not_verified(measured):
-    fits = copy.deepcopy(measured.data["fits"])
+    fits = [f.to_json() for f in measured.profile.fits]
     fits[0] |= {"verified": False, "reason": "byte 12: got 0x00, expected 0x5a"}
     fig = bandwidth_figure(variant(measured, fits=fits))
     labels = legend_labels(fig)
@@ -271,11 +276,11 @@ def test_a_failed_series_is_drawn_as_not_verified(measured):
 def test_the_roofline_has_the_ridge_and_the_kernels_of_device_0(measured):
     fig = roofline_figure(measured)
     ax = fig.axes[0]
-    device = measured.data["devices"][0]
-    bw, flops = device["memory_bandwidth_Bps"]["value"], device["dense_flops"]["fp16_fp32acc"]["value"]
+    device = measured.profile.devices[0]
+    bw, flops = device.memory_bandwidth_Bps.value, device.dense_flops["fp16_fp32acc"].value
     assert any(t.get_text() == f"ridge {flops / bw:.3g} FLOP/B" for t in ax.texts)
     points = {t.get_text() for t in ax.texts} - {f"ridge {flops / bw:.3g} FLOP/B"}
-    expected = {k["case"] for k in measured.data["kernels"] if k["device"] == 0 and k["flop"] > 0}
+    expected = {k.case for k in measured.profile.kernels if k.device == 0 and k.flop > 0}
     assert points == expected and len(expected) == 6
     assert any(label.startswith("stream read-256MiB") for label in legend_labels(fig))
     assert {"GEMV (simulated)", "GEMM (simulated)"} <= set(legend_labels(fig))  # never "measured"
@@ -295,6 +300,18 @@ def test_bad_arguments_name_the_flag(measured, tmp_path, kwargs, flag):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_document_that_does_not_validate_is_refused_before_anything_is_drawn(measured, tmp_path):
+    """The figures read the typed profile: a Document built from a dict beyond the schema is one ProfileError
+    naming its origin and the field, and nothing is written."""
+    data = measured.profile.to_json()
+    data["devices"][0]["memory_bandwidth_Bps"]["value"] = 1e-300
+    doc = profiles.Document(kind="profile", name="beyond", origin="beyond.json", data=data)
+    with pytest.raises(ProfileError) as exc:
+        write_plots(doc, tmp_path / "out")
+    assert str(exc.value).startswith("beyond.json: devices[0].memory_bandwidth_Bps.value: ")
+    assert "\n" not in str(exc.value) and not (tmp_path / "out").exists()
+
+
 def test_an_output_path_that_is_a_file_is_refused(measured, tmp_path):
     target = tmp_path / "taken"
     target.write_text("")
@@ -310,7 +327,7 @@ def test_without_matplotlib_it_says_what_to_install(measured, tmp_path, monkeypa
 
 
 def test_a_series_with_regimes_is_drawn_regime_by_regime(measured):
-    fits = copy.deepcopy(measured.data["fits"])
+    fits = [f.to_json() for f in measured.profile.fits]
     fits[0]["pieces"] = [{"lo_bytes": 4, "hi_bytes": 32768, "alpha_s": 2e-6, "beta_Bps": 10e9},
                          {"lo_bytes": 65536, "hi_bytes": 16 << 20, "alpha_s": 8e-6, "beta_Bps": 25e9}]
     fig = bandwidth_figure(variant(measured, fits=fits))
@@ -321,3 +338,61 @@ def test_a_series_with_regimes_is_drawn_regime_by_regime(measured):
     assert {(4, 32768), (65536, 16 << 20)} <= spans  # the other device's series: its one line
     big = next(c for c in curves if min(c.get_xdata()) == 65536)
     assert big.get_ydata()[-1] == pytest.approx((16 << 20) / (8e-6 + (16 << 20) / 25e9) / 1e9, rel=1e-9)
+
+
+def test_the_bandwidth_legend_is_bounded(measured):
+    template = next(f for f in measured.profile.fits if f.path == "h2d" and f.verified)
+    fits = [template.to_json() | {"series": f"h2d-series-{i:02d}"} for i in range(LEGEND_MAX_SERIES + 2)]
+    fig = bandwidth_figure(variant(measured, fits=fits))
+    [ax] = [ax for ax in fig.axes if ax.get_visible()]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == LEGEND_MAX_SERIES + 1 and labels[-1] == "... and 2 more series"
+    assert labels[0].startswith("h2d-series-00: α ")
+
+
+def test_the_figures_import_without_matplotlib():
+    """The plot command lists ``FIGURES`` and every figure module imports without matplotlib (it is imported
+    when a figure is drawn, and then its absence is one InputError saying what to install)."""
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from gpucal.figures import FIGURES\n"
+            "import gpucal.figures.files, gpucal.figures.plan\n"
+            "from gpucal.figures.common import canvas_figure\n"
+            "from gpucal.errors import InputError\n"
+            "try:\n    canvas_figure((1, 1))\nexcept InputError as exc:\n    print(exc)\n"
+            "print(','.join(FIGURES))\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("matplotlib is not installed: pip install 'gpucal[plot]'\n"
+                           "bandwidth,p2p,roofline,plan,network\n")
+
+
+def test_no_figure_module_imports_a_sibling_that_imports_it_back():
+    """The package's import graph has no cycle: ``common`` imports no figure, no figure imports another or
+    ``files``, and the package itself imports none of its modules."""
+    folder = Path(__file__).parents[2] / "src" / "gpucal" / "figures"
+    imports = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        found |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        name = "gpucal.figures" if path.stem == "__init__" else f"gpucal.figures.{path.stem}"
+        imports[name] = {m for m in found if m == "gpucal.figures" or m.startswith("gpucal.figures.")}
+    assert imports["gpucal.figures"] == set() and imports["gpucal.figures.common"] == set()
+    figures = {"bandwidth", "p2p", "roofline", "plan", "network"}
+    for figure in figures:
+        assert imports[f"gpucal.figures.{figure}"] == {"gpucal.figures.common"}, figure
+    assert imports["gpucal.figures.files"] == {"gpucal.figures", "gpucal.figures.common"} | {
+        f"gpucal.figures.{f}" for f in figures}
+
+
+def test_the_docs_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/plots.md's "From Python" block, run in a folder holding the fixture as my-machine.json."""
+    doc = (Path(__file__).parents[2] / "docs" / "plots.md").read_text(encoding="utf-8")
+    block = doc.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my-machine.json").write_bytes(FIXTURE.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "docs/plots.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [f"{name} plots/{name}.png" for name in FIGURES[:4]]
+    assert lines[4].startswith("network skipped: ")
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [f"{name}.png" for name in sorted(FIGURES[:4])]

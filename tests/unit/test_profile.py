@@ -3,7 +3,9 @@
 import copy
 import json
 import os
+from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -170,16 +172,12 @@ def test_a_model_document_checks_heads():
 
 
 def test_the_schema_is_valid_json_schema():
-    import jsonschema
-
     jsonschema.validators.validator_for(profile.schema()).check_schema(profile.schema())
     assert json.loads(json.dumps(profile.schema())) == profile.schema()
 
 
 def test_the_first_calibrated_profile_format_still_loads():
     """Kept as written by the first ``gpucal calibrate``: later schema changes must still read it."""
-    from pathlib import Path
-
     path = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
     doc = profile.load(path)
     assert doc.kind == "profile" and doc.data["source"] == "simulated"
@@ -188,8 +186,6 @@ def test_the_first_calibrated_profile_format_still_loads():
 
 
 def test_a_link_entry_must_name_its_path_and_verdict():
-    from pathlib import Path
-
     data = profile.read(Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json")
     data["links"][0]["path"] = "pigeon"
     with pytest.raises(ProfileError) as err:

@@ -11,12 +11,14 @@ import subprocess
 import sys
 
 import pytest
-from gpucal.plan.models import MODEL_MAXIMA, ModelSpec, model_from_hf_config
 
-from gpucal.profiles import queries as inputs
 from gpucal import limits
 from gpucal import profiles as profile
 from gpucal.errors import InputError, ProfileError
+from gpucal.plan.models import MODEL_MAXIMA, ModelSpec, model_from_hf_config
+from gpucal.profiles import names
+from gpucal.profiles import queries as inputs
+from gpucal.profiles.model import PlanDefaults
 
 
 def rtx4090():
@@ -130,17 +132,17 @@ def test_a_bare_built_in_name_is_the_built_in_and_says_so_when_a_file_has_it_too
     data = rtx4090()
     data["title"] = "the file"
     (tmp_path / "rtx4090").write_text(json.dumps(data))
-    assert inputs.resolve_document("./rtx4090", "--gpu", "profile").data["title"] == "the file"
-    doc = inputs.resolve_document("rtx4090", "--gpu", "profile")
+    assert names.resolve_document("./rtx4090", "--gpu", "profile").data["title"] == "the file"
+    doc = names.resolve_document("rtx4090", "--gpu", "profile")
     assert doc.data["title"] != "the file" and doc.folder is None
-    note = inputs.ambiguity_note("rtx4090", "profile")
+    note = names.ambiguity_note("rtx4090", "profile")
     assert "built-in profile" in note and "./rtx4090" in note
-    assert inputs.ambiguity_note("./rtx4090") is None and inputs.ambiguity_note("h100-sxm") is None
+    assert names.ambiguity_note("./rtx4090") is None and names.ambiguity_note("h100-sxm") is None
     (tmp_path / "seed-70b").write_text("{}")
-    assert "model preset" in inputs.ambiguity_note("seed-70b", "model")
+    assert "model preset" in names.ambiguity_note("seed-70b", "model")
     assert inputs.resolve_model("seed-70b").name == "seed-70b"
     (tmp_path / "mine").write_text(json.dumps(data))  # no built-in of that name: the file
-    assert inputs.resolve_document("mine", "--gpu", "profile").data["title"] == "the file"
+    assert names.resolve_document("mine", "--gpu", "profile").data["title"] == "the file"
 
 
 # --- a profile's references ---
@@ -184,10 +186,12 @@ def test_a_reference_may_not_climb_out_of_the_profiles_folder(tmp_path):
     with pytest.raises(InputError, match="out of the profile's own folder"):
         inputs.planner_link(doc)
     for value in ("/etc/passwd", "../outside.json"):  # the schema's name pattern refuses these; so does this
+        # a document the schema would refuse, as a caller could build it: its model made without validation
+        unchecked = doc.model.model_copy(update={"plan_defaults": PlanDefaults.model_construct(link=value)})
         doc = profile.Document(doc.kind, doc.name, doc.origin, dict(doc.data, plan_defaults={"link": value}),
-                               folder=doc.folder)
+                               folder=doc.folder, typed=unchecked)
         with pytest.raises(InputError, match="no absolute paths, no '..'"):
-            inputs.profile_reference(doc, "plan_defaults.link", "--gpu", "link")
+            names.profile_reference(doc, "plan_defaults.link", "--gpu", "link")
     builtin = profile.load_builtin("profile", "rtx4090")
     builtin = profile.Document("profile", "x", "datasheet/x.json", dict(builtin.data, plan_defaults={"link": "a.json"}))
     with pytest.raises(InputError, match="a built-in profile names only built-in links"):

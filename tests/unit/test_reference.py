@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gpucal.kernels.dtypes import from_bf16_bits, to_bf16_bits, to_float64, to_storage
-from gpucal.kernels.reference import (GEMM_MODES, check_close, check_exact, gemm_reference, gemm_tolerance, gemm_work,
-                                      gemv_reference, gemv_work, stream_work)
+from gpucal.kernels.reference import (GEMM_MODES, Work, check_close, check_exact, gemm_reference, gemm_tolerance,
+                                      gemm_work, gemv_reference, gemv_work, stream_work)
+from gpucal.probes.base import Peak, rates
 from gpucal.probes.membw import write_pattern
 
 
@@ -99,9 +101,6 @@ def test_gemv_reference_is_x_times_w_transposed():
 
 
 def test_rates_come_from_the_declared_work_and_name_their_peak():
-    from gpucal.kernels.reference import Work
-    from gpucal.probes.base import Peak, rates
-
     r = rates(Work(3000, 1000, 0), 2e-6, Peak("dram_Bps", 4e9, "test peak"), {"copy_Bps": 5e8})
     assert r["dram_Bps"] == pytest.approx(2e9) and "flops" not in r and r["copy_Bps"] == 5e8
     assert r["efficiency_frac"] == pytest.approx(0.5) and r["peak_ref"] == "test peak"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from gpucal.probes.net import net_policy
 from gpucal.probes.timing import Policy, Timing, TimingError, measure
 
 
@@ -107,8 +108,6 @@ class LoadedWarmup(FakeDevice):
 def test_k_is_not_settled_at_1_by_two_warm_up_runs_slowed_by_load():
     """The network probe's policy warms up with two single round trips; on a loaded machine both can last
     milliseconds while a round trip takes 2 µs: k must still grow until a sample lasts min_sample_s."""
-    from gpucal.probes.net import net_policy
-
     policy = net_policy()
     dev = LoadedWarmup(2e-6, slow_calls=policy.warmup_runs, slow_s=5e-3)
     t = measure(dev.run_k, policy, clock=dev.clock)

@@ -7,17 +7,12 @@ import json
 from itertools import permutations
 
 import pytest
+from rich.console import Console
+
+from gpucal.commands.info import topology_table
 from gpucal.kernels.virtual import FakeNvml, FakeNvmlError, VirtualBackend
-from gpucal.probes.topology import (
-    ANCESTORS,
-    P2P_CAPS,
-    GpuTopo,
-    PairTopo,
-    Topology,
-    cpu_list,
-    pcie_under_load,
-    read_topology,
-)
+from gpucal.probes.topology import (ANCESTORS, P2P_CAPS, GpuTopo, PairTopo, Topology, cpu_list, pcie_under_load,
+                                    read_topology)
 
 
 def topo(spec: str) -> Topology:
@@ -294,9 +289,6 @@ def test_ancestor_words_cover_nvml_levels():
 
 
 def test_info_renders_the_topology_of_a_machine():
-    from rich.console import Console
-
-    from gpucal.commands.info import topology_table
 
     backend = VirtualBackend.from_spec("virtual:h100-sxm:4")
     console = Console(width=200, record=True)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
+
+from gpucal.calibrate.build import link_pieces
 from gpucal.calibrate.fit import fit_pieces
+from gpucal.calibrate.health import anomalies
 from gpucal.calibrate.links import SeriesFit, find, oneshot_alpha, series_fits
 from gpucal.calibrate.verdict import VERDICTS, PairVerdict, pair_verdict, pcie_load_of
+from gpucal import profiles
 from gpucal.probes.base import Result
 from gpucal.probes.timing import Timing
 from gpucal.probes.topology import GpuTopo, PairTopo, Topology
+from gpucal.profiles.model import Profile, RateQuantity, TimeQuantity
 
 SIZES = [4096, 1 << 20, 16 << 20, 256 << 20]
 OK = {"read": "ok", "write": "ok", "nvlink": "not supported", "atomics": "not supported"}
@@ -350,8 +357,6 @@ def test_oneshot_alpha():
 def test_a_series_with_two_regimes_gives_the_link_each_regimes_alpha_and_beta():
     """Small copies at 10 GB/s, from 64 KiB at 25 GB/s with 6 µs more per copy: the fit finds both, and the
     link's regimes take the one-shot alpha (14 µs here) for the first and add the second's extra intercept."""
-    from gpucal.calibrate.build import link_pieces
-
     sizes = [1 << k for k in range(2, 25)]
     name = "p2p-ce-dev0->dev1"
     results = []
@@ -374,16 +379,15 @@ def test_a_series_with_two_regimes_gives_the_link_each_regimes_alpha_and_beta():
 
 
 def _cal_of(results, links=()):
-    from types import SimpleNamespace
-
+    """A calibration of ``results`` and a full profile (the RTX 4090's datasheet device as dev0) with ``links``."""
+    sheet = profiles.datasheet_for("NVIDIA GeForce RTX 4090").profile
+    profile = Profile.model_validate({**sheet.to_json(), "devices": [{**sheet.devices[0].to_json(), "index": 0}],
+                                      "links": list(links)})
     return SimpleNamespace(all_results=lambda: results, results={"peer": results}, topology=None, verdicts=[],
-                           fits=series_fits(results), simulator_check=None), \
-        {"devices": [{"index": 0, "name": "NVIDIA GeForce RTX 4090"}], "links": list(links)}
+                           fits=series_fits(results), simulator_check=None), profile
 
 
 def test_a_series_behind_the_profile_that_its_fit_describes_poorly_is_an_anomaly():
-    from gpucal.calibrate.health import anomalies
-
     name = "host-staged-dev0->dev1"
     sizes = [1 << k for k in range(2, 25)]
     times = [10e-6 + n / 20e9 for n in sizes]
@@ -392,8 +396,10 @@ def test_a_series_behind_the_profile_that_its_fit_describes_poorly_is_an_anomaly
                                       "engine": "staged", "memory": None, "src": 0, "dst": 1, "bytes": n},
                       seconds=t, metrics={"link_Bps": n / t}) for n, t in zip(sizes, times)]
     cal, profile = _cal_of(results, [{"src": 0, "dst": 1, "series": name, "verdict": "host-staged",
-                                      "path": "host-staged", "alpha_s": {"value": 1e-5},
-                                      "beta_Bps": {"value": 2e10}}])
+                                      "path": "host-staged",
+                                      "alpha_s": TimeQuantity.measured(1e-5, method="one-shot copies", n=3).to_json(),
+                                      "beta_Bps": RateQuantity.measured(2e10, method="fit", statistic="fit",
+                                                                        n=23).to_json()}])
     poor = [a for a in anomalies(cal, profile) if a["kind"] == "poor-fit"]
     assert len(poor) == 1 and poor[0]["text"].startswith(f"{name}: a measured point lies")
     assert cal.fits[0].fit.poor and cal.fits[0].to_dict()["fit"]["poor_fit"] is True
@@ -404,7 +410,6 @@ def test_a_series_behind_the_profile_that_its_fit_describes_poorly_is_an_anomaly
 
 def test_noisy_sizes_are_counted_per_series():
     name = "p2p-ce-dev0->dev1"
-    from dataclasses import replace
 
     results = sweep(name, "p2p", "ce", 10e-6, 25e9)
     t = results[1].timing.median_s

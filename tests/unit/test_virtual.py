@@ -23,7 +23,7 @@ MiB = 1 << 20
 
 
 def machine(name: str, count: int | None = None, faults: Faults | None = None) -> VirtualMachine:
-    return VirtualMachine(load_builtin("profile", name).data, name, count, faults or Faults())
+    return VirtualMachine(load_builtin("profile", name).profile, name, count, faults or Faults())
 
 
 def rand_bytes(n: int, seed: int = 0) -> np.ndarray:
@@ -240,7 +240,8 @@ def test_downtrained_device_scales_its_host_link():
 def test_measured_host_link_is_used_and_scaled_by_downtrain():
     profile = load_builtin("profile", "rtx4090").data
     entry = dict(profile["devices"][0])
-    entry["host_link"] = dict(entry["host_link"], h2d={"alpha_s": {"value": 7e-6}, "beta_Bps": {"value": 20e9}})
+    entry["host_link"] = dict(entry["host_link"], h2d={"alpha_s": {"value": 7e-6, "source": "estimate"},
+                                                         "beta_Bps": {"value": 20e9, "source": "estimate"}})
     doc = dict(profile, devices=[entry])
     m = VirtualMachine(doc, "custom", 2, Faults(downtrain=((1, 4, 8),)))
     assert m.devices[0].h2d.alpha_s == 7e-6

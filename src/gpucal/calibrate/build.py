@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import re
 
+from gpucal.calibrate.entries import quantity, reported
 from gpucal.calibrate.fit import piece_dict
-from gpucal.calibrate.links import SeriesFit, oneshot_alpha
+from gpucal.calibrate.links import SeriesFit, find, oneshot_alpha
+from gpucal.calibrate.verdict import pcie_load_of
 from gpucal.profiles import datasheet_for
+from gpucal.profiles.model import AlphaBeta
 
 __all__ = ["build_profile", "default_name", "planner_series", "link_pieces"]
 
 STAGED_PATHS = ("driver-staged", "host-staged")
+LINK_CONVENTION = "link_Bps = n/t (n bytes one way)"
 
 
 def _slug(text: str) -> str:
@@ -46,22 +50,9 @@ def _rate_quantity(result, metric: str, method: str, source: str, note: str | No
     """A rate (bytes/s or FLOP/s) of ``result``: median, with p10/p90 of the rate (from p90/p10 of time)."""
     t = result.timing
     value = result.metrics[metric]
-    q = {"value": value, "source": source, "method": method, "statistic": "median", "n": t.n,
-         "p10": value * t.median_s / t.p90_s, "p90": value * t.median_s / t.p10_s}
-    if result.byte_convention:
-        q["byte_convention"] = result.byte_convention
-    if note:
-        q["note"] = note
-    return q
-
-
-def _reported(value, note: str | None = None, reason: str | None = None) -> dict:
-    q = {"value": value, "source": "reported"}
-    if value is None:
-        q["reason"] = reason or "not reported"
-    if note:
-        q["note"] = note
-    return q
+    return quantity(value, source, method, "median", t.n, p10=value * t.median_s / t.p90_s,
+                    p90=value * t.median_s / t.p10_s, byte_convention=result.byte_convention or None,
+                    note=note or None)
 
 
 def _efficiency(value: float, peak: float | None, what: str) -> str | None:
@@ -77,8 +68,8 @@ def _memory_bandwidth(results, source: str, datasheet: float | None, theoretical
     read = [r for r in stream if r.case.startswith("read-")] or stream
     if not read:
         why = "; ".join(f"{r.case}: {r.reason}" for r in results if r.probe == "membw" and r.reason)[:300]
-        return {"value": None, "source": source, "method": "stream kernels", "statistic": "median", "n": 1,
-                "reason": f"no stream kernel passed ({why or 'none ran'})"}
+        return quantity(None, source, "stream kernels", "median", 1,
+                        reason=f"no stream kernel passed ({why or 'none ran'})")
     best = max(read, key=lambda r: r.metrics["dram_Bps"])
     kind = best.case.split("-")[0]
     notes = [x for x in (_efficiency(best.metrics["dram_Bps"], datasheet, "the datasheet"),
@@ -107,8 +98,7 @@ def _flops(results, source: str) -> dict:
         if r.status == "passed" and (mode not in best or r.params["m"] > best[mode].params["m"]):
             best[mode] = r
         elif r.status in ("failed", "error") and mode not in best:
-            out[mode] = {"value": None, "source": source, "method": "GEMM", "statistic": "median", "n": 1,
-                         "reason": f"{r.case}: {r.reason}"[:300]}
+            out[mode] = quantity(None, source, "GEMM", "median", 1, reason=f"{r.case}: {r.reason}"[:300])
     for mode, r in best.items():
         p = r.params
         frac = r.metrics.get("efficiency_frac")
@@ -123,20 +113,19 @@ def _series_points(results, series: str) -> list[list]:
     return [[n, t] for n, t in pts]
 
 
-def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
-    """α (one-shot, from the latency probe; the sweep's α where there is none) and β (the fit) of ``fit``."""
+def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> AlphaBeta | None:
+    """α (one-shot, from the latency probe; the sweep's α where there is none) and β (the fit) of ``fit``, as
+    the model's alpha/beta pair."""
     if fit is None or not fit.beta_Bps:
         return None
     sizes = sorted(r.params["bytes"] for r in _passed(results, series=fit.series, latency="oneshot"))
     alpha = oneshot_alpha(results, fit.series, fit.first_beta_Bps)
     if alpha is not None:
-        alpha_q = {"value": max(alpha, 0.0), "source": source, "statistic": "median", "n": len(sizes),
-                   "method": f"one copy issued and waited for (host clock), {sizes[0]}-{sizes[-1]} B: median of "
-                             "t - n/beta"}
+        alpha_q = quantity(max(alpha, 0.0), source, f"one copy issued and waited for (host clock), {sizes[0]}-"
+                           f"{sizes[-1]} B: median of t - n/beta", "median", len(sizes))
     elif fit.fit:
-        alpha_q = {"value": max(fit.fit.alpha_s, 0.0), "source": source, "statistic": "fit",
-                   "n": fit.fit.pieces[0].n, "method": "the sweep's fit (copies back to back, its smallest sizes' "
-                                                      "regime): no one-shot latency was measured"}
+        alpha_q = quantity(max(fit.fit.alpha_s, 0.0), source, "the sweep's fit (copies back to back, its smallest "
+                           "sizes' regime): no one-shot latency was measured", "fit", fit.fit.pieces[0].n)
     else:
         return None
     if fit.fit:
@@ -146,15 +135,13 @@ def _alpha_beta(results, fit: SeriesFit, source: str, what: str) -> dict | None:
         pieces = len(fit.fit.pieces)
         regime = "" if pieces == 1 else f"; the largest sizes' of {pieces} regimes of the sweep " \
                                         f"{int(min(fit.fit.sizes_bytes))}-{int(max(fit.fit.sizes_bytes))} B"
-        beta_q = {"value": fit.fit.beta_Bps, "source": source, "statistic": "fit", "n": last.n,
-                  "method": f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to back "
-                            f"({'; '.join(clocks) or 'timed'}); R2 {last.r2:.5f}{regime}",
-                  "byte_convention": "link_Bps = n/t (n bytes one way)"}
+        beta_q = quantity(fit.fit.beta_Bps, source, f"fit t = alpha + n/beta over {lo}-{hi} B, {what}, copies back to "
+                          f"back ({'; '.join(clocks) or 'timed'}); R2 {last.r2:.5f}{regime}", "fit", last.n,
+                          byte_convention=LINK_CONVENTION)
     else:
-        beta_q = {"value": fit.beta_Bps, "source": source, "statistic": "max", "n": fit.cases,
-                  "method": f"the best rate of the sweep, {what} ({fit.reason})",
-                  "byte_convention": "link_Bps = n/t (n bytes one way)"}
-    return {"alpha_s": alpha_q, "beta_Bps": beta_q}
+        beta_q = quantity(fit.beta_Bps, source, f"the best rate of the sweep, {what} ({fit.reason})", "max", fit.cases,
+                          byte_convention=LINK_CONVENTION)
+    return AlphaBeta.model_validate({"alpha_s": alpha_q, "beta_Bps": beta_q})
 
 
 def planner_series(verdict, fits: list[SeriesFit]) -> SeriesFit | None:
@@ -193,13 +180,13 @@ def _links(cal, results, source: str) -> list[dict]:
                 "verdict": v.verdict, "flags": list(v.flags), "series": chosen.series,
                 "p2p": {"supported": bool(v.evidence.get("runtime_can_access_peer")), "enabled": bool(p2p),
                         "verified": all(r.status == "passed" for r in p2p) if p2p else None},
-                **ab, "r2": chosen.fit.r2 if chosen.fit else None,
+                **ab.to_json(), "r2": chosen.fit.r2 if chosen.fit else None,
                 "bidirectional": _bidirectional(results, chosen.series),
                 "points": _series_points(results, chosen.series), "reasons": list(v.reasons)}
         if chosen.fit:
-            item["alpha_pipelined_s"] = {"value": max(chosen.fit.alpha_s, 0.0), "source": source, "statistic": "fit",
-                                         "n": chosen.fit.n, "method": "the sweep's fit: copies back to back"}
-            item["pieces"] = link_pieces(chosen.fit, ab["alpha_s"]["value"])
+            item["alpha_pipelined_s"] = quantity(max(chosen.fit.alpha_s, 0.0), source,
+                                                 "the sweep's fit: copies back to back", "fit", chosen.fit.n)
+            item["pieces"] = link_pieces(chosen.fit, ab.alpha_s.value)
             item["poor_fit"] = chosen.fit.poor
         out.append(item)
     return out
@@ -242,23 +229,20 @@ def _kernels(results, device: int) -> list[dict]:
 
 
 def _device(cal, info, d: int, source: str) -> dict:
-    from gpucal.calibrate.links import find
-    from gpucal.calibrate.verdict import pcie_load_of
-
     all_results = cal.all_results()
     per_dev = [r for r in cal.results.get("membw", []) + cal.results.get("flops", []) if r.params.get("device_index") == d]
     sheet = datasheet_for(info.name)
-    sheet_bw = sheet.data["devices"][0]["memory_bandwidth_Bps"]["value"] if sheet else None
+    sheet_bw = sheet.profile.devices[0].memory_bandwidth_Bps.value if sheet else None
     theoretical = info.theoretical_memory_Bps
     virtual = cal.backend.clock == "virtual"
     entry: dict = {"index": d, "name": info.name, "uuid": info.uuid, "count": 1}
     if info.compute_capability:
         entry["compute_capability"] = info.compute_capability
-    entry["memory_bytes"] = _reported(info.memory_bytes, "total device memory" + (" (virtual device)" if virtual else ""))
+    entry["memory_bytes"] = reported(info.memory_bytes, "total device memory" + (" (virtual device)" if virtual else ""))
     entry["memory_bandwidth_Bps"] = _memory_bandwidth(per_dev, source, sheet_bw, theoretical)
     if theoretical:
-        entry["theoretical_memory_bandwidth_Bps"] = {"value": theoretical, "source": "derived",
-                                                     "note": "maximum memory clock x bus width x 2 (reported)"}
+        entry["theoretical_memory_bandwidth_Bps"] = quantity(theoretical, "derived",
+                                                             note="maximum memory clock x bus width x 2 (reported)")
     gemv = _gemv(per_dev, source)
     if gemv:
         entry["gemv_Bps"] = gemv
@@ -267,19 +251,19 @@ def _device(cal, info, d: int, source: str) -> dict:
     load = pcie_load_of(cal.results.get("host-link", []))
     gen, width = load.get(d, (None, None))
     after = "read by NVML right after the largest pinned H2D copy"
-    host: dict = {"pcie_generation": _reported(gen, after, "not read under load"),
-                  "pcie_width": _reported(width, after, "not read under load")}
+    host: dict = {"pcie_generation": reported(gen, after, "not read under load"),
+                  "pcie_width": reported(width, after, "not read under load")}
     gen_max = (topo.pcie_generation_max if topo else None) or info.pcie_generation_max
     width_max = (topo.pcie_width_max if topo else None) or info.pcie_width_max
     if gen_max:
-        host["pcie_generation_max"] = _reported(gen_max)
+        host["pcie_generation_max"] = reported(gen_max)
     if width_max:
-        host["pcie_width_max"] = _reported(width_max)
+        host["pcie_width_max"] = reported(width_max)
     for path in ("h2d", "d2h"):
         fit = next(iter(find(cal.fits, path, d, d, engine="ce", memory="pinned")), None)
         ab = _alpha_beta(all_results, fit, source, "pinned host memory, copy engine")
         if ab:
-            host[path] = ab
+            host[path] = ab.to_json()
     entry["host_link"] = host
     mine = [v for v in cal.verdicts if v.src == d]
     if mine:
@@ -287,18 +271,16 @@ def _device(cal, info, d: int, source: str) -> dict:
         kind = "nvlink" if "nvlink" in kinds else ("pcie" if kinds & {"p2p-pcie", "p2p-slower-than-staged",
                                                                       "p2p-corrupt"} else "none")
         can = any(v.evidence.get("runtime_can_access_peer") for v in mine)
-        peer: dict = {"kind": kind, "p2p_supported": _reported(can, "cudaDeviceCanAccessPeer, to any other device")}
+        peer: dict = {"kind": kind, "p2p_supported": reported(can, "cudaDeviceCanAccessPeer, to any other device")}
         if kind == "nvlink":
             nv = [f for v in mine if v.verdict == "nvlink" for f in [planner_series(v, cal.fits)]
                   if f and f.path == "p2p" and f.beta_Bps]
             if nv:
                 best = max(nv, key=lambda f: f.beta_Bps)
-                peer["bandwidth_Bps"] = {"value": best.beta_Bps, "source": source,
-                                         "statistic": "fit" if best.fit else "max",
-                                         "n": best.fit.n if best.fit else best.cases,
-                                         "method": f"P2P copy-engine sweep {best.series}"
-                                                   + ("" if best.fit else f" (no fit: {best.reason}; its best rate)"),
-                                         "byte_convention": "link_Bps = n/t (n bytes one way)"}
+                peer["bandwidth_Bps"] = quantity(
+                    best.beta_Bps, source, f"P2P copy-engine sweep {best.series}"
+                    + ("" if best.fit else f" (no fit: {best.reason}; its best rate)"), "fit" if best.fit else "max",
+                    best.fit.n if best.fit else best.cases, byte_convention=LINK_CONVENTION)
             else:
                 peer["kind"] = "pcie"
         entry["peer_link"] = peer
@@ -331,7 +313,7 @@ def build_profile(cal, name: str, provenance: dict, anomalies: list[dict], creat
            "network": []}
     if count == 1:  # one device: plan across cards with the datasheet's link preset, and say so
         sheet = datasheet_for(infos[0].name)
-        preset = (sheet.data.get("plan_defaults") or {}).get("link") if sheet else None
+        preset = sheet.profile.default_link if sheet else None
         if preset:
             doc["plan_defaults"] = {"link": preset}
             doc["notes"].append(f"no link between devices was measured (one device): the planner uses the link "

@@ -25,8 +25,9 @@ What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
 
 from __future__ import annotations
 
-import copy
 import re
+
+from gpucal.profiles.model import Profile
 
 __all__ = ["merge_cluster"]
 
@@ -48,68 +49,57 @@ def _renumber(text, offset: int):
     return _DEV.sub(lambda m: f"dev{int(m.group(1)) + offset}", text)
 
 
-def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], collectives: list[dict], *,
+def merge_cluster(host_docs: list[Profile], world: dict, network: list[dict], collectives: list[dict], *,
                   name: str, created: str, version: str, command: str | None = None,
                   collectives_note: str | None = None, network_note: str | None = None) -> dict:
-    """The cluster profile (a JSON-ready dict) of ``host_docs`` (one calibrated profile per host, in host
-    order), the MPI ``world`` (``World.to_dict()``), the ``network`` entries between hosts and the
-    ``collectives`` entries. ``*_note`` explain an empty network or collectives list (why none)."""
+    """The cluster profile (a JSON-ready dict) of ``host_docs`` (one calibrated, validated profile per host,
+    in host order), the MPI ``world`` (``World.to_dict()``), the ``network`` entries between hosts and the
+    ``collectives`` entries, as built. ``*_note`` explain an empty network or collectives list (why none)."""
     if not host_docs:
         raise ValueError("host_docs: a cluster needs at least one host's profile")
     devices, links, fits, kernels, notes, anomalies, hosts = [], [], [], [], [], [], []
     offset = 0
     for h, doc in enumerate(host_docs):
-        hostname = (doc.get("host") or {}).get("hostname") or f"host{h}"
-        local = doc["devices"]
-        for i, dev in enumerate(local):
-            dev = copy.deepcopy(dev)
-            dev["index"] = offset + i
-            dev["local_index"] = i
-            dev["host"] = h
-            devices.append(dev)
-        for link in doc.get("links") or []:
-            link = copy.deepcopy(link)
-            link["src"] += offset
-            link["dst"] += offset
-            link["host"] = h
-            if "series" in link:
-                link["series"] = _renumber(link["series"], offset)
-            if isinstance(link.get("bidirectional"), dict) and "series" in link["bidirectional"]:
-                link["bidirectional"]["series"] = _renumber(link["bidirectional"]["series"], offset)
-            links.append(link)
-        for fit in doc.get("fits") or []:
-            fit = copy.deepcopy(fit)
-            fit["src"] += offset
-            fit["dst"] += offset
-            fit["series"] = _renumber(fit["series"], offset)
-            fits.append(fit)
-        for kernel in doc.get("kernels") or []:
-            kernel = copy.deepcopy(kernel)
-            kernel["device"] += offset
-            kernels.append(kernel)
-        for note in doc.get("notes") or []:
+        provenance = doc.host.to_json() if doc.host is not None else None
+        hostname = (doc.host.hostname if doc.host is not None else None) or f"host{h}"
+        for i, dev in enumerate(doc.devices):
+            devices.append({**dev.to_json(), "index": offset + i, "local_index": i, "host": h})
+        for link in doc.links or []:
+            item = {**link.to_json(), "src": link.src + offset, "dst": link.dst + offset, "host": h}
+            if link.series is not None:
+                item["series"] = _renumber(link.series, offset)
+            if link.bidirectional is not None and link.bidirectional.series is not None:
+                item["bidirectional"] = {**link.bidirectional.to_json(),
+                                         "series": _renumber(link.bidirectional.series, offset)}
+            links.append(item)
+        for fit in doc.fits or []:
+            fits.append({**fit.to_json(), "src": fit.src + offset, "dst": fit.dst + offset,
+                         "series": _renumber(fit.series, offset)})
+        for kernel in doc.kernels or []:
+            kernels.append({**kernel.to_json(), "device": kernel.device + offset})
+        for note in doc.notes or []:
             notes.append(f"{hostname}: {note}"[:2000])
-        for a in (doc.get("host") or {}).get("anomalies") or []:
-            a = {**a, "text": f"{hostname}: {_renumber(a['text'], offset)}", "host": h}
+        for found in (doc.host.anomalies if doc.host is not None else None) or []:
+            a = {**found.to_json(), "text": f"{hostname}: {_renumber(found.text, offset)}", "host": h}
             for key in ("device", "src", "dst"):  # device numbers made cluster-wide, as in devices[]
                 if isinstance(a.get(key), int):
                     a[key] += offset
             anomalies.append(a)
         ranks = [r["rank"] for r in world["ranks"] if r["host"] == h]
-        hosts.append({"hostname": hostname, "name": doc["name"], "source": doc["source"], "ranks": ranks,
-                      "devices": list(range(offset, offset + len(local))), "host": doc.get("host")})
-        offset += len(local)
+        hosts.append({"hostname": hostname, "name": doc.name, "source": doc.source, "ranks": ranks,
+                      "devices": list(range(offset, offset + len(doc.devices))), "host": provenance})
+        offset += len(doc.devices)
 
-    sources = [d["source"] for d in host_docs]
+    sources = [d.source for d in host_docs]
     sources += [e["beta_Bps"]["source"] for e in network if e.get("beta_Bps")]
     sources += [e["beta_Bps"]["source"] for e in collectives if e.get("beta_Bps")]
     source = _source(sources)
     first = host_docs[0]
-    provenance = copy.deepcopy(first.get("host") or {})
+    provenance = first.host.to_json() if first.host is not None else {}
     if command is not None:
         provenance["command"] = command
     provenance["anomalies"] = anomalies
-    cards = [len(d["devices"]) for d in host_docs]
+    cards = [len(d.devices) for d in host_docs]
     gpu_names = sorted({d["name"] for d in devices})
     title = (f"{len(host_docs)} host(s) of {'/'.join(map(str, sorted(set(cards))))} x {', '.join(gpu_names)}"
              f" ({source}), {world['size']} MPI ranks")
@@ -118,21 +108,19 @@ def merge_cluster(host_docs: list[dict], world: dict, network: list[dict], colle
     if collectives_note:
         notes.append(f"collectives: {collectives_note}")
     doc = {
-        "schema": first["schema"], "name": name, "title": title, "source": source, "created": created,
+        "schema": first.schema_, "name": name, "title": title, "source": source, "created": created,
         "gpucal_version": version, "notes": notes, "host": provenance, "devices": devices, "links": links,
         "fits": fits, "kernels": kernels, "collectives": list(collectives), "network": list(network),
         "cluster": {"ranks": world["size"], "simulated_hosts": bool(world.get("simulated_hosts")),
                     "mpi": {"library": world.get("library"), "version": world.get("mpi_version")},
                     "hosts": hosts},
     }
-    defaults = [d.get("plan_defaults") for d in host_docs]
+    defaults = [d.plan_defaults.to_json() if d.plan_defaults is not None else None for d in host_docs]
     if defaults[0] and all(x == defaults[0] for x in defaults):  # the hosts agree on the planner's default link
-        doc["plan_defaults"] = copy.deepcopy(defaults[0])
+        doc["plan_defaults"] = defaults[0]
     documents: dict = {}
     for d in host_docs:
-        documents.update(copy.deepcopy(d.get("documents") or {}))
+        documents.update({key: cited.to_json() for key, cited in (d.documents or {}).items()})
     if documents:
         doc["documents"] = documents
     return doc
-
-

@@ -1,6 +1,6 @@
 """Two hardware profiles side by side: each field, both values, and the ratio B/A.
 
-Pure: it takes two validated profile documents (and the link the planner uses between each one's cards,
+Pure: it takes two validated profile documents (read through their typed ``Profile``s) (and the link the planner uses between each one's cards,
 which the caller resolves, see ``gpucal.profiles.queries.planner_link``) and returns a ``Comparison``; no I/O and
 no printing. ``gpucal compare`` renders it (docs/compare.md).
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpucal.profiles import Document
+from gpucal.profiles.model import Device, Profile, Quantity
 
 __all__ = ["FLOPS_MODES", "GEMV_DTYPES", "Comparison", "PlannerLink", "Row", "Side", "compare", "device_count",
            "ratio"]
@@ -31,12 +32,21 @@ GEMV_DTYPES = ("fp16", "bf16", "fp32", "fp8")
 
 @dataclass(frozen=True)
 class PlannerLink:
-    """The link the planner uses between a profile's cards: its name and the alpha and beta quantities
-    (``{value, source, ...}``, as in a profile)."""
+    """The link the planner uses between a profile's cards: its name and the alpha and beta quantities.
+
+    Each is a ``Quantity``, or its JSON (``{value, source, ...}``), taken as the model's quantity without
+    validation: the planner's link may carry only a value and a source (a measured link's fit, whose method
+    stays in the profile)."""
 
     name: str
-    alpha_s: dict[str, Any]
-    beta_Bps: dict[str, Any]
+    alpha_s: Quantity | dict[str, Any]
+    beta_Bps: Quantity | dict[str, Any]
+
+    def __post_init__(self) -> None:
+        for key in ("alpha_s", "beta_Bps"):
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                object.__setattr__(self, key, Quantity.model_construct(**value))
 
 
 def ratio(a: Any, b: Any) -> float | None:
@@ -131,65 +141,82 @@ class Comparison:
                 "notes": list(self.notes)}
 
 
-def _cell(quantity: dict[str, Any] | None) -> tuple[Any, str | None, str | None]:
-    """(value, source, reason) of a quantity; all ``None`` when it is absent."""
+Cell = tuple  # (value, source, reason) of one side of a row
+
+
+def _cell(quantity: Quantity | None) -> Cell | None:
+    """(value, source, reason) of a quantity, the reason only where the value is unknown; ``None`` when the
+    quantity is absent."""
     if quantity is None:
-        return None, None, None
-    value = quantity["value"]
-    return value, quantity["source"], quantity.get("reason") if value is None else None
-
-
-def _row(field: str, label: str, unit: str | None, qa: dict | None, qb: dict | None,
-         always: bool = False) -> Row | None:
-    """The row of two quantities, or ``None`` when neither side has the field (unless ``always``)."""
-    if qa is None and qb is None and not always:
         return None
-    a, a_source, a_reason = _cell(qa)
-    b, b_source, b_reason = _cell(qb)
+    return quantity.value, quantity.source, quantity.reason if quantity.value is None else None
+
+
+def _row(field: str, label: str, unit: str | None, ca: Cell | None, cb: Cell | None,
+         always: bool = False) -> Row | None:
+    """The row of two cells, or ``None`` when neither side has the field (unless ``always``)."""
+    if ca is None and cb is None and not always:
+        return None
+    a, a_source, a_reason = ca or (None, None, None)
+    b, b_source, b_reason = cb or (None, None, None)
     return Row(field, label, unit, a, b, a_source, b_source, a_reason, b_reason)
 
 
-def _get(node: dict[str, Any] | None, *keys: str) -> Any:
+def _pair(field: str, label: str, unit: str | None, da: Device, db: Device, pick,
+          always: bool = False) -> Row | None:
+    """The row of the quantity ``pick(device)`` (``None``: absent) of both devices."""
+    return _row(field, label, unit, _cell(pick(da)), _cell(pick(db)), always)
+
+
+def _host_field(device: Device, *keys: str) -> Quantity | None:
+    """The quantity at ``host_link.<keys>`` of ``device``; ``None`` where any part is absent."""
+    node: Any = device.host_link
     for key in keys:
-        if not isinstance(node, dict):
+        if node is None:
             return None
-        node = node.get(key)
+        node = getattr(node, key)
     return node
 
 
-def _device_rows(da: dict[str, Any], db: dict[str, Any]) -> list[Row | None]:
-    rows = [_row("memory_bytes", "memory", "bytes", da["memory_bytes"], db["memory_bytes"], always=True),
-            _row("memory_bandwidth_Bps", "memory bandwidth", "Bps", da["memory_bandwidth_Bps"],
-                 db["memory_bandwidth_Bps"], always=True)]
+def _peer_field(device: Device, key: str) -> Quantity | None:
+    """The quantity ``peer_link.<key>`` of ``device``; ``None`` where it is absent."""
+    return None if device.peer_link is None else getattr(device.peer_link, key)
+
+
+def _device_rows(da: Device, db: Device) -> list[Row | None]:
+    rows = [_pair("memory_bytes", "memory", "bytes", da, db, lambda d: d.memory_bytes, always=True),
+            _pair("memory_bandwidth_Bps", "memory bandwidth", "Bps", da, db, lambda d: d.memory_bandwidth_Bps,
+                  always=True)]
     for dtype in GEMV_DTYPES:
-        rows.append(_row(f"gemv_Bps.{dtype}", f"decode GEMV {dtype}", "Bps", _get(da, "gemv_Bps", dtype),
-                         _get(db, "gemv_Bps", dtype)))
-    rows.append(_row("theoretical_memory_bandwidth_Bps", "theoretical memory bandwidth", "Bps",
-                     da.get("theoretical_memory_bandwidth_Bps"), db.get("theoretical_memory_bandwidth_Bps")))
-    modes = [m for m in FLOPS_MODES if m in da["dense_flops"] or m in db["dense_flops"]]
-    modes += sorted((set(da["dense_flops"]) | set(db["dense_flops"])) - set(FLOPS_MODES))
+        rows.append(_pair(f"gemv_Bps.{dtype}", f"decode GEMV {dtype}", "Bps", da, db,
+                          lambda d, dtype=dtype: (d.gemv_Bps or {}).get(dtype)))
+    rows.append(_pair("theoretical_memory_bandwidth_Bps", "theoretical memory bandwidth", "Bps", da, db,
+                      lambda d: d.theoretical_memory_bandwidth_Bps))
+    modes = [m for m in FLOPS_MODES if m in da.dense_flops or m in db.dense_flops]
+    modes += sorted((set(da.dense_flops) | set(db.dense_flops)) - set(FLOPS_MODES))
     for mode in modes:
-        rows.append(_row(f"dense_flops.{mode}", f"dense {mode}", "flops", da["dense_flops"].get(mode),
-                         db["dense_flops"].get(mode)))
+        rows.append(_pair(f"dense_flops.{mode}", f"dense {mode}", "flops", da, db,
+                          lambda d, mode=mode: d.dense_flops.get(mode)))
     for key, label, unit in (("pcie_generation", "PCIe generation", "generation"),
                              ("pcie_generation_max", "PCIe generation, max", "generation"),
                              ("pcie_width", "PCIe width", "lanes"),
                              ("pcie_width_max", "PCIe width, max", "lanes")):
-        rows.append(_row(f"host_link.{key}", label, unit, _get(da, "host_link", key), _get(db, "host_link", key)))
+        rows.append(_pair(f"host_link.{key}", label, unit, da, db, lambda d, key=key: _host_field(d, key)))
     for direction in ("h2d", "d2h"):
         for key, label, unit in (("alpha_s", "alpha", "s"), ("beta_Bps", "beta", "Bps")):
-            rows.append(_row(f"host_link.{direction}.{key}", f"host link {direction.upper()} {label}", unit,
-                             _get(da, "host_link", direction, key), _get(db, "host_link", direction, key)))
-    pa, pb = da.get("peer_link"), db.get("peer_link")
+            rows.append(_pair(f"host_link.{direction}.{key}", f"host link {direction.upper()} {label}", unit, da, db,
+                              lambda d, direction=direction, key=key: _host_field(d, direction, key)))
+    pa, pb = da.peer_link, db.peer_link
     if pa is not None or pb is not None:
-        # The kind has no quantity of its own: it shares the provenance of p2p_supported.
-        kind_a = None if pa is None else dict(pa["p2p_supported"], value=pa["kind"])
-        kind_b = None if pb is None else dict(pb["p2p_supported"], value=pb["kind"])
-        rows.append(_row("peer_link.kind", "peer link", None, kind_a, kind_b))
-        rows.append(_row("peer_link.p2p_supported", "P2P supported", None, _get(pa, "p2p_supported"),
-                         _get(pb, "p2p_supported")))
-        rows.append(_row("peer_link.bandwidth_Bps", "peer link bandwidth", "Bps", _get(pa, "bandwidth_Bps"),
-                         _get(pb, "bandwidth_Bps")))
+        def kind(peer) -> Cell | None:
+            # The kind has no quantity of its own: it shares the provenance of p2p_supported.
+            return None if peer is None else (peer.kind, peer.p2p_supported.source, None)
+
+        rows.append(_row("peer_link.kind", "peer link", None, kind(pa), kind(pb)))
+        rows.append(_pair("peer_link.p2p_supported", "P2P supported", None, da, db,
+                          lambda d: _peer_field(d, "p2p_supported")))
+        rows.append(_pair("peer_link.bandwidth_Bps", "peer link bandwidth", "Bps", da, db,
+                          lambda d: _peer_field(d, "bandwidth_Bps")))
     return rows
 
 
@@ -197,30 +224,33 @@ def _link_rows(la: PlannerLink | None, lb: PlannerLink | None) -> list[Row | Non
     if la is None and lb is None:
         return []
 
-    def name(link: PlannerLink | None) -> dict | None:
+    def name(link: PlannerLink | None) -> Cell | None:
         if link is None:
             return None
-        return {"value": link.name, "source": " + ".join(sorted({link.alpha_s["source"], link.beta_Bps["source"]}))}
+        return link.name, " + ".join(sorted({link.alpha_s.source, link.beta_Bps.source})), None
 
     return [_row("planner_link.name", "planner's link", None, name(la), name(lb)),
-            _row("planner_link.alpha_s", "planner's link alpha", "s", la and la.alpha_s, lb and lb.alpha_s),
-            _row("planner_link.beta_Bps", "planner's link beta", "Bps", la and la.beta_Bps, lb and lb.beta_Bps)]
+            _row("planner_link.alpha_s", "planner's link alpha", "s", _cell(la and la.alpha_s),
+                 _cell(lb and lb.alpha_s)),
+            _row("planner_link.beta_Bps", "planner's link beta", "Bps", _cell(la and la.beta_Bps),
+                 _cell(lb and lb.beta_Bps))]
 
 
-def device_count(doc: Document) -> int:
+def device_count(profile: Profile) -> int:
     """The devices a profile stands for: the sum of each entry's ``count`` (1 where absent)."""
-    return sum(int(d.get("count", 1)) for d in doc.data["devices"])
+    return profile.device_count
 
 
-def _count(doc: Document) -> dict[str, Any]:
+def _count(profile: Profile) -> Cell:
     # A calibrated profile lists the devices the runtime reported; other profiles state a count.
-    source = "reported" if doc.data["source"] in ("measured", "simulated") else doc.data["source"]
-    return {"value": device_count(doc), "source": source}
+    source = "reported" if profile.source in ("measured", "simulated") else profile.source
+    return device_count(profile), source, None
 
 
 def _side(doc: Document) -> Side:
-    names = tuple(d["name"] for d in doc.data["devices"])
-    return Side(name=doc.name, origin=doc.origin, source=doc.data["source"], device=names[0], device_names=names)
+    profile = doc.profile
+    names = tuple(d.name for d in profile.devices)
+    return Side(name=doc.name, origin=doc.origin, source=profile.source, device=names[0], device_names=names)
 
 
 def compare(a: Document, b: Document, a_link: PlannerLink | None = None,
@@ -230,6 +260,6 @@ def compare(a: Document, b: Document, a_link: PlannerLink | None = None,
     for doc in (a, b):
         if doc.kind != "profile":
             raise ValueError(f"{doc.origin}: a {doc.kind} document, not a profile")
-    rows = _device_rows(a.data["devices"][0], b.data["devices"][0]) + _link_rows(a_link, b_link)
-    rows.append(_row("device_count", "devices", "devices", _count(a), _count(b)))
+    rows = _device_rows(a.profile.devices[0], b.profile.devices[0]) + _link_rows(a_link, b_link)
+    rows.append(_row("device_count", "devices", "devices", _count(a.profile), _count(b.profile)))
     return Comparison(a=_side(a), b=_side(b), rows=tuple(r for r in rows if r is not None))

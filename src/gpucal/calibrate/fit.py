@@ -43,6 +43,7 @@ piece: the first; above the last: the last). R² is given per piece and for the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -295,8 +296,6 @@ def median_noise_frac(cvs: Sequence[float], ns: Sequence[int]) -> float | None:
 
 def _best_split(sizes: np.ndarray, times: np.ndarray, distinct: np.ndarray, n_pieces: int):
     """(SS, pieces) of the split of the sorted points into ``n_pieces`` with the smallest SS, or None."""
-    import itertools
-
     m = len(distinct)
     cache: dict[tuple[int, int], AlphaBetaFit | None] = {}
 

@@ -23,6 +23,9 @@ are grouped per series (or kernel), with their count and the first reason.
 from __future__ import annotations
 
 from gpucal.calibrate.verdict import pcie_load_of
+from gpucal.profiles import datasheet_for
+from gpucal.profiles.model import Device, HostLink, Profile, Quantity
+from gpucal.standards import PCIE_GT_S, pcie_Bps
 
 __all__ = ["anomalies", "summary_rows", "MEMBW_LOW_FRAC", "FLOPS_LOW_FRAC"]
 
@@ -31,8 +34,21 @@ FLOPS_LOW_FRAC = 0.5  # cuBLAS at the plateau reaches 60-90 % of the dense datas
 NOISY_LISTED = 5
 
 
-def _value(q):
-    return q.get("value") if isinstance(q, dict) else None
+def _value(q: Quantity | None):
+    """The value of a quantity; ``None`` when it is absent or unknown."""
+    return None if q is None else q.value
+
+
+def _index(device: Device) -> int:
+    """The device's index in the runtime's order (0 where the profile does not list it)."""
+    return 0 if device.index is None else device.index
+
+
+def _pcie_max(host: HostLink | None) -> tuple:
+    """(generation, width) at most of a host link, each ``None`` where unknown."""
+    if host is None:
+        return None, None
+    return _value(host.pcie_generation_max), _value(host.pcie_width_max)
 
 
 def _where(r) -> str:
@@ -62,8 +78,9 @@ def _feeds_profile(r, used_series: set) -> bool:
     return p.get("series") in used_series and p.get("latency") in (None, "oneshot")
 
 
-def anomalies(cal, profile: dict) -> list[dict]:
-    """Everything a user should look at, each ``{kind, text}`` (and where: ``device`` or ``src``/``dst``)."""
+def anomalies(cal, profile: Profile) -> list[dict]:
+    """Everything a user should look at in the calibration ``cal`` and the profile built from it, each
+    ``{kind, text}`` (and where: ``device`` or ``src``/``dst``)."""
     out: list[dict] = []
     results = cal.all_results()
     for status in ("failed", "error"):
@@ -77,8 +94,9 @@ def anomalies(cal, profile: dict) -> list[dict]:
             throttled.setdefault(_where(r), set()).update(reasons)
     for where, reasons in sorted(throttled.items()):
         out.append({"kind": "throttled", "text": f"{where}: clocks throttled while timing ({', '.join(sorted(reasons))})"})
-    used = {link.get("series") for link in profile.get("links") or []}
-    used |= {f"{path}-ce-pinned-dev{dev.get('index', 0)}" for dev in profile["devices"] for path in ("h2d", "d2h")}
+    links = profile.links or []
+    used = {link.series for link in links}
+    used |= {f"{path}-ce-pinned-dev{_index(dev)}" for dev in profile.devices for path in ("h2d", "d2h")}
     noisy = [r for r in results if r.status == "passed" and r.noisy and _feeds_profile(r, used)]
     if noisy:
         listed = ", ".join(f"{_where(r)} {r.case} (CV {100 * r.timing.cv:.1f} %)" for r in noisy[:NOISY_LISTED])
@@ -102,13 +120,13 @@ def anomalies(cal, profile: dict) -> list[dict]:
                     "P2P is slower than staging through the host (resizable BAR, ACS or the switch): disable P2P "
                     "(NCCL_P2P_DISABLE=1) to get the staged rate; the profile's link assumes it is disabled")
             out.append({"kind": v.verdict, "src": v.src, "dst": v.dst, "text": f"dev{v.src}->dev{v.dst}: {what}"})
-    for link in profile.get("links") or []:
-        if link["verdict"] in ("nvlink", "p2p-pcie") and link["path"] == "host-staged":
-            out.append({"kind": "p2p-unmeasured", "src": link["src"], "dst": link["dst"],
-                        "text": f"dev{link['src']}->dev{link['dst']}: the runtime offers peer access ({link['verdict']} "
+    for link in links:
+        if link.verdict in ("nvlink", "p2p-pcie") and link.path == "host-staged":
+            out.append({"kind": "p2p-unmeasured", "src": link.src, "dst": link.dst,
+                        "text": f"dev{link.src}->dev{link.dst}: the runtime offers peer access ({link.verdict} "
                                 "by its capabilities) but no P2P copy was measured; the profile's link is the staged "
                                 "path"})
-    have = {(link["src"], link["dst"]) for link in profile.get("links") or []}
+    have = {(link.src, link.dst) for link in links}
     for v in cal.verdicts:
         if (v.src, v.dst) not in have:
             out.append({"kind": "link-missing", "src": v.src, "dst": v.dst,
@@ -176,45 +194,44 @@ def _row(figure, device, value, unit, peak, peak_ref, extra=None):
             "efficiency_frac": value / peak if value and peak else None, **(extra or {})}
 
 
-def summary_rows(profile: dict) -> list[dict]:
-    """Each measured figure with its peak and efficiency: memory bandwidth and dense FLOP/s against the
-    datasheet, host links against PCIe, links between devices against PCIe or the datasheet's NVLink."""
-    from gpucal.standards import PCIE_GT_S, pcie_Bps
-    from gpucal.profiles import datasheet_for
-
+def summary_rows(profile: Profile) -> list[dict]:
+    """Each measured figure of ``profile`` with its peak and efficiency: memory bandwidth and dense FLOP/s
+    against the datasheet, host links against PCIe, links between devices against PCIe or the datasheet's
+    NVLink."""
     rows = []
-    for dev in profile["devices"]:
-        d = dev.get("index", 0)
-        sheet = datasheet_for(dev["name"])
-        sd = sheet.data["devices"][0] if sheet else {}
-        bw = _value(dev.get("memory_bandwidth_Bps"))
-        rows.append(_row("memory bandwidth", d, bw, "B/s", _value(sd.get("memory_bandwidth_Bps")), "datasheet"))
-        for dtype, q in sorted((dev.get("gemv_Bps") or {}).items()):
+    for dev in profile.devices:
+        d = _index(dev)
+        sheet = datasheet_for(dev.name)
+        sd = sheet.profile.devices[0] if sheet else None
+        bw = _value(dev.memory_bandwidth_Bps)
+        rows.append(_row("memory bandwidth", d, bw, "B/s", _value(sd.memory_bandwidth_Bps) if sd else None,
+                         "datasheet"))
+        for dtype, q in sorted((dev.gemv_Bps or {}).items()):
             rows.append(_row(f"GEMV {dtype} batch 1", d, _value(q), "B/s", bw, "read kernel"))
-        for mode, q in sorted(dev.get("dense_flops", {}).items()):
-            peak = _value((sd.get("dense_flops") or {}).get(mode))
+        for mode, q in sorted(dev.dense_flops.items()):
+            peak = _value(sd.dense_flops.get(mode)) if sd else None
             rows.append(_row(f"FLOP/s {mode}", d, _value(q), "FLOP/s", peak, "datasheet"))
-        host = dev.get("host_link") or {}
-        gen, width = _value(host.get("pcie_generation_max")), _value(host.get("pcie_width_max"))
+        host = dev.host_link
+        gen, width = _pcie_max(host)
         pcie = pcie_Bps(gen, width) if gen in PCIE_GT_S and width else None
         for path in ("h2d", "d2h"):
-            if host.get(path):
-                rows.append(_row(f"{path.upper()} beta", d, _value(host[path]["beta_Bps"]), "B/s", pcie,
-                                 f"PCIe Gen{gen} x{width}" if pcie else None,
-                                 {"alpha_s": _value(host[path]["alpha_s"])}))
-    by_index = {dev.get("index", 0): dev for dev in profile["devices"]}
-    for link in profile.get("links") or []:
+            ab = getattr(host, path) if host is not None else None
+            if ab is not None:
+                rows.append(_row(f"{path.upper()} beta", d, _value(ab.beta_Bps), "B/s", pcie,
+                                 f"PCIe Gen{gen} x{width}" if pcie else None, {"alpha_s": _value(ab.alpha_s)}))
+    by_index = {_index(dev): dev for dev in profile.devices}
+    for link in profile.links or []:
         peak, ref = None, None
-        if link["path"] == "nvlink":
-            sheet = datasheet_for(by_index.get(link["src"], profile["devices"][0])["name"])
-            peer = sheet.data["devices"][0].get("peer_link", {}) if sheet else {}
-            peak, ref = _value(peer.get("bandwidth_Bps")), "datasheet NVLink" if peer.get("bandwidth_Bps") else None
+        if link.path == "nvlink":
+            sheet = datasheet_for(by_index.get(link.src, profile.devices[0]).name)
+            peer = sheet.profile.devices[0].peer_link if sheet else None
+            rate = peer.bandwidth_Bps if peer is not None else None
+            peak, ref = _value(rate), "datasheet NVLink" if rate is not None else None
         else:
-            host = by_index.get(link["src"], {}).get("host_link") or {}
-            gen, width = _value(host.get("pcie_generation_max")), _value(host.get("pcie_width_max"))
+            dev = by_index.get(link.src)
+            gen, width = _pcie_max(dev.host_link if dev is not None else None)
             if gen in PCIE_GT_S and width:
                 peak, ref = pcie_Bps(gen, width), f"PCIe Gen{gen} x{width}"
-        rows.append(_row(f"link dev{link['src']}->dev{link['dst']} ({link['path']})", link["src"],
-                         _value(link["beta_Bps"]), "B/s", peak, ref,
-                         {"alpha_s": _value(link["alpha_s"]), "verdict": link["verdict"]}))
+        rows.append(_row(f"link dev{link.src}->dev{link.dst} ({link.path})", link.src, _value(link.beta_Bps), "B/s",
+                         peak, ref, {"alpha_s": _value(link.alpha_s), "verdict": link.verdict}))
     return rows

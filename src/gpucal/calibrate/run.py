@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from gpucal.errors import GpucalError
-from gpucal.kernels.backend import Backend
+from gpucal.calibrate.links import series_fits
+from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
+from gpucal.errors import GpucalError, InputError
+from gpucal.kernels.backend import Backend, select, use_simulator
+from gpucal.probes import flops, latency, links, membw
+from gpucal.probes.flops import FlopsConfig
+from gpucal.probes.links import LATENCY_SIZES, LinkConfig, default_sizes
+from gpucal.probes.membw import MembwConfig
+from gpucal.probes.topology import read_topology
 
 __all__ = ["CalibrateConfig", "Calibration", "CalibrationError", "Step", "steps_for", "run", "MODES",
            "QUICK_FLOPS_MODES"]
@@ -87,8 +94,6 @@ class CalibrationError(GpucalError):
 
 
 def _link_sizes(backend: Backend, quick: bool) -> tuple[int, ...] | None:
-    from gpucal.probes.links import default_sizes
-
     sizes = default_sizes(backend)
     if not quick:
         return None
@@ -97,12 +102,6 @@ def _link_sizes(backend: Backend, quick: bool) -> tuple[int, ...] | None:
 
 def configs(backend: Backend, config: CalibrateConfig) -> dict:
     """The probe configurations of ``config``'s mode, by step name."""
-    from dataclasses import replace
-
-    from gpucal.probes.flops import FlopsConfig
-    from gpucal.probes.links import LATENCY_SIZES, LinkConfig
-    from gpucal.probes.membw import MembwConfig
-
     quick = config.mode == "quick"
     budget = (lambda probe: config.budget_s if config.budget_s is not None
               else (QUICK_BUDGET_S[probe] if quick else None))
@@ -141,10 +140,6 @@ def steps_for(backend: Backend) -> list[Step]:
 
 
 def _run_step(backend: Backend, step: Step, cfg: dict, siblings: dict) -> list:
-    from dataclasses import replace
-
-    from gpucal.probes import flops, latency, links, membw
-
     if step.name in ("membw", "flops"):
         probe = membw if step.name == "membw" else flops
         if step.device not in siblings:
@@ -175,10 +170,6 @@ def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
         clock: Callable[[], float] = time.time) -> Calibration:
     """Every step of ``steps_for(backend)``; ``progress(i, total, step)`` before each. Raises
     ``CalibrationError`` when a step raises (a case that fails its check is a result, not an error)."""
-    from gpucal.calibrate.links import series_fits
-    from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
-    from gpucal.probes.topology import read_topology
-
     cal = Calibration(backend=backend, config=config, started=clock())
     cfg = configs(backend, config)
     steps = steps_for(backend)
@@ -213,10 +204,6 @@ def simulator_check() -> dict:
     """The kernels on the Numba CUDA simulator, tiny and verified against their float64 references (not timed
     for real): that the device code a GPU would run computes the right thing. ``ran`` False with the reason
     where the simulator cannot run in this process (numba imported without its flag)."""
-    from gpucal.errors import InputError
-    from gpucal.kernels.backend import select, use_simulator
-    from gpucal.probes import flops, membw
-
     try:
         use_simulator()
         backend = select("simulator")

@@ -5,29 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpucal import profiles
-from gpucal import render
+from gpucal import profiles, render
 from gpucal.calibrate.compare import Comparison, PlannerLink, Row, compare
 from gpucal.errors import InputError
-from gpucal.profiles.queries import (
-    ambiguity_note,
-    planner_link,
-    profile_link,
-    profile_reference,
-    resolve_document,
-)
+from gpucal.profiles.names import ambiguity_note, profile_reference, resolve_document
+from gpucal.profiles.queries import planner_link, profile_link
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
-__all__ = ["add_parser", "comparison", "default_b", "link_of", "resolve_profile", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "comparison", "default_b", "link_of", "resolve_profile", "run"]
+
+DESCRIPTION = ("Compare two hardware profiles (measured vs datasheet, or two machines) field by field: memory, "
+               "bandwidths, FLOP/s per mode, host and peer links, the planner's link, device count; with the ratio "
+               "B/A and each value's source. Without B, A is compared with the datasheet profile of its first device.")
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "compare", help="two profiles side by side, with the ratio B/A per field",
-        description="Compare two hardware profiles (measured vs datasheet, or two machines) field by field: "
-                    "memory, bandwidths, FLOP/s per mode, host and peer links, the planner's link, device count; "
-                    "with the ratio B/A and each value's source. Without B, A is compared with the datasheet "
-                    "profile of its first device.")
+def add_arguments(p) -> None:
+    """``gpucal compare``'s flags."""
     p.add_argument("a", metavar="A", help="a profile: a built-in name (gpucal profiles list) or a file")
     p.add_argument("b", metavar="B", nargs="?", default=None,
                    help="the profile to compare A with (default: the datasheet profile of A's first device)")
@@ -46,7 +39,7 @@ def resolve_profile(text: str, flag: str) -> profiles.Document:
 
 def default_b(a: profiles.Document) -> profiles.Document:
     """The built-in datasheet profile of A's first device, or an ``InputError`` saying that B is needed."""
-    device = a.data["devices"][0]["name"]
+    device = a.profile.devices[0].name
     doc = profiles.datasheet_for(device)
     if doc is None:
         raise InputError(f"B: no datasheet profile for {device!r} (A's first device); "
@@ -61,8 +54,8 @@ def link_of(doc: profiles.Document, flag: str) -> PlannerLink | None:
     if choice is None:
         return None
     if profile_link(doc) is None:  # the preset of plan_defaults.link: its quantities say where each came from
-        preset = profile_reference(doc, "plan_defaults.link", flag, "link")
-        return PlannerLink(choice.spec.name, preset.data["alpha_s"], preset.data["beta_Bps"])
+        preset = profile_reference(doc, "plan_defaults.link", flag, "link").model
+        return PlannerLink(choice.spec.name, preset.alpha_s.to_json(), preset.beta_Bps.to_json())
     return PlannerLink(choice.spec.name, {"value": choice.spec.alpha_s, "source": choice.source},
                        {"value": choice.spec.beta_Bps, "source": choice.source})
 

@@ -6,30 +6,31 @@ import platform
 from dataclasses import asdict
 
 from gpucal import render
+from gpucal.kernels import backend as backends
+from gpucal.kernels.nvml import nvml_devices, nvml_status
+from gpucal.probes.collective_nccl import nccl_unavailable
+from gpucal.probes.topology import read_topology
 from gpucal.units import format_bytes, format_rate
 
-__all__ = ["add_parser", "run", "collect", "topology_table"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "collect", "topology_table"]
+
+DESCRIPTION = ("What this machine has: each backend's status, the driver, and each device's facts (from NVML and the "
+               "CUDA runtime). Runs without a GPU too.")
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="devices, driver and the backends available here",
-                       description="What this machine has: each backend's status, the driver, and each device's "
-                                   "facts (from NVML and the CUDA runtime). Runs without a GPU too.")
+def add_arguments(p) -> None:
+    """``gpucal info``'s flags."""
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def collect() -> dict:
-    from gpucal.kernels import backend as backends
-    from gpucal.kernels.nvml import nvml_devices, nvml_status
-
     reports = backends.report(("cupy", "numba"))
     nvml_ok, nvml_detail, versions = nvml_status()
     out = {"host": platform.node(), "backends": [asdict(r) for r in reports],
            "nvml": {"available": nvml_ok, "detail": nvml_detail, **versions}, "devices": [], "runtime": {},
            "topology": {"available": False, "reason": nvml_detail if not nvml_ok else "no GPU backend can run here"}}
     out["mpi"] = mpi_status()
-    from gpucal.probes.collective_engines import nccl_unavailable
 
     why = nccl_unavailable()
     out["nccl"] = {"available": why is None, "detail": why or "NCCL through CuPy (gpucal probe collectives)"}
@@ -41,7 +42,6 @@ def collect() -> dict:
             row = asdict(d)
             row["theoretical_memory_Bps"] = d.theoretical_memory_Bps
             out["devices"].append(row)
-        from gpucal.probes.topology import read_topology
 
         out["topology"] = read_topology(be).to_dict()
     elif nvml_ok:  # a driver without a usable runtime backend: NVML still knows the devices

@@ -12,19 +12,25 @@ from __future__ import annotations
 import sys
 
 from gpucal import render
+from gpucal.calibrate.links import series_fits
+from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
+from gpucal.commands.options import backend_arg, budget, check_memory, check_pairs, device_pairs, link_sizes, nonempty
+from gpucal.errors import InputError
+from gpucal.kernels.backend import select
+from gpucal.probes.links import MAX_SWEEP_BYTES, VIRTUAL_MAX_BYTES, LinkConfig, needs, pairs_of, run_host_link, run_peer
+from gpucal.probes.topology import read_topology
+from gpucal.profiles.model import FitRecord
 from gpucal.units import format_rate, format_time
 
-__all__ = ["add_parser", "run", "quick_config", "collect"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "quick_config", "collect"]
+
+DESCRIPTION = ("Is peer-to-peer there, and does it work? Measures every path between each pair of devices, verifies "
+               "every byte, and gives a verdict per ordered pair with its evidence. On one device it reports the host "
+               "links.")
 
 
-def add_parser(sub) -> None:
-    from gpucal.commands.args import budget, nonempty
-    from gpucal.commands.probe import backend_arg
-
-    p = sub.add_parser("p2p", help="P2P verdict per GPU pair (nvlink, p2p-pcie, host-staged, ...) with the evidence",
-                       description="Is peer-to-peer there, and does it work? Measures every path between each pair "
-                                   "of devices, verifies every byte, and gives a verdict per ordered pair with its "
-                                   "evidence. On one device it reports the host links.")
+def add_arguments(p) -> None:
+    """``gpucal p2p``'s flags."""
     backend_arg(p)
     p.add_argument("--sizes", type=nonempty, metavar="LIST|A..B",
                    help="copy sizes: a list (4B,1MiB,256MiB) or a range of powers of 2 (4B..256MiB); default powers "
@@ -39,8 +45,7 @@ def add_parser(sub) -> None:
 
 
 def quick_config(backend, sizes=None, pairs=None, budget_s=None, full: bool = False):
-    from gpucal.probes.links import MAX_SWEEP_BYTES, VIRTUAL_MAX_BYTES, LinkConfig
-
+    """The copy probes' config: the quick sweep ``gpucal p2p`` runs, or (``full``) the probes' own defaults."""
     if full:
         return LinkConfig(sizes=sizes, pairs=pairs, budget_s=budget_s)
     hi = VIRTUAL_MAX_BYTES if backend.clock == "virtual" else MAX_SWEEP_BYTES
@@ -51,11 +56,6 @@ def quick_config(backend, sizes=None, pairs=None, budget_s=None, full: bool = Fa
 
 def collect(backend, config, progress=None) -> dict:
     """Topology, results, fits and verdicts (the objects, not yet JSON)."""
-    from gpucal.calibrate.links import series_fits
-    from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
-    from gpucal.probes.links import pairs_of, run_host_link, run_peer
-    from gpucal.probes.topology import read_topology
-
     def say(text):
         if progress:
             progress(text)
@@ -78,41 +78,9 @@ def collect(backend, config, progress=None) -> dict:
     return {"topology": topology, "results": results, "fits": fits, "verdicts": verdicts}
 
 
-def _sizes(text):
-    from gpucal.commands.probe import link_sizes
-
-    return None if text is None else link_sizes(text)
-
-
-def _pairs(text):
-    """``0-1,2-3`` as unordered pairs; ``None`` (not given) for None. An empty text is refused, never read as
-    "every pair"."""
-    from gpucal import limits
-    from gpucal.commands.args import whole
-    from gpucal.errors import InputError
-
-    if text is None:
-        return None
-    items = text.split(",")
-    if len(items) > limits.MAX_LIST_VALUES:
-        raise InputError(f"--pairs: more than {limits.MAX_LIST_VALUES} pairs")
-    pairs = []
-    for item in items:
-        try:
-            a, b = (whole(x) for x in item.split("-"))
-        except ValueError:
-            raise InputError(f"--pairs: expected pairs like 0-1,2-3, got {item!r}") from None
-        pairs.append((min(a, b), max(a, b)))
-    return tuple(dict.fromkeys(pairs))
-
-
 def run(args) -> int:
-    from gpucal.commands.probe import check_memory, check_pairs
-    from gpucal.errors import InputError
-    from gpucal.kernels.backend import select
-    from gpucal.probes.links import needs
-
-    sizes, pairs = _sizes(args.sizes), _pairs(args.pairs)
+    sizes = None if args.sizes is None else link_sizes(args.sizes)
+    pairs = device_pairs(args.pairs)
     backend = select(args.backend, args.device)
     reason = backend.links_reason()
     if reason:
@@ -143,8 +111,8 @@ def run(args) -> int:
 def fit_notes(f) -> str:
     """What a series' row says besides its numbers, as its JSON does: why it has no fit, its regimes, a poor
     fit, the sizes that stopped sampling noisy."""
-    fields = f.fit.profile_fields() if f.fit else {}
-    flags = render.fit_note(fields.get("pieces", ()), fields.get("poor_fit", False), len(f.noisy_sizes), f.cases)
+    record = FitRecord.model_validate(render.json_ready(f.fit.profile_fields())) if f.fit else None
+    flags = render.fit_note(record, len(f.noisy_sizes), f.cases)
     return "; ".join(x for x in ("" if f.fit else (f.reason or ""), flags) if x)
 
 

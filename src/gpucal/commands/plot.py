@@ -1,6 +1,6 @@
 """``gpucal plot``: a profile's figures as PNG files (copy bandwidth, P2P verdicts, roofline, plan, network).
 
-The figures are drawn by ``gpucal.plots``; this command resolves the profile, passes the flags on and
+The figures are drawn by ``gpucal.figures``; this command resolves the profile, passes the flags on and
 says what it wrote and what it skipped (and why). Every PNG is written atomically, an existing one only with
 ``--force``, and every output is checked before any figure is drawn. Needs matplotlib
 (``pip install 'gpucal[plot]'``).
@@ -8,25 +8,27 @@ says what it wrote and what it skipped (and why). Every PNG is written atomicall
 
 from __future__ import annotations
 
-from gpucal import limits
-from gpucal.commands.args import int_in, positive_int
-from gpucal.plots import FIGURES  # no matplotlib: gpucal.plots imports it when it draws
+from gpucal import limits, render
+from gpucal.commands.options import int_in, positive_int
+from gpucal.figures import FIGURES  # no matplotlib: the figures import it when they draw
+from gpucal.figures.files import write_plots
+from gpucal.files import check_output_folder
+from gpucal.profiles.names import resolve_document
 
-__all__ = ["add_parser", "run", "PLOTS_FORMAT"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "PLOTS_FORMAT"]
 
 PLOTS_FORMAT = "gpucal.plots/1"
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="draw a profile's figures as PNG: copy bandwidth, P2P verdicts, roofline, plan, network",
-        description="Draw a profile's figures as PNG files: bandwidth.png (copy bandwidth against size, with the "
-                    "alpha-beta fits), p2p.png (the P2P verdict per device pair), roofline.png (the first device's "
-                    "roofline and kernels), plan.png (the planner's token latency and throughput against batch) and "
-                    "network.png (a cluster profile's network between hosts and its collectives' busbw). "
-                    "Figures the profile has no data for are skipped, with the reason. Needs matplotlib.",
-    )
+DESCRIPTION = ("Draw a profile's figures as PNG files: bandwidth.png (copy bandwidth against size, with the alpha-"
+               "beta fits), p2p.png (the P2P verdict per device pair), roofline.png (the first device's roofline and "
+               "kernels), plan.png (the planner's token latency and throughput against batch) and network.png (a "
+               "cluster profile's network between hosts and its collectives' busbw). Figures the profile has no data "
+               "for are skipped, with the reason. Needs matplotlib.")
+
+
+def add_arguments(p) -> None:
+    """``gpucal plot``'s flags."""
     p.add_argument("profile", metavar="PROFILE", help="profile name (gpucal profiles list) or file")
     p.add_argument("-o", "--out", default="plots", metavar="DIR",
                    help="folder for the PNG files (default: plots); an existing PNG is kept unless --force")
@@ -45,11 +47,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from gpucal import render
-    from gpucal.files import check_output_folder
-    from gpucal.profiles.queries import resolve_document
-    from gpucal.plot_files import write_plots
-
     check_output_folder(args.out, flag="-o")  # an empty or impossible folder, before the profile is read
     doc = resolve_document(args.profile, "PROFILE", "profile")
     which = None if args.only is None else [w.strip() for w in args.only.split(",") if w.strip()]

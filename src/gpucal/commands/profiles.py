@@ -7,27 +7,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpucal import profiles
-from gpucal import render
-from gpucal.profiles import export as exporters
-from gpucal.commands.args import nonempty
+from gpucal import profiles, render
+from gpucal.commands.options import nonempty
 from gpucal.errors import InputError, ProfileError
-from gpucal.profiles.queries import (
-    ambiguity_note,
-    profile_reference,
-    resolve_document,
-    resolve_link,
-    suggest,
-)
 from gpucal.plan.models import PRESETS
+from gpucal.profiles import export as exporters
+from gpucal.profiles.model import AlphaBeta, LinkPreset, Profile, Quantity
+from gpucal.profiles.names import ambiguity_note, profile_reference, resolve_document, suggest
+from gpucal.profiles.queries import resolve_link
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
-__all__ = ["add_parser", "run_export", "run_list", "run_show", "run_validate"]
+__all__ = ["DESCRIPTION", "add_arguments", "run_export", "run_list", "run_show", "run_validate"]
+
+DESCRIPTION = "Built-in GPU profiles (datasheet, the article's), link presets and model presets."
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("profiles", help="list, show, validate and export hardware profiles and link presets",
-                       description="Built-in GPU profiles (datasheet, the article's), link presets and model presets.")
+def add_arguments(p) -> None:
+    """``gpucal profiles``'s flags."""
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
     ls = verbs.add_parser("list", help="every built-in profile, link preset and model preset")
@@ -60,16 +56,16 @@ def add_parser(sub) -> None:
 def _catalog() -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"profiles": [], "links": [], "models": []}
     for name, folder in profiles.builtin_names("profile").items():
-        doc = profiles.load_builtin("profile", name)
-        device = doc.data["devices"][0]
-        out["profiles"].append({"name": name, "folder": folder, "source": doc.data["source"],
-                                "title": doc.data["title"], "memory_bandwidth_Bps": device["memory_bandwidth_Bps"]["value"],
-                                "memory_bytes": device["memory_bytes"]["value"]})
+        profile = profiles.load_builtin("profile", name).profile
+        device = profile.devices[0]
+        out["profiles"].append({"name": name, "folder": folder, "source": profile.source, "title": profile.title,
+                                "memory_bandwidth_Bps": device.memory_bandwidth_Bps.value,
+                                "memory_bytes": device.memory_bytes.value})
     for name in profiles.builtin_names("link"):
-        doc = profiles.load_builtin("link", name)
-        out["links"].append({"name": name, "kind": doc.data["kind"], "title": doc.data["title"],
-                             "alpha_s": doc.data["alpha_s"]["value"], "beta_Bps": doc.data["beta_Bps"]["value"],
-                             "sources": sorted({doc.data["alpha_s"]["source"], doc.data["beta_Bps"]["source"]})})
+        preset = profiles.load_builtin("link", name).model
+        out["links"].append({"name": name, "kind": preset.kind, "title": preset.title,
+                             "alpha_s": preset.alpha_s.value, "beta_Bps": preset.beta_Bps.value,
+                             "sources": sorted({preset.alpha_s.source, preset.beta_Bps.source})})
     for model in PRESETS.values():
         out["models"].append({"name": model.name, "params": model.params, "layers": model.layers,
                               "hidden": model.hidden, "heads": model.heads, "kv_heads": model.kv_heads})
@@ -120,56 +116,66 @@ def _load_any(text: str) -> profiles.Document:
                      "(gpucal profiles list shows them all)")
 
 
-def _value(q: dict | None, fmt) -> str:
+def _value(q: Quantity | None, fmt) -> str:
     if q is None:
         return "-"
-    if q["value"] is None:
-        return f"unknown: {q.get('reason', '')}"
-    return fmt(q["value"])
+    if q.value is None:
+        return f"unknown: {q.reason or ''}"
+    return fmt(q.value)
 
 
-def _cite(q: dict | None) -> str:
-    if q is None:
-        return ""
-    return q["source"] + (f" ({q['ref']})" if q.get("ref") else "")
+def _cite(q: Quantity | None) -> str:
+    return "" if q is None else q.cited
 
 
-def _profile_rows(data: dict) -> list[tuple[str, str, str]]:
+def _profile_rows(profile: Profile) -> list[tuple[str, str, str]]:
     rows = []
-    for i, d in enumerate(data["devices"]):
-        prefix = f"[{i}] " if len(data["devices"]) > 1 else ""
-        rows.append((f"{prefix}memory", _value(d["memory_bytes"], format_bytes), _cite(d["memory_bytes"])))
-        rows.append((f"{prefix}memory bandwidth", _value(d["memory_bandwidth_Bps"], format_rate),
-                     _cite(d["memory_bandwidth_Bps"])))
-        for table, label in (("dense_flops", ""), ("sparse_flops", "sparse ")):
-            for mode, q in d.get(table, {}).items():
+    for i, d in enumerate(profile.devices):
+        prefix = f"[{i}] " if len(profile.devices) > 1 else ""
+        rows.append((f"{prefix}memory", _value(d.memory_bytes, format_bytes), _cite(d.memory_bytes)))
+        rows.append((f"{prefix}memory bandwidth", _value(d.memory_bandwidth_Bps, format_rate),
+                     _cite(d.memory_bandwidth_Bps)))
+        for table, label in ((d.dense_flops, ""), (d.sparse_flops, "sparse ")):
+            for mode, q in (table or {}).items():
                 rows.append((f"{prefix}{label}{mode}", _value(q, format_flops), _cite(q)))
-        host = d.get("host_link")
+        host = d.host_link
         if host:
-            link = f"PCIe Gen{host['pcie_generation']['value']} x{host['pcie_width']['value']}"
-            rows.append((f"{prefix}host link", link, _cite(host["pcie_generation"])))
-        peer = d.get("peer_link")
+            link = f"PCIe Gen{host.pcie_generation.value} x{host.pcie_width.value}"
+            rows.append((f"{prefix}host link", link, _cite(host.pcie_generation)))
+        peer = d.peer_link
         if peer:
-            p2p = peer["p2p_supported"]
-            text = {True: "P2P", False: "no P2P", None: "P2P unknown"}[p2p["value"]]
-            if peer.get("bandwidth_Bps"):
-                text += f", {format_rate(peer['bandwidth_Bps']['value'])} per direction"
-            rows.append((f"{prefix}peer link", f"{peer['kind']}: {text}", _cite(p2p)))
-    if data.get("plan_defaults", {}).get("link"):
-        rows.append(("planner's default link", data["plan_defaults"]["link"], "plan_defaults.link"))
-    for e in data.get("network") or []:
-        where = f"network host{e['src_host']}<->host{e['dst_host']}" + (" (same host)" if e.get("same_host") else "")
-        rows.append((where, _alpha_beta(e), _cite(e["beta_Bps"])))
-    for e in data.get("collectives") or []:
-        what = f"{e['op']} over {e['nranks']} ranks" + (f" inside host{e['host']}" if "host" in e else "") + \
-            (" (graph)" if e.get("graphs") else "")
-        rows.append((what, _alpha_beta(e), _cite(e["beta_Bps"])))
+            p2p = peer.p2p_supported
+            text = {True: "P2P", False: "no P2P", None: "P2P unknown"}[p2p.value]
+            if peer.bandwidth_Bps:
+                text += f", {format_rate(peer.bandwidth_Bps.value)} per direction"
+            rows.append((f"{prefix}peer link", f"{peer.kind}: {text}", _cite(p2p)))
+    if profile.default_link:
+        rows.append(("planner's default link", profile.default_link, "plan_defaults.link"))
+    for e in profile.network or []:
+        where = f"network host{e.src_host}<->host{e.dst_host}" + (" (same host)" if e.same_host else "")
+        rows.append((where, _alpha_beta(e), _cite(e.beta_Bps)))
+    for e in profile.collectives or []:
+        what = f"{e.op} over {e.nranks} ranks" + (f" inside host{e.host}" if e.host is not None else "") + \
+            (" (graph)" if e.graphs else "")
+        rows.append((what, _alpha_beta(e), _cite(e.beta_Bps)))
     return rows
 
 
-def _alpha_beta(entry: dict) -> str:
+def _alpha_beta(entry: AlphaBeta) -> str:
     """``alpha A, beta B`` of a network or collectives entry (the fit t = alpha + n/beta)."""
-    return f"alpha {_value(entry['alpha_s'], format_time)}, beta {_value(entry['beta_Bps'], format_rate)}"
+    return f"alpha {_value(entry.alpha_s, format_time)}, beta {_value(entry.beta_Bps, format_rate)}"
+
+
+def _model_rows(doc: profiles.Document) -> list[tuple[str, str, str]]:
+    """A model description's fields as given, in the document's order (its name and notes are shown apart)."""
+    model = doc.model
+    by_key = {field.alias or name: name for name, field in type(model).model_fields.items()}
+    return [(key, str(getattr(model, by_key[key])), "") for key in doc.data if key not in ("schema", "name", "notes")]
+
+
+def _schema(doc: profiles.Document) -> str:
+    """The document's format (its ``schema`` field, e.g. ``gpucal.profile/1``)."""
+    return doc.model.schema_
 
 
 def run_show(args) -> int:
@@ -177,22 +183,22 @@ def run_show(args) -> int:
     if args.json:
         render.print_json(doc.data)
         return 0
-    data = doc.data
+    model = doc.model
     out = render.console()
-    render.line(f"{doc.name}: {data.get('title', '')} [{data['schema']}, from {doc.origin}]")
-    if doc.kind == "profile":
-        rows = _profile_rows(data)
-    elif doc.kind == "link":
-        rows = [("alpha", _value(data["alpha_s"], format_time), _cite(data["alpha_s"])),
-                ("beta", _value(data["beta_Bps"], format_rate), _cite(data["beta_Bps"]))]
+    render.line(f"{doc.name}: {model.title or ''} [{_schema(doc)}, from {doc.origin}]")
+    if isinstance(model, Profile):
+        rows = _profile_rows(model)
+    elif isinstance(model, LinkPreset):
+        rows = [("alpha", _value(model.alpha_s, format_time), _cite(model.alpha_s)),
+                ("beta", _value(model.beta_Bps, format_rate), _cite(model.beta_Bps))]
     else:
-        rows = [(k, str(v), "") for k, v in data.items() if k not in ("schema", "name", "notes")]
+        rows = _model_rows(doc)
     out.print(render.table(("field", "value", "source"), rows, right=(1,)))
-    for note in data.get("notes", []):
+    for note in model.notes or []:
         render.line(f"note: {note}")
-    for key, ref in data.get("documents", {}).items():
-        render.line(f"[{key}] {ref['title']}" + (f", {ref['section']}" if ref.get("section") else "")
-                  + (f" <{ref['url']}>" if ref.get("url") else ""))
+    for key, ref in (getattr(model, "documents", None) or {}).items():
+        render.line(f"[{key}] {ref.title}" + (f", {ref.section}" if ref.section else "")
+                  + (f" <{ref.url}>" if ref.url else ""))
     return 0
 
 
@@ -203,12 +209,12 @@ def run_validate(args) -> int:
         doc = profiles.load(args.file)
     except ProfileError as exc:
         raise InputError(str(exc)) from None
-    if doc.kind == "profile" and doc.data.get("plan_defaults", {}).get("link"):
+    if isinstance(doc.model, Profile) and doc.model.default_link:
         profile_reference(doc, "plan_defaults.link", "FILE", "link")
     if args.json:
-        render.print_json({"file": args.file, "valid": True, "schema": doc.data["schema"], "name": doc.name})
+        render.print_json({"file": args.file, "valid": True, "schema": _schema(doc), "name": doc.name})
     else:
-        render.line(f"{doc.origin}: valid {doc.data['schema']} ({doc.kind} {doc.name})")
+        render.line(f"{doc.origin}: valid {_schema(doc)} ({doc.kind} {doc.name})")
     return 0
 
 
@@ -220,7 +226,7 @@ def _load_profile(text: str) -> profiles.Document:
         except ProfileError as exc:
             raise InputError(str(exc)) from None
         if doc.kind != "profile":
-            raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
+            raise InputError(f"{doc.origin}: is a {doc.kind} document ({_schema(doc)}), not a hardware profile")
         return doc
     _note(text, "profile")
     return resolve_document(text, "NAME", "profile")
@@ -243,5 +249,5 @@ def run_export(args) -> int:
     elif path is None:
         sys.stdout.write(text)
     else:
-        render.line(f"wrote {path} ({result.format}, from the {doc.data['source']} profile {doc.name})")
+        render.line(f"wrote {path} ({result.format}, from the {doc.profile.source} profile {doc.name})")
     return 0

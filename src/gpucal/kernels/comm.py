@@ -1,4 +1,4 @@
-"""The MPI layer: who the ranks are, which host each sits on, and timing in lockstep across ranks.
+"""The MPI layer: who the ranks are, which host each sits on, and how a failure on one reaches them all.
 
 gpucal launches nothing itself: ``mpiexec -n N gpucal ...`` (or ``srun``) starts the ranks, and this
 module wraps ``mpi4py`` (extra ``mpi``; the ``mpich`` wheel brings ``mpiexec``). It is imported lazily,
@@ -13,20 +13,22 @@ the simulated network, whose times are priced by a link preset and say ``simulat
 
 Errors across ranks: a rank that fails alone would leave the others waiting in the next collective
 call. Work is therefore split into phases that end in ``World.agree`` (every rank learns whether any
-failed, and why), and ``lockstep_measure`` carries failures inside its sampling loop; what still
-escapes is ended with ``MPI_Abort`` by the command (``abort``).
+failed, and why), and the lockstep timing (``probes/lockstep.py``) carries failures inside its sampling
+loop; what still escapes is ended with ``MPI_Abort`` by the command (``abort``).
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 
-from gpucal.errors import GpucalError, InputError
-from gpucal.probes.timing import Policy, Timing, TimingError, measure
+import numpy as np
 
-__all__ = ["MpiUnavailable", "RankError", "RankInfo", "World", "world", "current_rank", "lockstep_measure", "abort"]
+from gpucal.errors import GpucalError, InputError
+
+__all__ = ["MpiUnavailable", "RankError", "RankInfo", "World", "world", "current_rank", "mpi",
+           "abort", "SimulatedNet"]
 
 _RANK: int | None = None  # this process's rank once ``world()`` ran; the CLI prints errors on rank 0 only
 
@@ -132,8 +134,6 @@ class World:
     def wait_quietly(self, poll_s: float = 0.01) -> None:
         """Wait until every rank got here, sleeping between polls (a blocking MPI call spins a core, which
         would disturb the host-side timings of ranks still measuring on the same host)."""
-        import time
-
         request = self.comm.Ibarrier()
         while not request.Test():
             time.sleep(poll_s)
@@ -144,7 +144,8 @@ class World:
                 "ranks": [r.to_dict() for r in self.ranks]}
 
 
-def _mpi():
+def mpi():
+    """The ``mpi4py.MPI`` module, or ``MpiUnavailable`` saying how to install it."""
     try:
         from mpi4py import MPI
     except ImportError as exc:
@@ -159,7 +160,7 @@ def world(simulate_hosts: bool = False, ranks_per_host: int = 1) -> World:
     """The MPI world of this process (collective: every rank calls it). ``simulate_hosts``: ranks make
     simulated hosts of ``ranks_per_host`` consecutive ranks each (named ``<hostname>#<host>``)."""
     global _RANK
-    MPI = _mpi()
+    MPI = mpi()
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     _RANK = rank
@@ -181,57 +182,10 @@ def world(simulate_hosts: bool = False, ranks_per_host: int = 1) -> World:
     return World(comm, ranks, simulate_hosts, library, version)
 
 
-def lockstep_measure(comm, run_k: Callable[[int], float], policy: Policy, clock_name: str,
-                     root: int = 0) -> Timing:
-    """The timing harness (``probes.timing.measure``) run by every rank of ``comm`` together.
-
-    ``root`` decides everything the harness decides (warm-up, k, when to stop) and broadcasts each ``k``
-    before the sample starts; every rank runs ``run_k(k)`` (its own seconds for k iterations, or 0.0 for
-    a rank that only serves, such as the echoing side of a ping-pong), and a sample is the largest of
-    the ranks' times (an operation across ranks ends when the last rank is done). A rank whose
-    ``run_k`` raises reports it inside the loop; then every rank raises ``RankError``. Every rank
-    returns the same ``Timing``.
-    """
-    rank = comm.Get_rank()
-    MAX = _mpi().MAX
-
-    def sample(k: int) -> float:
-        try:
-            result = (0, float(run_k(k)), "")
-        except Exception as exc:  # carried to every rank, so none is left waiting
-            result = (1, 0.0, f"rank {rank}: {type(exc).__name__}: {exc}")
-        failed, seconds, why = comm.allreduce(result, op=MAX)
-        if failed:
-            raise RankError(why)
-        return seconds
-
-    if rank == root:
-        outcome: tuple[Timing | None, str | None]
-        try:
-            outcome = (measure(lambda k: (comm.bcast(k, root=root), sample(k))[1], policy, clock_name), None)
-        except (RankError, TimingError) as exc:
-            outcome = (None, str(exc))
-        comm.bcast(0, root=root)  # stop
-        timing, why = comm.bcast(outcome, root=root)
-    else:
-        while True:
-            k = comm.bcast(None, root=root)
-            if not k:
-                break
-            try:
-                sample(k)
-            except RankError:
-                pass  # the root saw it too and stops the loop
-        timing, why = comm.bcast(None, root=root)
-    if why is not None:
-        raise RankError(why)
-    return timing
-
-
 def abort(code: int) -> None:
     """End every rank (``MPI_Abort``): for a failure that could leave other ranks waiting."""
     try:
-        MPI = _mpi()
+        MPI = mpi()
     except MpiUnavailable:
         return
     if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
@@ -255,8 +209,6 @@ class SimulatedNet:
         return self.alpha_s + nbytes / self.beta_Bps
 
     def rng(self, *key: int):
-        import numpy as np
-
         return np.random.default_rng([self.seed, *key])
 
     def noisy(self, seconds: float, rng) -> float:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cupy  # noqa: TID253 - a backend module: imported only where that backend is selected
 import numpy as np
+from cupy_backends.cuda.api import runtime as _rt  # noqa: TID253 - a backend module: imported only where that backend is selected
 
-import cupy
-from cupy_backends.cuda.api import runtime as _rt
-
-from gpucal.errors import GpucalError, InputError
-from gpucal.kernels.backend import Backend, DeviceInfo, merge_nvml
-from gpucal.kernels.cupy_links import CupyLinks
+from gpucal.errors import InputError
+from gpucal.kernels.base import Backend, DeviceInfo, merge_nvml
 from gpucal.kernels.cuda_src import GEMV_BATCHES, GEMV_DTYPES, GEMV_ROWS_PER_WARP, gemv_kernel_name, gemv_variant_name
+from gpucal.kernels.cupy_links import BlockedStart, CupyLinks  # noqa: TID253 - a backend module: imported only where that backend is selected
+from gpucal.kernels.dtypes import DTYPES
+from gpucal.kernels.reference import GEMM_MODES
 
 __all__ = ["CupyBackend", "cupy_status", "BlockedStart"]
 
@@ -35,7 +36,6 @@ _GEMM_COMPUTE = {  # mode -> (compute type, scale dtype, what runs)
     "fp16_fp16acc": (_COMPUTE_16F, np.float16, "cublasGemmEx fp16 in/out, CUBLAS_COMPUTE_16F"),
 }
 THREADS = 256
-SPIN_TIMEOUT_S = 10.0
 CUBLAS_WORKSPACE_BYTES = 32 << 20  # what cuBLAS documents for Hopper; ample for the older GPUs
 COPY_KERNEL, COPY_WAVES = "copy_plain_plain_u4", 128  # fastest against the driver's memcpy (docs/measurements.md)
 
@@ -128,8 +128,6 @@ class CupyBackend(CupyLinks, Backend):
         return cupy.empty(shape, dtype=dtype)
 
     def random_uniform(self, shape, dtype_name, seed):
-        from gpucal.kernels.dtypes import DTYPES
-
         values = cupy.random.default_rng(seed).random(shape, dtype=cupy.float32) * 2.0 - 1.0
         if dtype_name == "bf16":
             bits = values.view(cupy.uint32)
@@ -154,7 +152,7 @@ class CupyBackend(CupyLinks, Backend):
     # kernels -------------------------------------------------------------------------------------
     def kernel(self, name: str):
         """A kernel of ``cuda_src.SOURCE`` on this backend's device (the module is loaded once per device)."""
-        return self._module_on(self.device_index).get_function(name)
+        return self.module_on(self.device_index).get_function(name)
 
     def _blocks(self, n_vec: int, waves: float = 2) -> int:
         """Grid-stride grids: ``waves`` × the blocks resident at once (2048 threads per SM); 0: one
@@ -203,15 +201,14 @@ class CupyBackend(CupyLinks, Backend):
         return lambda: fn(grid, (THREADS,), args)
 
     def gemm_modes(self):
-        from cupy_backends.cuda.libs import cublas
+        from cupy_backends.cuda.libs import cublas  # loads cuBLAS: only where a GEMM is asked for
 
         version = cublas.getVersion(cupy.cuda.device.get_cublas_handle())
         return {mode: f"cuBLAS {version}: {what}" for mode, (_, _, what) in _GEMM_COMPUTE.items()}
 
     def gemm_launcher(self, a, b, c, mode) -> Callable[[], None]:
-        from gpucal.kernels.reference import GEMM_MODES
+        from cupy_backends.cuda.libs import cublas  # loads cuBLAS: only where a GEMM is asked for
 
-        from cupy_backends.cuda.libs import cublas
 
         gm = GEMM_MODES[mode]
         compute, scale, _ = _GEMM_COMPUTE[mode]
@@ -228,38 +225,3 @@ class CupyBackend(CupyLinks, Backend):
             cublas.gemmEx(handle, _OP_N, _OP_N, n, m, k, alpha.ctypes.data, b.data.ptr, t_in, n,
                           a.data.ptr, t_in, k, beta.ctypes.data, c.data.ptr, t_out, n, compute, _GEMM_DEFAULT)
         return launch
-
-
-class BlockedStart:
-    """The blocked-start gate: ``arm()`` queues a spin kernel on the current stream, the caller queues
-    its copies behind it, ``release()`` lets them all start at once. ``check()`` (after a synchronize)
-    raises when the spin timed out, so a run whose start was not blocked never yields a number."""
-
-    def __init__(self, backend: CupyBackend, timeout_s: float = SPIN_TIMEOUT_S, device: int | None = None):
-        self.backend = backend
-        self.device = backend.device_index if device is None else device
-        self.timeout_ns = np.uint64(int(timeout_s * 1e9))
-        self.flag = cupy.cuda.alloc_pinned_memory(4)
-        self.flag_host = np.frombuffer(self.flag, dtype=np.int32, count=1)
-        if not _rt.deviceGetAttribute(41, self.device):  # cudaDevAttrUnifiedAddressing
-            raise GpucalError("blocked start needs unified addressing (pinned host memory seen by the device)")
-        self.flag_dev = np.uint64(self.flag.ptr)  # with unified addressing, the same pointer on the device
-        with cupy.cuda.Device(self.device):
-            self.status = cupy.zeros(1, dtype=cupy.int32)
-
-    def arm(self, stream=None) -> None:
-        self.flag_host[0] = 0
-        with cupy.cuda.Device(self.device):
-            fn = self.backend._module_on(self.device).get_function("spin_wait")
-            stream = stream or cupy.cuda.get_current_stream()
-            _rt.memsetAsync(self.status.data.ptr, 0, 4, stream.ptr)  # ordered before the spin, on its stream
-            fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns), stream=stream)
-
-    def release(self) -> None:
-        self.flag_host[0] = 1
-
-    def check(self) -> None:
-        state = int(self.status.get()[0])
-        if state != 1:
-            raise GpucalError("blocked start: the spin kernel "
-                              + ("timed out before the host released it" if state == 2 else "never ran"))

@@ -24,16 +24,20 @@ import ctypes
 import os
 import time
 
+import cupy  # noqa: TID253 - a backend module: imported only where that backend is selected
 import numpy as np
+from cupy_backends.cuda.api import runtime as _rt  # noqa: TID253 - a backend module: imported only where that backend is selected
 
-import cupy
-from cupy_backends.cuda.api import runtime as _rt
-
+from gpucal.errors import GpucalError
+from gpucal.kernels.cuda_src import SOURCE
 from gpucal.kernels.links import STAGING_CHUNK_BYTES, Buffer, CopyOp, check_op
+from gpucal.kernels.numa import placement
+from gpucal.kernels.nvml import cpu_affinity
 
-__all__ = ["CupyLinks"]
+__all__ = ["CupyLinks", "BlockedStart", "SPIN_TIMEOUT_S"]
 
 THREADS = 256
+SPIN_TIMEOUT_S = 10.0  # the blocked start gives up after this long
 MAX_GATED_COMMANDS = 512  # per stream, queued behind the blocked start
 _PEER_ALREADY_ENABLED, _PEER_NOT_ENABLED = 704, 705
 
@@ -59,8 +63,6 @@ class CupyLinks:
     # memory ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def local_to(self, device: int):
-        from gpucal.kernels.nvml import cpu_affinity
-
         cpus = cpu_affinity(self.devices()[device].pci_bus_id)
         before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         usable = cpus & before if cpus and before else None
@@ -96,8 +98,6 @@ class CupyLinks:
     def _placement(address: int, nbytes: int):
         """Where the kernel reports the buffer's touched pages (``move_pages``); its node is ``None`` where it
         cannot say, and ``how`` says why."""
-        from gpucal.kernels.numa import placement
-
         return placement(address, nbytes)
 
     def write(self, buf, data):
@@ -147,9 +147,7 @@ class CupyLinks:
                     raise
 
     # copies ----------------------------------------------------------------------------------------
-    def _module_on(self, device: int):
-        from gpucal.kernels.cuda_src import SOURCE
-
+    def module_on(self, device: int):
         modules = self.__dict__.setdefault("_modules", {})
         if device not in modules:
             with cupy.cuda.Device(device):
@@ -169,7 +167,7 @@ class CupyLinks:
         s, d = _ptr(src), _ptr(dst)
         if engine in ("sm", "sm-read", "sm-write"):
             with cupy.cuda.Device(device):
-                fn = self._module_on(device).get_function("copy_bytes")
+                fn = self.module_on(device).get_function("copy_bytes")
                 sm = self.devices()[device].sm_count or 80
             grid = (int(max(1, min(-(-nbytes // (16 * THREADS)), sm * 2048 // THREADS * 4))),)
             args = (np.uint64(s), np.uint64(d), np.uint64(nbytes))
@@ -245,8 +243,6 @@ class CupyLinks:
 
     def _events(self, ops, k, gated: bool) -> list[float]:
         """Each op ``k`` times on its stream between a pair of events; behind the blocked start when ``gated``."""
-        from gpucal.kernels.cupy_backend import BlockedStart
-
         if gated and k > self.max_gated_k(ops):
             raise ValueError(f"{k} copies per op do not fit behind the blocked start (at most {self.max_gated_k(ops)})")
         gate = None
@@ -304,3 +300,38 @@ class CupyLinks:
         t = time.perf_counter() - t0
         self._sync(op)
         return t
+
+
+class BlockedStart:
+    """The blocked-start gate: ``arm()`` queues a spin kernel on the current stream, the caller queues
+    its copies behind it, ``release()`` lets them all start at once. ``check()`` (after a synchronize)
+    raises when the spin timed out, so a run whose start was not blocked never yields a number."""
+
+    def __init__(self, backend: CupyLinks, timeout_s: float = SPIN_TIMEOUT_S, device: int | None = None):
+        self.backend = backend
+        self.device = backend.device_index if device is None else device
+        self.timeout_ns = np.uint64(int(timeout_s * 1e9))
+        self.flag = cupy.cuda.alloc_pinned_memory(4)
+        self.flag_host = np.frombuffer(self.flag, dtype=np.int32, count=1)
+        if not _rt.deviceGetAttribute(41, self.device):  # cudaDevAttrUnifiedAddressing
+            raise GpucalError("blocked start needs unified addressing (pinned host memory seen by the device)")
+        self.flag_dev = np.uint64(self.flag.ptr)  # with unified addressing, the same pointer on the device
+        with cupy.cuda.Device(self.device):
+            self.status = cupy.zeros(1, dtype=cupy.int32)
+
+    def arm(self, stream=None) -> None:
+        self.flag_host[0] = 0
+        with cupy.cuda.Device(self.device):
+            fn = self.backend.module_on(self.device).get_function("spin_wait")
+            stream = stream or cupy.cuda.get_current_stream()
+            _rt.memsetAsync(self.status.data.ptr, 0, 4, stream.ptr)  # ordered before the spin, on its stream
+            fn((1,), (1,), (self.flag_dev, self.status, self.timeout_ns), stream=stream)
+
+    def release(self) -> None:
+        self.flag_host[0] = 1
+
+    def check(self) -> None:
+        state = int(self.status.get()[0])
+        if state != 1:
+            raise GpucalError("blocked start: the spin kernel "
+                              + ("timed out before the host released it" if state == 2 else "never ran"))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 
 import numpy as np
-from numba import cuda
+from numba import cuda  # noqa: TID253 - a backend module: imported only where that backend is selected
 
 from gpucal.errors import InputError
-from gpucal.kernels.backend import Backend, DeviceInfo, merge_nvml
-from gpucal.kernels import numba_kernels as nk
+from gpucal.kernels import numba_kernels as nk  # noqa: TID253 - a backend module: imported only where that backend is selected
+from gpucal.kernels.base import Backend, DeviceInfo, merge_nvml
 
 __all__ = ["NumbaBackend", "numba_status"]
 
@@ -99,8 +100,6 @@ class NumbaBackend(Backend):
 
         out = {"numba": numba.__version__}
         try:
-            from importlib.metadata import version
-
             out["numba-cuda"] = version("numba-cuda")
         except Exception:
             out["numba-cuda"] = None

@@ -10,7 +10,7 @@ Importing this module imports numba: do it only once a Numba backend has been ch
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32, uint32, uint64
+from numba import cuda, float32, int32, uint32, uint64  # noqa: TID253 - a backend module: imported only where that backend is selected
 
 __all__ = ["gemv", "gemv_sim", "gemm_tiled", "stream_copy", "stream_read", "stream_write", "stream_triad",
            "GEMV_BLOCK", "GEMV_BLOCK_SIM", "GEMV_MAX_BATCH", "GEMM_TILE", "STREAM_THREADS", "READ_THREADS", "SIGNATURES"]

@@ -32,17 +32,21 @@ copies' times do not change).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gpucal.errors import GpucalError, InputError
-from gpucal.kernels.backend import Backend, DeviceInfo
+from gpucal.kernels.base import Backend, DeviceInfo
+from gpucal.kernels.dtypes import to_float64, to_storage
 from gpucal.kernels.fake_nvml import FakeNvml, FakeNvmlError
 from gpucal.kernels.links import STAGING_CHUNK_BYTES, Buffer, CopyOp, check_op
+from gpucal.kernels.reference import GEMM_MODES, gemm_work, write_pattern
+from gpucal.kernels.virtual_clock import VirtualClock
 from gpucal.kernels.virtual_machine import (ALPHA_S, CORRUPT_STRIDE_BYTES, ENQUEUE_S, PAGEABLE_ALPHA_FACTOR,
-                                            PAGEABLE_BETA_FRAC, Faults, PathModel, VirtualDevice,
-                                            VirtualMachine, path_model, parse_spec)
+                                            PAGEABLE_BETA_FRAC, PathModel, VirtualDevice, VirtualMachine, path_model)
+from gpucal.kernels.virtual_spec import parse_spec
+from gpucal.profiles.names import resolve_document
 
 __all__ = ["VirtualBackend", "VirtualMachine", "FakeNvml", "FakeNvmlError", "parse_spec"]
 
@@ -59,28 +63,6 @@ class VirtualLaunch:
         self.run()
 
 
-@dataclass
-class _Clock:
-    faults: Faults
-    rng: np.random.Generator = field(init=False)
-    seen: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.rng = np.random.default_rng(self.faults.seed)
-
-    def sample(self, key: str, seconds: float) -> float:
-        """``seconds`` as one sample would read: noise, outliers and warm-up slowness applied."""
-        f = self.faults
-        factor = max(0.05, 1.0 + f.noise_frac * self.rng.standard_normal()) if f.noise_frac else 1.0
-        if f.outlier_frac and self.rng.random() < f.outlier_frac:
-            factor *= f.outlier_factor
-        n = self.seen.get(key, 0)
-        self.seen[key] = n + 1
-        if n < f.warmup_runs:
-            factor *= f.warmup_factor
-        return seconds * factor
-
-
 class VirtualBackend(Backend):
     name = "virtual"
     simulated = True
@@ -94,16 +76,14 @@ class VirtualBackend(Backend):
         self.machine = machine
         self.device_index = device
         self.name = f"virtual:{machine.profile_name}:{machine.count}"
-        self._clock = _Clock(machine.faults)
+        self._clock = VirtualClock(machine.faults)
         self._peer_enabled: set[tuple[int, int]] = set()
 
     @classmethod
     def from_spec(cls, text: str, device: int = 0) -> VirtualBackend:
-        from gpucal.profiles.queries import resolve_document
-
         profile, count, faults = parse_spec(text)
         doc = resolve_document(profile, "--backend", "profile")
-        return cls(VirtualMachine(doc.data, doc.name, count, faults, origin=doc.origin), device)
+        return cls(VirtualMachine(doc.profile, doc.name, count, faults, origin=doc.origin), device)
 
     def on_device(self, device: int) -> VirtualBackend:
         """The same machine (its clock and peer state shared), with kernels on ``device``."""
@@ -163,8 +143,6 @@ class VirtualBackend(Backend):
         return max(1, -(-n_words // 1024))
 
     def stream_launcher(self, kind, arrays):
-        from gpucal.kernels.reference import write_pattern
-
         if kind == "copy":
             src, dst = arrays["src"], arrays["dst"]
             touched = (src, dst)
@@ -198,16 +176,12 @@ class VirtualBackend(Backend):
         return VirtualLaunch(gemm, self._memory_s(w, x[:batch], y[:batch]), f"gemv-{dtype}-{batch}-{m}x{k}")
 
     def _gemm_run(self, a, b, c, dtype_in, dtype_out):
-        from gpucal.kernels.dtypes import to_float64, to_storage
-
         def run():
             product = to_float64(a, dtype_in) @ to_float64(b, dtype_in)
             c[...] = to_storage(product.astype(np.float32), dtype_out) if dtype_out != "fp64" else product
         return run
 
     def gemm_modes(self):
-        from gpucal.kernels.reference import GEMM_MODES
-
         have = self._dev().flops
         return {mode: "NumPy float64, rounded to the output type; timed on the virtual clock"
                 for mode in GEMM_MODES if self._flops(mode, have)}
@@ -221,8 +195,6 @@ class VirtualBackend(Backend):
         """The smallest square GEMM size (256 … 8192, powers of 2) at which every one of ``modes`` is bound by
         its FLOP/s rather than its memory: the virtual machine's plateau,
         reached without NumPy multiplying 8192³ matrices."""
-        from gpucal.kernels.reference import gemm_work
-
         have, bw = self._dev().flops, self._dev().memory_Bps
         n = 256
         while n < 8192:
@@ -233,8 +205,6 @@ class VirtualBackend(Backend):
         return n
 
     def gemm_launcher(self, a, b, c, mode):
-        from gpucal.kernels.reference import GEMM_MODES
-
         gm = GEMM_MODES[mode]
         (m, k), n = a.shape, b.shape[1]
         multiply_adds = m * n * k  # from the operands' shapes, not from the probe's declaration

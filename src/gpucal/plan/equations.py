@@ -27,6 +27,10 @@ __all__ = [
     "pp_hops",
     "tp_exchanges",
     "seed_exchange_time_s",
+    "COLLECTIVE_OPS",
+    "ring_steps",
+    "busbw_factor",
+    "ring_collective_time_s",
     "ring_allreduce_time_s",
     "measured_allreduce_time_s",
     "min_cards_by_capacity",
@@ -116,12 +120,47 @@ def seed_exchange_time_s(nbytes, alpha_s, beta_Bps, tp):
     return np.where(np.asarray(tp) > 1, transfer_time_s(nbytes, alpha_s, beta_Bps), 0.0)
 
 
+COLLECTIVE_OPS = ("all-reduce", "all-gather", "reduce-scatter", "broadcast", "send-recv")
+
+
+def ring_steps(op, ranks):
+    """Latency terms of the ring algorithm of ``op`` over N ranks: 2(N-1) for all-reduce, N-1 for
+    all-gather, reduce-scatter and (pipelined) broadcast, 1 for send/recv."""
+    if op == "all-reduce":
+        return 2 * (ranks - 1)
+    if op in ("all-gather", "reduce-scatter", "broadcast"):
+        return ranks - 1
+    if op == "send-recv":
+        return 1
+    raise ValueError(f"op: expected one of {', '.join(COLLECTIVE_OPS)}, got {op!r}")
+
+
+def busbw_factor(op, ranks):
+    """nccl-tests' bus-bandwidth factor of ``op`` over N ranks (busbw = algbw x factor): 2(N-1)/N for
+    all-reduce, (N-1)/N for all-gather and reduce-scatter, 1 for broadcast and send/recv. It is also the
+    share of S/beta the ring algorithm pays, so busbw tends to beta at large S."""
+    if op == "all-reduce":
+        return 2.0 * (ranks - 1) / ranks
+    if op in ("all-gather", "reduce-scatter"):
+        return (ranks - 1) / ranks
+    if op in ("broadcast", "send-recv"):
+        return 1.0
+    raise ValueError(f"op: expected one of {', '.join(COLLECTIVE_OPS)}, got {op!r}")
+
+
+def ring_collective_time_s(op, nbytes, alpha_s, beta_Bps, ranks):
+    """The ring algorithm's time for ``op`` of S bytes (nccl-tests' size of the op) over N ranks joined by
+    links of latency alpha and bandwidth beta: ``ring_steps·alpha + busbw_factor·S/beta``, so all-reduce
+    ``2(N-1)·alpha + 2(N-1)/N·S/beta``; all-gather, reduce-scatter ``(N-1)·alpha + (N-1)/N·S/beta``;
+    broadcast (pipelined ring) ``(N-1)·alpha + S/beta``; send/recv ``alpha + S/beta``. The planner's
+    ring all-reduce and the virtual machine's collectives are both this function."""
+    return ring_steps(op, ranks) * alpha_s + busbw_factor(op, ranks) * nbytes / beta_Bps
+
+
 def ring_allreduce_time_s(nbytes, alpha_s, beta_Bps, tp):
     """One TP exchange as the ring all-reduce NCCL runs: ``2(N-1)`` steps, each moving ``S/N`` bytes,
-    so ``2(N-1)·alpha + 2(N-1)/N·S/beta``; zero at tp = 1."""
-    tp = np.asarray(tp, dtype=float)
-    steps = 2.0 * (tp - 1.0)
-    return steps * alpha_s + steps / tp * nbytes / beta_Bps
+    so ``2(N-1)·alpha + 2(N-1)/N·S/beta`` (``ring_collective_time_s``); zero at tp = 1."""
+    return ring_collective_time_s("all-reduce", nbytes, alpha_s, beta_Bps, np.asarray(tp, dtype=float))
 
 
 def measured_allreduce_time_s(nbytes, alpha_s, beta_Bps, tp):

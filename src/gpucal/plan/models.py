@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gpucal.limits import MODEL_MAXIMA, RANGES
 
-__all__ = ["MODEL_MAXIMA", "PRESETS", "ModelSpec", "model_from_dict", "model_from_hf_config",
+__all__ = ["MODEL_MAXIMA", "PRESETS", "ModelSpec", "model_spec", "model_from_hf_config",
            "params_from_architecture"]
 
 # The largest value of each integer field of a model (Llama-3.1-405B: 126 layers, hidden 16384, 128 heads,
@@ -118,16 +118,17 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-def model_from_dict(data: dict, name: str) -> ModelSpec:
-    """A ``gpucal.model/1`` document (already schema-checked) as a ModelSpec; ``ValueError`` naming the field
-    where the fields disagree (a hidden size below the head count)."""
-    if not data.get("head_dim") and data["hidden"] < data["heads"]:
-        raise ValueError(f"hidden: {data['hidden']:,} is smaller than heads ({data['heads']:,}); give head_dim")
-    head_dim = data.get("head_dim") or data["hidden"] // data["heads"]
+def model_spec(name: str, *, params: float, layers: int, hidden: int, heads: int, kv_heads: int,
+               head_dim: int | None = None, vocab: int | None = None, ffn: int | None = None,
+               source: str | None = None) -> ModelSpec:
+    """A model description's figures (a ``gpucal.model/1`` document, already checked) as a ModelSpec;
+    ``ValueError`` naming the field where the fields disagree (a hidden size below the head count). Without
+    ``head_dim``, ``hidden // heads``; without ``source``, "model file"."""
+    if not head_dim and hidden < heads:
+        raise ValueError(f"hidden: {hidden:,} is smaller than heads ({heads:,}); give head_dim")
     return ModelSpec(
-        name=name, params=float(data["params"]), layers=data["layers"], hidden=data["hidden"],
-        heads=data["heads"], kv_heads=data["kv_heads"], head_dim=head_dim, vocab=data.get("vocab"),
-        ffn=data.get("ffn"), source=data.get("source", "model file"),
+        name=name, params=float(params), layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+        head_dim=head_dim or hidden // heads, vocab=vocab, ffn=ffn, source=source or "model file",
     )
 
 

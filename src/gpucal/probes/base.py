@@ -1,8 +1,8 @@
-"""What every probe shares: the result record, the registry, and the verify-then-time step.
+"""What every probe shares: the result record, the probe record, and the verify-then-time step.
 
 A probe is one module with a frozen config, ``applicable(backend) -> reason | None`` and
-``run(backend, config) -> list[Result]``, registered here by name (a second registration of a name
-raises). Probes never print and never exit: the CLI renders their results.
+``run(backend, config) -> list[Result]``, described by a ``Probe`` its module exports (``PROBE``) and
+listed by name in ``probes/registry.py``. Probes never print and never exit: the CLI renders their results.
 
 Each measured case is verified outside the timed window first; a failed check gives status ``failed``
 with the worst element and no number. Rates are derived once, here, from the declared work:
@@ -11,15 +11,15 @@ with the worst element and no number. Rates are derived once, here, from the dec
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
-from gpucal.kernels.backend import Backend
+from gpucal.kernels.base import Backend
 from gpucal.kernels.nvml import ClockState, read_clocks
 from gpucal.kernels.reference import Check, Work
 from gpucal.probes.timing import POLICY_GPU, POLICY_SIMULATOR, Policy, Timing, measure
 
-__all__ = ["Result", "Probe", "Peak", "PROBES", "register", "all_probes", "timed_case", "waived", "policy_for",
+__all__ = ["Result", "Probe", "Peak", "timed_case", "waived", "policy_for", "rates",
            "STATUSES", "source_of"]
 
 STATUSES = ("passed", "waived", "failed", "error")
@@ -84,28 +84,7 @@ class Probe:
     needs: Callable[[Backend, object], list] | None = None
 
 
-PROBES: dict[str, Probe] = {}
-
-
-def register(probe: Probe) -> Probe:
-    if probe.name in PROBES:
-        raise ValueError(f"probe {probe.name!r} is registered twice")
-    PROBES[probe.name] = probe
-    return probe
-
-
-def _load_all() -> None:
-    from gpucal.probes import flops, latency, links, membw  # noqa: F401 - registers them
-
-
-def all_probes() -> dict[str, Probe]:
-    _load_all()
-    return dict(PROBES)
-
-
 def policy_for(backend: Backend, budget_s: float | None = None) -> Policy:
-    from dataclasses import replace
-
     # the Numba simulator runs on the host clock; a virtual clock is priced like a GPU, noise and all
     policy = POLICY_SIMULATOR if backend.simulated and backend.clock == "host" else POLICY_GPU
     return replace(policy, budget_s=budget_s) if budget_s is not None else policy

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from gpucal.kernels.backend import Backend
+from gpucal.kernels.base import Backend
 from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, gemm_footprint, gemm_reference, gemm_tolerance,
                                       gemm_work)
-from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
+from gpucal.probes.base import Peak, Probe, Result, policy_for, timed_case, waived
 from gpucal.probes.memory import Need
+from gpucal.profiles import datasheet_for
 
 __all__ = ["FlopsConfig", "run", "applicable", "needs", "datasheet_peak", "default_sizes"]
 
@@ -42,16 +43,14 @@ def applicable(backend: Backend) -> str | None:
 
 def datasheet_peak(device_name: str, mode: str) -> Peak | None:
     """The dense FLOP/s of ``mode`` in the matching datasheet profile, if any."""
-    from gpucal.profiles import datasheet_for
-
     doc = datasheet_for(device_name)
     if doc is None:
         return None
-    dense = doc.data["devices"][0].get("dense_flops", {})
+    dense = doc.profile.devices[0].dense_flops
     for key in PEAK_KEYS.get(mode, (mode,)):
         q = dense.get(key)
-        if q and q.get("value"):
-            return Peak("flops", float(q["value"]), f"{doc.name}: dense_flops.{key}")
+        if q is not None and q.value:
+            return Peak("flops", float(q.value), f"{doc.name}: dense_flops.{key}")
     return None
 
 
@@ -123,5 +122,5 @@ def run(backend: Backend, config: FlopsConfig = FlopsConfig()) -> list[Result]:
     return results
 
 
-PROBE = register(Probe("flops", "matrix multiply FLOP/s per dtype and accumulate mode (plateau and decode shapes)",
-                       FlopsConfig, applicable, run, needs))
+PROBE = Probe("flops", "matrix multiply FLOP/s per dtype and accumulate mode (plateau and decode shapes)",
+              FlopsConfig, applicable, run, needs)

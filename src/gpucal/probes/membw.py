@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpucal.kernels.backend import Backend
+from gpucal.kernels.base import Backend
 from gpucal.kernels.dtypes import DTYPES, POISON, to_float64
 from gpucal.kernels.reference import (GEMM_MODES, Check, check_close, check_exact, gemm_footprint, gemm_tolerance,
                                       gemv_reference, gemv_work, stream_footprint, stream_work, write_pattern)
-from gpucal.probes.base import Peak, Probe, Result, policy_for, register, timed_case, waived
+from gpucal.probes.base import Peak, Probe, Result, policy_for, timed_case, waived
 from gpucal.probes.memory import Need
 from gpucal.units import size_label
 
@@ -184,5 +184,5 @@ def run(backend: Backend, config: MembwConfig = MembwConfig()) -> list[Result]:
     return results
 
 
-PROBE = register(Probe("membw", "device memory bandwidth: copy, read, write, triad, and GEMV (decode) per dtype "
-                       "and batch", MembwConfig, applicable, run, needs))
+PROBE = Probe("membw", "device memory bandwidth: copy, read, write, triad, and GEMV (decode) per dtype "
+              "and batch", MembwConfig, applicable, run, needs)

@@ -10,9 +10,10 @@ machine every device array is a NumPy array on this host, so there the device's 
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass
 
-from gpucal.kernels.backend import Backend
+from gpucal.kernels.base import Backend
 from gpucal.kernels.reference import Footprint
 from gpucal.units import format_bytes
 
@@ -50,8 +51,6 @@ def _cgroup_limit_bytes() -> int | None:
 def _address_space_left_bytes() -> int | None:
     """What this process may still map under its ``RLIMIT_AS`` (``ulimit -v``), if it has one: the limit less
     the address space it holds now (``/proc/self/statm``)."""
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None

@@ -1,5 +1,6 @@
-"""The network probe: MPI ping-pong between pairs of ranks, swept over message sizes, and an
-alpha-beta fit per pair (``mpiexec -n N gpucal probe net``; ``docs/network.md``).
+"""The network probe: MPI ping-pong between pairs of ranks, swept over message sizes
+(``mpiexec -n N gpucal probe net``; ``docs/network.md``); the alpha-beta fit per pair and the profile's
+``network[]`` entries are ``calibrate/network.py``'s.
 
 Method. Pairs are measured one after the other, never two at once (they would share the wire); the
 ranks outside the pair wait in a barrier that they poll with short sleeps, so they leave the CPUs to the
@@ -17,12 +18,7 @@ pair. For a pair (i, j), i < j, and each size n:
 A failed comparison gives status ``failed`` with the first differing byte and no number.
 
 Statistic: per size, the median over samples of the one-way time per message (p10, p90, n kept).
-Byte convention: ``link_Bps = n/t``, one way, with t half the round trip. Per pair,
-``t = alpha + n/beta`` is fitted over the sizes that passed, per regime (``calibrate.fit.fit_pieces``:
-least squares on relative errors; MPI libraries switch from eager to rendezvous near 8 KiB, and one line
-over both would misstate beta by tens of percent): ``alpha_s`` is the smallest sizes' regime's,
-``beta_Bps`` the largest sizes', ``pieces`` every regime's, for the planner to take the one its message
-falls in.
+Byte convention: ``link_Bps = n/t``, one way, with t half the round trip.
 
 The times are what a Python program calling MPI through mpi4py pays: ``alpha`` includes mpi4py's own cost
 per call (about 0.7 µs per message over a C ping-pong loop on the same MPI, measured with
@@ -33,26 +29,26 @@ rank is a host of its own): the bytes still move over MPI and are compared as ab
 is priced by the link: the sum over its k messages of ``alpha + n/beta``, each with the net's noise.
 Those figures have source ``simulated`` and are never measurements.
 
-Everything here is collective: every rank of the world calls ``run_net`` and gets the same report. The
+Everything here is collective: every rank of the world calls ``measure_net`` and gets the same run. The
 module never prints and never exits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from gpucal.calibrate.fit import FitError, fit_pieces, median_noise_frac
 from gpucal.errors import InputError
-from gpucal.kernels.comm import RankError, SimulatedNet, World, lockstep_measure
+from gpucal.kernels.comm import RankError, SimulatedNet, World
 from gpucal.kernels.reference import Check, Work
 from gpucal.probes.base import Result
-from gpucal.probes.timing import Policy, Timing
+from gpucal.probes.lockstep import lockstep_measure
+from gpucal.probes.timing import Policy
 from gpucal.units import size_label
 
-__all__ = ["NET_SIZES", "NetConfig", "NetReport", "run_net", "net_policy", "pairs_for", "size_label",
-           "BYTE_CONVENTION", "QUANTITY_CONVENTION", "entry_for", "host_matrix"]
+__all__ = ["NET_SIZES", "NetConfig", "NetRun", "measure_net", "net_policy", "pairs_for", "size_label",
+           "BYTE_CONVENTION", "QUANTITY_CONVENTION", "compare_bytes"]
 
 NET_SIZES = tuple(1 << p for p in range(3, 27))  # 8 B … 64 MiB
 PAIR_MODES = ("all", "leaders")
@@ -101,114 +97,12 @@ def pairs_for(world: World, mode: str) -> list[tuple[int, int]]:
     return [(a, b) for k, a in enumerate(ranks) for b in ranks[k + 1:]]
 
 
-# the report ------------------------------------------------------------------------------------------
-@dataclass
-class NetReport:
-    """What ``run_net`` returns on every rank: one ``Result`` per (pair, size), the profile's
-    ``network[]`` entries (one per pair), the world (``World.to_dict()``) and the source of the figures
-    (``measured`` or ``simulated``)."""
-
-    results: list[Result]
-    entries: list[dict]
-    world: dict
-    source: str
-    simulated_net: dict | None = None
-    pairs: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return any(r.status in ("failed", "error") for r in self.results)
-
-    def matrix(self) -> list[list[float | None]]:
-        """Host by host (host indexes of the world), the fitted beta in B/s of the pair between them; where
-        several rank pairs join two hosts, the slowest; None on the diagonal and where nothing was fitted."""
-        return host_matrix(len(self.world["hosts"]), self.entries)
-
-    def to_dict(self) -> dict:
-        return {"world": self.world, "source": self.source, "simulated_net": self.simulated_net,
-                "entries": self.entries, "matrix_Bps": self.matrix(), "results": [r.to_dict() for r in self.results]}
-
-
-def host_matrix(n_hosts: int, entries: list[dict]) -> list[list[float | None]]:
-    """The host-by-host matrix of ``beta_Bps`` values of ``entries`` (the slowest per pair of hosts)."""
-    out: list[list[float | None]] = [[None] * n_hosts for _ in range(n_hosts)]
-    for e in entries:
-        a, b = e["src_host"], e["dst_host"]
-        beta = e["beta_Bps"]["value"]
-        if a == b or beta is None:
-            continue
-        old = out[a][b]
-        out[a][b] = out[b][a] = beta if old is None else min(old, beta)
-    return out
-
-
-def _quantity(value, source: str, method: str, statistic: str, n: int, reason: str | None = None, **extra) -> dict:
-    q = {"value": value, "source": source, "method": method, "statistic": statistic}
-    if n >= 1:
-        q["n"] = n
-    if value is None:
-        q["reason"] = reason or "not measured"
-    q.update({k: v for k, v in extra.items() if v is not None})
-    return q
-
-
-def entry_for(results: list[Result], world_dict: dict, transport: str, source: str,
-              simulated: str | None = None) -> dict:
-    """The ``network[]`` entry of one pair from its results (one per size): the alpha-beta fit over the sizes
-    that passed, the latency (median one-way time of the smallest passed size), the points and whether
-    every case compared equal."""
-    first = results[0].params
-    i, j = first["src_rank"], first["dst_rank"]
-    ranks = world_dict["ranks"]
-    passed = sorted((r for r in results if r.status == "passed"), key=lambda r: r.params["bytes"])
-    points = [[r.params["bytes"], r.timing.median_s] for r in passed]
-    sizes = sorted(r.params["bytes"] for r in results)
-    span = f"{size_label(sizes[0])} - {size_label(sizes[-1])}"
-    method = (f"fit t = alpha + n/beta over {span} per regime (MPI ping-pong through mpi4py, t = half the round "
-              "trip; alpha includes mpi4py's cost per call)")
-    if simulated:
-        method += f"; times priced by {simulated}"
-    fit, reason = None, None
-    try:
-        fit = fit_pieces([p[0] for p in points], [p[1] for p in points],
-                         median_noise_frac([r.timing.cv for r in passed], [r.timing.n for r in passed]))
-    except FitError as exc:
-        reason = str(exc)
-    if fit is not None and len(fit.pieces) > 1:
-        method += (f"; {len(fit.pieces)} regimes (from " + ", ".join(size_label(int(b)) for b in fit.breakpoints_bytes)
-                   + "): alpha the smallest sizes', beta the largest sizes'")
-    if passed:
-        t: Timing = passed[0].timing
-        lat_method = f"half the round trip of the smallest message ({size_label(passed[0].params['bytes'])})"
-        latency = _quantity(t.median_s, source, lat_method, "median", t.n, p10=t.p10_s, p90=t.p90_s)
-    else:
-        latency = _quantity(None, source, "half the round trip of the smallest message", "median", 0,
-                            reason="no size passed")
-    entry = {
-        "src_rank": i, "dst_rank": j, "src_host": ranks[i]["host"], "dst_host": ranks[j]["host"],
-        "src_hostname": ranks[i]["hostname"], "dst_hostname": ranks[j]["hostname"],
-        "same_host": ranks[i]["host"] == ranks[j]["host"], "transport": transport,
-        "alpha_s": _quantity(fit.alpha_s if fit else None, source, method, "fit",
-                             fit.pieces[0].n if fit else len(points), reason),
-        "beta_Bps": _quantity(fit.beta_Bps if fit else None, source, method, "fit",
-                              fit.pieces[-1].n if fit else len(points), reason, byte_convention=QUANTITY_CONVENTION),
-        "latency_s": latency,
-        "r2": fit.r2 if fit else None,
-        "points": points,
-        "verified": all(r.status == "passed" for r in results),
-        "reason": reason,
-    }
-    if fit is not None:
-        entry.update(fit.profile_fields())
-    return entry
-
-
 # one pair --------------------------------------------------------------------------------------------
 def _payload(seed: int, i: int, j: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, i, j, n]).integers(0, 256, n, dtype=np.uint8)
 
 
-def _compare(got: np.ndarray, expected: np.ndarray, who: str) -> Check:
+def compare_bytes(got: np.ndarray, expected: np.ndarray, who: str) -> Check:
     method = f"{CHECK_METHOD} ({who})"
     if np.array_equal(got, expected):
         return Check(True, method, int(got.size), max_abs_err=0.0, tolerance=0.0)
@@ -275,7 +169,7 @@ class _Pair:
         else:
             comm.Recv(recv, source=peer)
             comm.Send(recv, dest=peer)
-        checks = self.agree(_compare(recv, expected, f"rank {self.world.rank}"))
+        checks = self.agree(compare_bytes(recv, expected, f"rank {self.world.rank}"))
         bad = _first_bad(checks)
         if bad is not None:
             return Result(status="failed", check=bad, reason=_failed_reason(bad, "before timing"), **base) if lead \
@@ -310,7 +204,7 @@ class _Pair:
             timing = lockstep_measure(comm, run_k, self.policy, clock)
         except RankError as exc:
             return Result(status="error", check=check, reason=f"timing: {exc}", **base) if lead else None
-        after = self.agree(_compare(recv, expected, f"rank {self.world.rank}"))
+        after = self.agree(compare_bytes(recv, expected, f"rank {self.world.rank}"))
         bad = _first_bad(after)
         if bad is not None:
             return Result(status="failed", check=bad, reason=_failed_reason(bad, "after timing"), **base) if lead \
@@ -337,9 +231,28 @@ def _run_pair(world: World, i: int, j: int, sizes, config: NetConfig, policy: Po
     return comm.bcast(outcome if world.rank == i else None, root=i)
 
 
-def run_net(world: World, config: NetConfig = NetConfig()) -> NetReport:
+@dataclass
+class NetRun:
+    """What ``measure_net`` returns on every rank: the pairs in the order measured, each pair's ``Result``s
+    (one per size), the world (``World.to_dict()``), the source of the figures (``measured`` or
+    ``simulated``), the transport in words, what priced the times (a simulated link) and the simulated net."""
+
+    pairs: list[tuple[int, int]]
+    per_pair: list[list[Result]]
+    world: dict
+    source: str
+    transport: str
+    priced_by: str | None = None
+    simulated_net: dict | None = None
+
+    @property
+    def results(self) -> list[Result]:
+        return [r for pair in self.per_pair for r in pair]
+
+
+def measure_net(world: World, config: NetConfig = NetConfig()) -> NetRun:
     """Measure every pair of ``config`` one after the other (collective: every rank calls it and every rank
-    returns the same report). See the module docstring for the method, statistic and byte convention."""
+    returns the same run). See the module docstring for the method, statistic and byte convention."""
     sizes = tuple(sorted(set(config.sizes if config.sizes is not None else NET_SIZES)))
     if not sizes or any(not isinstance(n, (int, np.integer)) or n < 1 for n in sizes):
         raise InputError(f"sizes: expected positive whole numbers of bytes, got {config.sizes!r}")
@@ -352,17 +265,13 @@ def run_net(world: World, config: NetConfig = NetConfig()) -> NetReport:
     pairs = pairs_for(world, config.pairs)
     policy = net_policy(config.budget_s)
     source = "simulated" if net else "measured"
-    results: list[Result] = []
-    entries: list[dict] = []
-    world_dict = world.to_dict()
+    per_pair: list[list[Result]] = []
     transport = f"simulated {net.name} over {world.library}" if net else world.library
     priced_by = f"the simulated link {net.name}" if net else None
     for i, j in pairs:
-        pair_results = _run_pair(world, i, j, sizes, config, policy)
-        results += pair_results
-        entries.append(entry_for(pair_results, world_dict, transport, source, priced_by))
+        per_pair.append(_run_pair(world, i, j, sizes, config, policy))
     described = None
     if net is not None:
         described = {"name": net.name, "alpha_s": net.alpha_s, "beta_Bps": net.beta_Bps,
                      "noise_frac": net.noise_frac, "seed": net.seed}
-    return NetReport(results, entries, world_dict, source, described, pairs)
+    return NetRun(pairs, per_pair, world.to_dict(), source, transport, priced_by, described)

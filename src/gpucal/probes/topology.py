@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from gpucal.kernels.backend import Backend
+from gpucal.kernels.base import Backend
+from gpucal.kernels.numa import device_numa_node
 
 __all__ = ["Topology", "GpuTopo", "PairTopo", "read_topology", "ANCESTORS", "P2P_CAPS", "cpu_list",
            "pcie_under_load"]
@@ -205,8 +206,6 @@ def _handles(nv) -> dict:
 
 def _numa(nv, h, bus_id: str | None, sysfs_root: str | None) -> tuple[int | None, str | None]:
     """(the device's CPU-side NUMA node, where it came from): sysfs under ``sysfs_root``, else NVML."""
-    from gpucal.kernels.numa import device_numa_node
-
     if sysfs_root is not None:
         node = device_numa_node(bus_id, sysfs_root)
         if node is not None:

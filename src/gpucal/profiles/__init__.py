@@ -2,6 +2,8 @@
 
 - ``gpucal.profiles.io`` (re-exported here): load, validate and save documents (hardware profiles, link
   presets, model descriptions); built-in documents by name.
+- ``gpucal.profiles.names``: from a name or a path to a loaded document (built-ins first, close matches
+  suggested, a profile's own references kept inside its folder).
 - ``gpucal.profiles.queries``: what the planner and the other readers take from a document (a card, a
   link, the network, a collective), with the flags that override it.
 - ``gpucal.profiles.export``: a profile in other planners' formats (llm-analysis, aiconfigurator).

@@ -26,10 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpucal import __version__
-from gpucal import profiles
-from gpucal.errors import InputError
-from gpucal.profiles.queries import DEFAULT_FLOPS_MODE, LinkChoice, planner_link, profile_link, profile_reference, resolve_link
+import yaml
+
+from gpucal import __version__, profiles
+from gpucal.errors import GpucalError, InputError, ProfileExistsError
+from gpucal.files import make_folder, write_atomic
+from gpucal.profiles.model import Device, Profile, Quantity
+from gpucal.profiles.names import profile_reference
+from gpucal.profiles.queries import (
+    DEFAULT_FLOPS_MODE,
+    LinkChoice,
+    planner_link,
+    profile_link,
+    profile_network,
+    resolve_link,
+)
+from gpucal.standards import PCIE_GT_S, pcie_Bps
 
 __all__ = ["FORMATS", "LLM_ANALYSIS_KEYS", "DEFAULT_NET", "MEM_CONSTANT_LATENCY_S", "Export", "export",
            "to_llm_analysis", "to_aiconfigurator", "dumps", "int8_tensor_ops", "int4_tensor_ops", "write"]
@@ -59,18 +71,14 @@ def _check_format(fmt: str) -> None:
         raise InputError(f"--format: unknown format {fmt!r}; gpucal exports {', '.join(FORMATS)}")
 
 
-def _cite(quantity: dict) -> str:
-    return quantity["source"] + (f" ({quantity['ref']})" if quantity.get("ref") else "")
-
-
-def _value(quantity: Any) -> float | None:
+def _value(quantity: Quantity | None) -> float | None:
     """A quantity's value, or None where it is missing or null."""
-    if isinstance(quantity, dict) and quantity.get("value") is not None:
-        return float(quantity["value"])
+    if quantity is not None and quantity.known:
+        return float(quantity.value)
     return None
 
 
-def int8_tensor_ops(dense: dict[str, Any], compute_capability: tuple[int, int] | None) -> tuple[float, str]:
+def int8_tensor_ops(dense: dict[str, Quantity], compute_capability: tuple[int, int] | None) -> tuple[float, str]:
     """The dense int8 tensor rate (op/s) derived from a dense FLOP/s table, and how it was derived.
 
     NVIDIA's datasheets give int8 the fp8 tensor rate where a card has fp8 (Ada, Hopper, Blackwell:
@@ -115,39 +123,42 @@ class _Reader:
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
-    def device(self) -> dict[str, Any]:
-        return self.doc.data["devices"][0]
+    def profile(self) -> Profile:
+        return self.doc.profile
+
+    @property
+    def device(self) -> Device:
+        return self.profile.devices[0]
 
     def refuse(self, where: str, why: str, key: str) -> InputError:
         return InputError(f"{self.doc.origin}: {where}: {why}; needed by {self.fmt} ({key})")
 
-    def quantity(self, where: str, quantity: Any, key: str) -> float:
+    def quantity(self, where: str, quantity: Quantity | None, key: str) -> float:
         """The value at ``where`` (for the message), recorded as the source of exported ``key``."""
-        if not isinstance(quantity, dict):
+        if quantity is None:
             raise self.refuse(where, "missing", key)
-        if quantity.get("value") is None:
-            raise self.refuse(where, f"unknown ({quantity.get('reason', 'no reason given')})", key)
-        self.sources[key] = f"{where}: {_cite(quantity)}"
-        return float(quantity["value"])
+        if not quantity.known:
+            raise self.refuse(where, f"unknown ({quantity.reason or 'no reason given'})", key)
+        self.sources[key] = f"{where}: {quantity.cited}"
+        return float(quantity.value)
 
     def flops(self, mode: str, key: str) -> float:
-        return self.quantity(f"devices[0].dense_flops.{mode}", self.device.get("dense_flops", {}).get(mode), key)
+        return self.quantity(f"devices[0].dense_flops.{mode}", self.device.dense_flops.get(mode), key)
 
     def compute_capability(self) -> tuple[tuple[int, int] | None, str]:
         """The card's compute capability, from the profile or else the datasheet profile of its name."""
-        text, where = self.device.get("compute_capability"), "devices[0].compute_capability"
-        if text is None:
-            sheet = profiles.datasheet_for(self.device["name"])
+        device, where = self.device, "devices[0].compute_capability"
+        if device.compute_capability is None:
+            sheet = profiles.datasheet_for(device.name)
             if sheet is not None:
-                text, where = sheet.data["devices"][0].get("compute_capability"), f"datasheet profile {sheet.name}"
-        if text is None:
+                device, where = sheet.profile.devices[0], f"datasheet profile {sheet.name}"
+        if device.cc is None:
             return None, "unknown"
-        major, minor = (int(part) for part in text.split("."))
-        return (major, minor), f"{text} ({where})"
+        return device.cc, f"{device.compute_capability} ({where})"
 
     def int_rates(self, int8_key: str, int4_key: str | None) -> tuple[float, float]:
         cc, cc_source = self.compute_capability()
-        int8, how8 = int8_tensor_ops(self.device.get("dense_flops", {}), cc)
+        int8, how8 = int8_tensor_ops(self.device.dense_flops, cc)
         int4, how4 = int4_tensor_ops(int8, cc)
         self.sources[int8_key] = f"{how8}; compute capability {cc_source}"
         if int4_key:
@@ -162,12 +173,12 @@ class _Reader:
             chosen, how = measured, f"links[]: {measured.spec.name}"
         else:
             chosen = planner_link(self.doc, flag="NAME")
-            preset = self.doc.data.get("plan_defaults", {}).get("link")
+            preset = self.profile.default_link
             if chosen is None:
                 raise self.refuse("links", "no measured link between cards and no plan_defaults.link (give --link)",
                                   keys[0])
-            kind = profile_reference(self.doc, "plan_defaults.link", "NAME", "link").data["kind"]
-            peer = (self.device.get("peer_link") or {}).get("kind", "unknown")
+            kind = profile_reference(self.doc, "plan_defaults.link", "NAME", "link").model.kind
+            peer = self.device.peer_link.kind if self.device.peer_link else "unknown"
             if kind == "nvlink" and peer != "nvlink":
                 raise self.refuse("plan_defaults.link", f"{preset} is an NVLink preset but devices[0].peer_link.kind "
                                   f"is {peer} (give --link)", keys[0])
@@ -181,8 +192,6 @@ class _Reader:
         if given is not None:
             self.sources[key] = f"--net {given.spec.name}: beta ({given.source})"
             return given.spec.beta_Bps
-        from gpucal.profiles.queries import profile_network
-
         measured = profile_network(self.doc)  # the slowest pair of hosts; ranks sharing a host are left out
         if measured is not None:
             self.sources[key] = f"network: {measured.spec.name} ({measured.source}): beta, per direction"
@@ -196,8 +205,8 @@ class _Reader:
 def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
     r = _Reader(doc, "llm-analysis")
     device = r.device
-    memory_bytes = r.quantity("devices[0].memory_bytes", device.get("memory_bytes"), "mem_per_GPU_in_GB")
-    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.get("memory_bandwidth_Bps"),
+    memory_bytes = r.quantity("devices[0].memory_bytes", device.memory_bytes, "mem_per_GPU_in_GB")
+    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.memory_bandwidth_Bps,
                             "hbm_bandwidth_in_GB_per_sec")
     fp16 = r.flops(_FP16_MODE, "peak_fp16_TFLOPS")
     chosen = r.link(link, ("intra_node_bandwidth_in_GB_per_sec", "intra_node_min_message_latency"))
@@ -219,54 +228,54 @@ def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoi
 
 def _pcie_Bps(r: _Reader, key: str) -> float:
     """Host link per direction: the slower measured direction, else the PCIe line rate."""
-    from gpucal.standards import PCIE_GT_S, pcie_Bps
-
-    host = r.device.get("host_link") or {}
-    measured = [(_value((host.get(d) or {}).get("beta_Bps")), d) for d in ("h2d", "d2h")]
+    host = r.device.host_link
+    directions = {d: getattr(host, d) for d in ("h2d", "d2h")} if host else {}
+    measured = [(_value(link.beta_Bps), d) for d, link in directions.items() if link is not None]
     measured = [(beta, d) for beta, d in measured if beta]
     if measured:
         beta, d = min(measured)
-        r.sources[key] = (f"devices[0].host_link.{d}.beta_Bps: {_cite(host[d]['beta_Bps'])} "
+        r.sources[key] = (f"devices[0].host_link.{d}.beta_Bps: {directions[d].beta_Bps.cited} "
                           "(the slower of h2d and d2h)")
         return beta
-    generation, width = _value(host.get("pcie_generation")), _value(host.get("pcie_width"))
+    generation = _value(host.pcie_generation) if host else None
+    width = _value(host.pcie_width) if host else None
     if generation is None or width is None or int(generation) not in PCIE_GT_S:
         raise r.refuse("devices[0].host_link", "no measured h2d/d2h beta and no known PCIe generation and width", key)
     r.sources[key] = (f"derived: PCIe Gen{int(generation)} x{int(width)} line rate per direction, from "
-                      f"devices[0].host_link.pcie_generation and pcie_width: {_cite(host['pcie_generation'])}")
+                      f"devices[0].host_link.pcie_generation and pcie_width: {host.pcie_generation.cited}")
     return pcie_Bps(int(generation), int(width))
 
 
 def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
     r = _Reader(doc, "aiconfigurator")
-    device = r.device
-    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.get("memory_bandwidth_Bps"), "gpu.mem_bw")
+    device, source = r.device, r.profile.source
+    memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.memory_bandwidth_Bps, "gpu.mem_bw")
     nominal_Bps, factor = memory_Bps, 1.0
-    if doc.data["source"] in ("measured", "simulated"):
-        sheet = profiles.datasheet_for(device["name"])
-        sheet_Bps = _value(sheet.data["devices"][0].get("memory_bandwidth_Bps")) if sheet else None
+    if source in ("measured", "simulated"):
+        sheet = profiles.datasheet_for(device.name)
+        sheet_Bps = _value(sheet.profile.devices[0].memory_bandwidth_Bps) if sheet else None
         if sheet_Bps:
             nominal_Bps, factor = sheet_Bps, memory_Bps / sheet_Bps
             r.sources["gpu.mem_bw"] = f"datasheet profile {sheet.name}: devices[0].memory_bandwidth_Bps"
             r.sources["gpu.mem_bw_empirical_scaling_factor"] = (
-                f"derived: devices[0].memory_bandwidth_Bps ({doc.data['source']}) / the datasheet's rate")
+                f"derived: devices[0].memory_bandwidth_Bps ({source}) / the datasheet's rate")
         else:
             r.sources["gpu.mem_bw_empirical_scaling_factor"] = (
-                f"1.0: no datasheet profile for {device['name']!r}, so gpu.mem_bw is the {doc.data['source']} rate")
+                f"1.0: no datasheet profile for {device.name!r}, so gpu.mem_bw is the {source} rate")
     else:
-        r.sources["gpu.mem_bw_empirical_scaling_factor"] = f"1.0: the profile is itself a {doc.data['source']} profile"
+        r.sources["gpu.mem_bw_empirical_scaling_factor"] = f"1.0: the profile is itself a {source} profile"
     gpu: dict[str, Any] = {
         "mem_bw": _round(nominal_Bps),
         "mem_bw_empirical_scaling_factor": _round(factor),
         "mem_empirical_constant_latency": MEM_CONSTANT_LATENCY_S,
-        "mem_capacity": int(r.quantity("devices[0].memory_bytes", device.get("memory_bytes"), "gpu.mem_capacity")),
+        "mem_capacity": int(r.quantity("devices[0].memory_bytes", device.memory_bytes, "gpu.mem_capacity")),
         "float16_tc_flops": _round(r.flops(_FP16_MODE, "gpu.float16_tc_flops")),
         "bfloat16_tc_flops": _round(r.flops(_BF16_MODE, "gpu.bfloat16_tc_flops")),
     }
     r.sources["gpu.mem_empirical_constant_latency"] = "estimate: aiconfigurator's own files' 3 us; gpucal does not measure it"
     int8, _ = r.int_rates("gpu.int8_tc_flops", None)
     gpu["int8_tc_flops"] = _round(int8)
-    fp8 = _value(device.get("dense_flops", {}).get(_FP8_MODE))
+    fp8 = _value(device.dense_flops.get(_FP8_MODE))
     if fp8:
         gpu["fp8_tc_flops"] = _round(r.flops(_FP8_MODE, "gpu.fp8_tc_flops"))
     cc, cc_source = r.compute_capability()
@@ -274,14 +283,12 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
         gpu["sm_version"] = cc[0] * 10 + cc[1]
         r.sources["gpu.sm_version"] = f"compute capability {cc_source}"
     chosen = r.link(link, ("node.intra_node_bw", "node.p2p_latency"))
-    from gpucal.profiles.queries import cards_per_host
-
-    per_node = cards_per_host(doc.data)
+    per_node = r.profile.cards_per_host
     if per_node is not None:
         r.sources["node.num_gpus_per_node"] = "cluster profile: the smallest host's cards (cluster.hosts[].devices)"
     else:
-        per_node = sum(int(d.get("count", 1)) for d in doc.data["devices"])
-        entries = len(doc.data["devices"])
+        per_node = r.profile.device_count
+        entries = len(r.profile.devices)
         r.sources["node.num_gpus_per_node"] = \
             f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
     node = {
@@ -293,9 +300,9 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
     }
     provenance = {
         "profile": doc.name,
-        "title": doc.data.get("title"),
-        "source": doc.data["source"],
-        "created": doc.data.get("created"),
+        "title": r.profile.title,
+        "source": source,
+        "created": r.profile.created,
         "origin": doc.origin,
         "exported_by": f"gpucal {__version__}",
         "units": "bytes, B/s (per direction), FLOP/s, seconds",
@@ -329,7 +336,7 @@ def export(doc: profiles.Document, fmt: str, *, link: LinkChoice | None = None,
     between cards and between hosts. Raises ``InputError`` naming the field a format needs and lacks."""
     _check_format(fmt)
     if doc.kind != "profile":
-        raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.data['schema']}), not a hardware profile")
+        raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.model.schema_}), not a hardware profile")
     build = _llm_analysis if fmt == "llm-analysis" else _aiconfigurator
     data, sources = build(doc, link, net)
     return Export(format=fmt, profile=doc.name, data=data, sources=dict(sorted(sources.items())))
@@ -354,8 +361,6 @@ def dumps(fmt: str, data: dict[str, Any]) -> str:
         if tuple(data) != LLM_ANALYSIS_KEYS:
             raise ValueError(f"an llm-analysis GPU config has exactly the keys {', '.join(LLM_ANALYSIS_KEYS)}")
         return json.dumps(data, indent=4, allow_nan=False) + "\n"
-    import yaml
-
     about = data.get("gpucal", {})
     header = (f"# aiconfigurator system file exported by {about.get('exported_by', 'gpucal')} from the "
               f"{about.get('source', '')} profile {about.get('profile', '')}.\n"
@@ -368,9 +373,6 @@ def write(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
     then a link or rename), creating the folder. Without ``force`` an existing file is never replaced
     (``ProfileExistsError``); only a regular file is ever replaced. A bad path is an ``InputError`` naming
     ``-o``; a failure while writing (disk full) a ``GpucalError``, the old file intact either way."""
-    from gpucal.errors import GpucalError, ProfileExistsError
-    from gpucal.files import make_folder, write_atomic
-
     target = Path(path)
     make_folder(target.parent if str(target.parent) else Path("."), flag="-o")
     try:

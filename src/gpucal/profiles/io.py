@@ -1,10 +1,12 @@
 """The profile contract: load, validate and save gpucal's JSON documents.
 
-Three kinds of document share one versioned format and one JSON Schema (``profiles/schema.json``):
+Three kinds of document share one versioned format, defined by the typed model
+(``gpucal.profiles.model``) and published as the JSON Schema generated from it (``profiles/schema.json``):
 hardware profiles (``gpucal.profile/1``, what ``calibrate`` writes and ``plan`` reads), link presets
 (``gpucal.link/1``) and model descriptions (``gpucal.model/1``). Built-in documents ship as package
 data under ``gpucal.profiles`` (``datasheet/``, ``article/``, ``measured/``, ``links/``) and are found
-by name; anything else is a file path.
+by name; anything else is a file path. A loaded ``Document`` holds the typed document (``doc.model``) and
+the JSON it came from (``doc.data``, for writing).
 
 Every error names the file and the field (``ProfileError``). Reading takes only regular files, at most
 ``gpucal.limits.MAX_INPUT_FILE_BYTES`` of them, and never blocks (a FIFO, ``/dev/zero``: refused); parsing
@@ -15,8 +17,11 @@ given.
 A bare name (no ``/``, no ``.json``) that is a built-in is the built-in, even where a file of that name
 lies in the current folder (``ambiguity_note`` says so, for the command to print); ``./NAME`` is the file.
 
-Format history:
-- 1 (gpucal 0.1): first version.
+Format history (the ``schema`` field; a reader refuses a major version it does not know, by name):
+- 1 (gpucal 0.1): first version; every later addition to it is optional, so every file that loaded before
+  still loads (docs/profiles.md, "Format history").
+A document of an older format is brought up to date before it is validated: ``MIGRATIONS`` maps an old
+``schema`` value to a function from the old document (a dict) to the next format's; format 1 has none.
 """
 
 from __future__ import annotations
@@ -25,9 +30,8 @@ import errno
 import json
 import math
 import os
-import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from functools import lru_cache
@@ -35,35 +39,61 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpucal import limits
 from gpucal.errors import ProfileError
+from gpucal.files import write_atomic as _write_atomic
+from gpucal.profiles.model import Profile, Typed
+from gpucal.profiles.model import validate as validate_model
+from gpucal.profiles.model.documents import FORMATS, LINK_FORMAT, MODEL_FORMAT, PROFILE_FORMAT
+from gpucal.profiles.model.errors import CONTROL_CHARACTERS, describe, field_name
 
-PROFILE_FORMAT = "gpucal.profile/1"
-LINK_FORMAT = "gpucal.link/1"
-MODEL_FORMAT = "gpucal.model/1"
-FORMATS = {PROFILE_FORMAT: "profile", LINK_FORMAT: "link", MODEL_FORMAT: "model"}
+__all__ = ["CONTROL_CHARACTERS", "FORMATS", "LINK_FORMAT", "MIGRATIONS", "MODEL_FORMAT", "PROFILE_FORMAT", "Document",
+           "ambiguity_note", "builtin_kind", "builtin_names", "datasheet_for", "dumps", "exists", "is_bare", "load",
+           "load_builtin", "looks_like_path", "parse", "read", "read_bytes", "save", "schema", "shown_name",
+           "validate", "write_atomic"]
 
 # Package-data folders per document kind, in lookup order.
 _FOLDERS = {"profile": ("article", "datasheet", "measured"), "link": ("links",)}
 _MESSAGE_MAX_CHARS = 240
 _NAME_SHOWN_CHARS = 120  # a longer file name is shown cut, with its length
-# What the schema's text fields refuse (profiles/schema.json, $defs/text): C0 and C1 controls, DEL, the line
-# and paragraph separators, and the bidirectional embeddings, overrides and isolates.
-CONTROL_CHARACTERS = re.compile("[" + limits.CONTROL_CHARACTERS + "]")
+# An old format's ``schema`` -> the function that turns such a document into the next format's (a dict to a
+# dict, the input left as it was). Applied before validation, as often as the chain goes.
+MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
 class Document:
-    """A validated document: its kind (profile, link, model), its name, where it came from.
+    """A validated document: its kind (profile, link, model), its name, where it came from, the JSON it was
+    read from (``data``) and the typed document (``model``).
 
     ``folder`` is the folder of the file it was read from (``None`` for a built-in), against which its
-    references (``plan_defaults.link``) are resolved."""
+    references (``plan_defaults.link``) are resolved. ``typed`` is the model as validated; a Document built
+    from a dict alone validates ``data`` the first time ``model`` is read (``ProfileError`` naming
+    ``origin`` if it does not validate)."""
 
     kind: str
     name: str
     origin: str
     data: dict[str, Any]
     folder: str | None = dataclass_field(default=None, compare=False)
+    typed: Typed | None = dataclass_field(default=None, compare=False, repr=False)
+
+    @property
+    def model(self) -> Typed:
+        """The typed document: a ``Profile``, a ``LinkPreset`` or a ``ModelDoc``."""
+        if self.typed is None:
+            object.__setattr__(self, "typed", _typed(self.kind, self.data, self.origin))
+        return self.typed
+
+    @property
+    def profile(self) -> Profile:
+        """The typed hardware profile (``model``, for a document known to be a profile)."""
+        found = self.model
+        if not isinstance(found, Profile):
+            raise ProfileError(self.origin, "schema", f"is a {self.kind} document, not a hardware profile")
+        return found
 
 
 def shown_name(path: str | os.PathLike) -> str:
@@ -109,20 +139,12 @@ def _first_refused(value: Any) -> tuple[str | None, _Refused] | None:
     while stack:
         path, node = stack.pop()
         if isinstance(node, _Refused):
-            return _field(path), node
+            return field_name(path), node
         if isinstance(node, dict):
             stack.extend(((*path, k), v) for k, v in reversed(node.items()))
         elif isinstance(node, list):
             stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
     return None
-
-
-def _field(path: Any) -> str | None:
-    """A jsonschema path as ``devices[0].memory_bytes.value``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or None
 
 
 def _short(message: str) -> str:
@@ -133,18 +155,9 @@ def _short(message: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _validator():
-    import jsonschema
-
-    schema = json.loads(resources.files("gpucal.profiles").joinpath("schema.json").read_text("utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
 def schema() -> dict[str, Any]:
-    """The shipped JSON Schema, as a dict."""
-    return _validator().schema
+    """The shipped JSON Schema (``profiles/schema.json``, generated from the model), as a dict."""
+    return json.loads(resources.files("gpucal.profiles").joinpath("schema.json").read_text("utf-8"))
 
 
 def parse(text: str | bytes, origin: str) -> Any:
@@ -170,61 +183,43 @@ def parse(text: str | bytes, origin: str) -> Any:
     return value
 
 
-def _walk_refs(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every (field, ref) of a quantity that cites a document."""
-    if isinstance(node, dict):
-        if isinstance(node.get("ref"), str) and "source" in node:
-            yield path, node["ref"]
-        for key, value in node.items():
-            if key != "documents":
-                yield from _walk_refs(value, f"{path}.{key}" if path else key)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _walk_refs(value, f"{path}[{i}]")
+def _typed(kind: str, data: Any, origin: str) -> Typed:
+    """The typed document of ``kind``; ``ProfileError`` naming ``origin`` and the first field at fault."""
+    try:
+        return validate_model(kind, data)
+    except ValidationError as exc:
+        field, detail = describe(exc.errors(include_url=False)[0])
+        raise ProfileError(origin, field, _short(detail)) from None
+    except RecursionError:
+        raise ProfileError(origin, None, "nested too deeply") from None
 
 
-def _message(error) -> str:
-    """A schema error in words; a text field with a control character says which character, and where."""
-    if error.validator == "pattern" and isinstance(error.instance, str):
-        bad = CONTROL_CHARACTERS.search(error.instance)
-        if bad:
-            return (f"contains the control character U+{ord(bad.group()):04X} at character {bad.start() + 1}; "
-                    "text fields may not hold control characters or bidirectional overrides")
-    return _short(error.message)
+def _migrated(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` brought to a format this gpucal reads, through ``MIGRATIONS`` (unchanged if none applies)."""
+    for _ in range(len(MIGRATIONS)):
+        fmt = data.get("schema")
+        if not isinstance(fmt, str) or fmt not in MIGRATIONS:
+            break
+        data = MIGRATIONS[fmt](data)
+    return data
 
 
 def validate(data: Any, origin: str) -> Document:
-    """Check ``data`` against the schema and the rules a schema cannot state; return a Document.
+    """Check ``data`` against the model (the schema and the rules a schema cannot state); return a Document.
 
-    Raises ``ProfileError`` naming ``origin`` and the first offending field.
+    A document of an older format is migrated first (``MIGRATIONS``). Raises ``ProfileError`` naming
+    ``origin`` and the first offending field.
     """
     if not isinstance(data, dict):
         raise ProfileError(origin, None, f"expected a JSON object at the top level, got {type(data).__name__}")
+    data = _migrated(data)
     fmt = data.get("schema")
     if not isinstance(fmt, str) or fmt not in FORMATS:
         known = ", ".join(FORMATS)
         raise ProfileError(origin, "schema", f"unknown document format {fmt!r}; this gpucal reads {known}")
-    import jsonschema
-
-    try:
-        error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    except RecursionError:
-        raise ProfileError(origin, None, "nested too deeply") from None
-    if error is not None:
-        raise ProfileError(origin, _field(error.absolute_path), _message(error))
     kind = FORMATS[fmt]
-    documents = data.get("documents", {})
-    for field, ref in _walk_refs(data, ""):
-        if ref not in documents:
-            raise ProfileError(origin, f"{field}.ref", f"cites {ref!r}, which is not in 'documents'")
-    if kind == "model" and data["heads"] % data["kv_heads"]:
-        raise ProfileError(origin, "kv_heads", f"{data['kv_heads']} does not divide heads ({data['heads']})")
-    if kind == "profile":
-        total = sum(d.get("count", 1) for d in data["devices"])
-        if total > limits.MAX_DEVICES:
-            raise ProfileError(origin, "devices", f"stand for {total:,} devices (the sum of their count); "
-                               f"the most a profile may hold is {limits.MAX_DEVICES}")
-    return Document(kind=kind, name=data["name"], origin=origin, data=data)
+    document = _typed(kind, data, origin)
+    return Document(kind=kind, name=document.name, origin=origin, data=data, typed=document)
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -337,7 +332,7 @@ def datasheet_for(device_name: str) -> Document | None:
         if folder != "datasheet":
             continue
         doc = load_builtin("profile", name)
-        if any(d.get("name", "").lower() == wanted for d in doc.data["devices"]):
+        if any(d.name.lower() == wanted for d in doc.profile.devices):
             return doc
     return None
 
@@ -401,6 +396,4 @@ def save(data: dict[str, Any], path: str | os.PathLike, *, force: bool = False) 
 
 def write_atomic(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
     """``gpucal.files.write_atomic``: here too, for the callers that write documents."""
-    from gpucal.files import write_atomic as write
-
-    return write(path, text, force=force)
+    return _write_atomic(path, text, force=force)

@@ -21,18 +21,41 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 
-from gpucal import render
+from gpucal import __version__, profiles, render
+from gpucal.calibrate.build import default_name
+from gpucal.calibrate.cluster import merge_cluster
+from gpucal.calibrate.collectives import run_collectives
+from gpucal.calibrate.health import summary_rows
+from gpucal.calibrate.network import run_net
+from gpucal.calibrate.provenance import iso
+from gpucal.commands.calibrate.host import check_flags, measure_host, select_backend
+from gpucal.commands.calibrate.outputs import (
+    ANOMALIES_SHOWN,
+    after_writing,
+    check_output,
+    check_outputs,
+    figure_table,
+    name_of,
+    print_anomalies,
+    write_outputs,
+)
+from gpucal.commands.options import checked, mpi_world, simulated_net
 from gpucal.errors import GpucalError, InputError
-from gpucal.kernels.comm import RankError
+from gpucal.kernels.comm import RankError, abort
+from gpucal.kernels.virtual_machine import parse_spec
+from gpucal.probes.collectives import CollectivesConfig
+from gpucal.probes.net import NetConfig
+from gpucal.profiles.model import Profile
+from gpucal.units import format_rate, format_time
 
 __all__ = ["run_cluster"]
 
 
 def _options(args):
-    from gpucal.commands.mpi_args import simulated_net
-
+    """The simulated network of ``--simulate-net``, or None; the cluster's flags checked together."""
     net = simulated_net(args.simulate_net)
     if args.simulate and net is None:
         raise InputError("--simulate-net: required with --cluster --simulate: the link between the simulated hosts, "
@@ -40,8 +63,6 @@ def _options(args):
     if net is not None and not args.simulate:
         raise InputError("--simulate-net: only with --simulate (the network of real hosts is measured)")
     if net is not None and net.ranks_per_host > 1:
-        from gpucal.kernels.virtual_machine import parse_spec
-
         _, count, _ = parse_spec(f"virtual:{args.simulate.removeprefix('virtual:')}")
         if count is not None and count < net.ranks_per_host:
             raise InputError(f"--simulate: {args.simulate}: {count} card(s) per host for {net.ranks_per_host} ranks "
@@ -96,8 +117,6 @@ def _host_spec(spec: str, ranks: int) -> str:
 
 def _say(args, world):
     """A progress line on stderr from rank 0 (none with --json unless stderr is a terminal)."""
-    import sys
-
     def say(text: str) -> None:
         if world.is_root and (sys.stderr.isatty() or not args.json):
             print(render.escape(f"gpucal calibrate --cluster: {text}", layout=False), file=sys.stderr, flush=True)
@@ -107,15 +126,11 @@ def _say(args, world):
 def run_cluster(args) -> int:
     """``calibrate --cluster`` on this rank (see the module doc); anything but gpucal's own errors ends every
     rank (``MPI_Abort``) rather than leave the others waiting."""
-    from gpucal.kernels.comm import abort
-
     try:
         return _run_cluster(args)
     except (GpucalError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        import sys
-
         print(render.escape(f"gpucal calibrate --cluster: {type(exc).__name__}: {exc}", layout=False), file=sys.stderr,
               flush=True)
         abort(1)
@@ -123,14 +138,6 @@ def run_cluster(args) -> int:
 
 
 def _run_cluster(args) -> int:
-    from gpucal import __version__
-    from gpucal.calibrate.build import default_name
-    from gpucal.calibrate.provenance import iso
-    from gpucal.commands.calibrate import _backend, check_flags, check_outputs, measure_host
-    from gpucal.commands.mpi_args import checked, mpi_world
-    from gpucal.probes.collectives import CollectivesConfig, run_collectives
-    from gpucal.probes.net import NetConfig, run_net
-
     net = checked(lambda a: (check_flags(a), _options(a))[1], args)
     # one rank is allowed on real GPUs (a cluster profile of one host, its collectives NCCL's on one GPU: the
     # whole path checked on a one-GPU machine); simulated hosts need a network between two at least
@@ -146,7 +153,7 @@ def _run_cluster(args) -> int:
     def calibrate_host():
         if world.rank not in leaders:
             return None
-        backend = _backend(args)
+        backend = select_backend(args)
         count = backend.device_count() if backend.links_reason() is None else 1
         hostname = world.me.hostname
         name = default_name(hostname, backend.devices()[0].name, count, backend.simulated)
@@ -194,23 +201,16 @@ def _run_cluster(args) -> int:
 def _output(args, world, host_docs: list[dict], simulated: bool) -> tuple[str, str]:
     """The profile's name and file: --name, -o, or ``profiles/<host0>-cluster-<H>-<N>x<gpu>.json``; an
     existing file is refused without --force."""
-    from gpucal.calibrate.build import default_name
-    from gpucal.commands.calibrate import _check_output, _name_of
-
     devices = sum(len(d["devices"]) for d in host_docs)
     simulated = simulated or any(d["source"] == "simulated" for d in host_docs)
-    name = args.name or _name_of(args.output) or default_name(
+    name = args.name or name_of(args.output) or default_name(
         f"{world.hosts[0]}-cluster-{len(world.hosts)}", host_docs[0]["devices"][0]["name"], devices, simulated)
     path = args.output or os.path.join("profiles", f"{name}.json")
-    _check_output(path, args.force)
+    check_output(path, args.force)
     return name, path
 
 
 def _write(args, world, docs, gathered, network, collectives, started, version, name, path) -> int:
-    from gpucal.calibrate.cluster import merge_cluster
-    from gpucal.calibrate.provenance import iso
-    from gpucal.commands.calibrate import after_writing, write_outputs
-
     by_host = {host: item for host, item in docs if item is not None}
     inside: list[dict] = []
     inside_failed: list = []
@@ -224,7 +224,9 @@ def _write(args, world, docs, gathered, network, collectives, started, version, 
     net_note = None if network.entries else (
         "one host: no network between hosts was measured" if len(world.hosts) == 1 else "no pair of hosts measured")
     coll_note = collectives.waived if not collectives.entries else None
-    doc = merge_cluster(host_docs, world.to_dict(), network.entries, collectives.entries + inside, name=name,
+    typed = [profiles.validate(render.json_ready(d), f"the profile of host {world.hosts[h]}").profile
+             for h, d in enumerate(host_docs)]
+    doc = merge_cluster(typed, world.to_dict(), network.entries, collectives.entries + inside, name=name,
                         created=iso(time.time()), version=version, command="gpucal " + " ".join(args.argv),
                         collectives_note=coll_note, network_note=net_note)
     doc["host"]["started"] = started
@@ -233,83 +235,90 @@ def _write(args, world, docs, gathered, network, collectives, started, version, 
     doc = render.json_ready(doc)
     done: dict = {}
     try:
-        written, plots = write_outputs(args, doc, path, done)
-        return _report(args, world, doc, network, collectives, inside_failed, failed_hosts, net_note, coll_note, name,
-                       written, plots)
+        written, plots, profile = write_outputs(args, doc, path, done)
+        return _report(args, world, doc, profile, network, collectives, inside_failed, failed_hosts, net_note,
+                       coll_note, name, written, plots)
     except KeyboardInterrupt as exc:  # after the profile was written: say so
         if "profile" in done:
             exc.detail = after_writing(done["profile"], args.plots, done.get("plots"))
         raise
 
 
-def _report(args, world, doc, network, collectives, inside_failed, failed_hosts, net_note, coll_note, name, written,
-            plots) -> int:
-    from gpucal.calibrate.health import summary_rows
-
+def _report(args, world, doc: dict, profile: Profile, network, collectives, inside_failed, failed_hosts, net_note,
+            coll_note, name, written, plots) -> int:
+    """The summary of the cluster profile written (``profile``; ``doc``: the JSON it was written from)."""
     failed_cases = [r for r in [*network.results, *collectives.results] if r.status in ("failed", "error")]
     failed_cases += inside_failed
     failed = bool(failed_hosts or failed_cases)
-    rows = summary_rows(doc)
+    rows = summary_rows(profile)
     if args.json:
         render.print_json({
-            "command": "calibrate", "cluster": True, "profile": str(written), "name": name, "source": doc["source"],
+            "command": "calibrate", "cluster": True, "profile": str(written), "name": name, "source": profile.source,
             "ranks": world.size,
-            "hosts": [{k: h[k] for k in ("hostname", "name", "ranks", "devices")} for h in doc["cluster"]["hosts"]],
+            "hosts": [{"hostname": h.hostname, "name": h.name, "ranks": h.ranks, "devices": h.devices}
+                      for h in profile.cluster.hosts],
+            # the entries as written, in the file's own key order (the JSON this command built)
             "mpi": world.library, "summary": rows, "network": doc["network"], "collectives": doc["collectives"],
             "collectives_waived": coll_note, "anomalies": doc["host"]["anomalies"], "failed_hosts": failed_hosts,
             "plots": [{"name": n, "path": str(p) if p else None, "skipped": why} for n, p, why in plots]})
         return 1 if failed else 0
-    _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, str(written), plots)
+    _print(profile, rows, world, net_note, coll_note, failed_hosts, failed_cases, str(written), plots)
     return 1 if failed else 0
 
 
-def _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, path, plots) -> None:
-    from gpucal.commands.calibrate import ANOMALIES_SHOWN, figure_table, print_anomalies
-    from gpucal.units import format_rate, format_time
+def _network_rows(profile: Profile) -> list[tuple]:
+    """One row per measured pair of hosts: alpha, beta, R², the smallest size's time, whether it was checked."""
+    rows = []
+    for e in profile.network or []:
+        a, b = e.alpha_s.value, e.beta_Bps.value
+        lat = e.latency_s.value if e.latency_s else None
+        rows.append((f"host{e.src_host}<->host{e.dst_host}", f"rank {e.src_rank}-{e.dst_rank}",
+                     format_time(a) if a is not None else "-", format_rate(b) if b else "-",
+                     f"{e.r2:.4f}" if e.r2 is not None else "-", format_time(lat) if lat is not None else "-",
+                     "yes" if e.verified else "NO"))
+    return rows
 
+
+def _collective_rows(profile: Profile) -> list[tuple]:
+    """One row per measured collective: over which hosts, alpha, beta, the largest size's busbw, the factor."""
+    rows = []
+    for e in profile.collectives or []:
+        a, b = e.alpha_s.value, e.beta_Bps.value
+        busbw = e.busbw_Bps[-1] if e.busbw_Bps else None
+        group = f"host{e.host}" if e.host is not None else f"{e.span_hosts} host(s)"
+        rows.append((e.op + (" (graph)" if e.graphs else ""), group, str(e.nranks),
+                     format_time(a) if a is not None else "-", format_rate(b) if b else "-",
+                     format_rate(busbw) if busbw else "-", f"{e.busbw_factor:.3g}", "yes" if e.verified else "NO"))
+    return rows
+
+
+def _print(profile: Profile, rows, world, net_note, coll_note, failed_hosts, failed_cases, path, plots) -> None:
     console = render.console()
-    hosts = doc["cluster"]["hosts"]
-    names = ", ".join(sorted({d["name"] for d in doc["devices"]}))
-    render.line(f"gpucal calibrate --cluster: {len(hosts)} host(s), {len(doc['devices'])} x {names}, "
-                f"{world.size} MPI ranks ({world.library}); {doc['source']}", console)
+    hosts = profile.cluster.hosts
+    names = ", ".join(sorted({d.name for d in profile.devices}))
+    render.line(f"gpucal calibrate --cluster: {len(hosts)} host(s), {len(profile.devices)} x {names}, "
+                f"{world.size} MPI ranks ({world.library}); {profile.source}", console)
     for h, host in enumerate(hosts):
-        render.line(f"  host {h}: {host['hostname']} (ranks {', '.join(map(str, host['ranks']))}; devices "
-                    f"{', '.join(map(str, host['devices']))})", console)
+        render.line(f"  host {h}: {host.hostname} (ranks {', '.join(map(str, host.ranks))}; devices "
+                    f"{', '.join(map(str, host.devices))})", console)
     console.print(figure_table(rows))
-    if doc["network"]:
-        net_rows = []
-        for e in doc["network"]:
-            a, b = e["alpha_s"]["value"], e["beta_Bps"]["value"]
-            lat = (e.get("latency_s") or {}).get("value")
-            net_rows.append((f"host{e['src_host']}<->host{e['dst_host']}",
-                             f"rank {e['src_rank']}-{e['dst_rank']}", format_time(a) if a is not None else "-",
-                             format_rate(b) if b else "-", f"{e['r2']:.4f}" if e.get("r2") is not None else "-",
-                             format_time(lat) if lat is not None else "-", "yes" if e.get("verified") else "NO"))
+    if profile.network:
         render.line("network between hosts (MPI ping-pong; t = half the round trip, beta = n/t one way):", console)
-        console.print(render.table(("hosts", "ranks", "alpha", "beta", "R²", "smallest", "checked"), net_rows,
-                                   right=(2, 3, 4, 5)))
+        console.print(render.table(("hosts", "ranks", "alpha", "beta", "R²", "smallest", "checked"),
+                                   _network_rows(profile), right=(2, 3, 4, 5)))
     else:
         render.line(f"network: {net_note}", console)
-    if doc["collectives"]:
-        coll_rows = []
-        for e in doc["collectives"]:
-            a, b = e["alpha_s"]["value"], e["beta_Bps"]["value"]
-            busbw = e["busbw_Bps"][-1] if e.get("busbw_Bps") else None
-            group = f"host{e['host']}" if "host" in e else f"{e.get('hosts', 1)} host(s)"
-            coll_rows.append((e["op"] + (" (graph)" if e.get("graphs") else ""), group, str(e["nranks"]),
-                              format_time(a) if a is not None else "-", format_rate(b) if b else "-",
-                              format_rate(busbw) if busbw else "-", f"{e['busbw_factor']:.3g}",
-                              "yes" if e.get("verified") else "NO"))
-        first = doc["collectives"][0]
-        transport = ", ".join(first.get("transport") or []) or "unknown"
-        render.line(f"collectives over all {first['nranks']} ranks, and inside each host of several "
-                    f"({first.get('library')}; transport {transport}); t = alpha + S/beta, S as nccl-tests counts it:",
+    if profile.collectives:
+        first = profile.collectives[0]
+        transport = ", ".join(first.transport or []) or "unknown"
+        render.line(f"collectives over all {first.nranks} ranks, and inside each host of several "
+                    f"({first.library}; transport {transport}); t = alpha + S/beta, S as nccl-tests counts it:",
                     console)
         console.print(render.table(("op", "over", "ranks", "alpha", "beta", "busbw (largest)", "factor", "checked"),
-                                   coll_rows, right=(2, 3, 4, 5, 6)))
+                                   _collective_rows(profile), right=(2, 3, 4, 5, 6)))
     else:
         render.line(f"collectives: waived: {coll_note}", console)
-    print_anomalies(doc["host"]["anomalies"], console)
+    print_anomalies(profile.host.anomalies or [], console)
     if failed_hosts:
         render.line(f"FAILED: a case failed its check or errored on {', '.join(failed_hosts)} (exit code 1)", console)
     for r in failed_cases[:ANOMALIES_SHOWN]:
@@ -318,7 +327,7 @@ def _print(doc, rows, world, net_note, coll_note, failed_hosts, failed_cases, pa
         render.line(f"plot {name}: {p}" if p else f"plot {name}: skipped ({why})", console)
     render.line("statistic: medians after warm-up (p10/p90 and n in the profile); every output and copied byte "
                 "verified outside the timed windows", console)
-    if doc["source"] == "simulated":
+    if profile.source == "simulated":
         render.line("simulated: virtual hosts priced by their profiles and a network priced by its link; no figure "
                     "here is a measurement", console)
     render.line(f"wrote {path}", console)

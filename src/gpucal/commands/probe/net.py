@@ -6,8 +6,14 @@ from __future__ import annotations
 import sys
 
 from gpucal import render
+from gpucal.calibrate.network import run_net
+from gpucal.commands.options import checked, link_sizes, mpi_world, simulated_net
 from gpucal.errors import GpucalError, InputError
-from gpucal.units import format_rate, format_time
+from gpucal.kernels.comm import abort
+from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
+from gpucal.probes.net import BYTE_CONVENTION, NetConfig
+from gpucal.profiles.model import NetworkEntry
+from gpucal.units import format_rate, format_time, size_label
 
 __all__ = ["run", "config_from_args"]
 
@@ -28,12 +34,6 @@ _REFUSED = (
 
 def config_from_args(args):
     """The ``NetConfig`` of the flags, checked the same way on every rank (no communication)."""
-    from gpucal.commands.mpi_args import simulated_net
-    from gpucal.commands.probe import link_sizes
-    from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
-    from gpucal.probes.net import NetConfig
-    from gpucal.units import size_label
-
     for attr, flag, is_set in _REFUSED:
         if is_set(getattr(args, attr, None)):
             raise InputError(f"{flag}: the net probe does not take it")
@@ -56,10 +56,6 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from gpucal.commands.mpi_args import checked, mpi_world
-    from gpucal.kernels.comm import abort
-    from gpucal.probes.net import run_net
-
     config = checked(config_from_args, args)
     w = mpi_world("probe net", simulate_hosts=config.simulate is not None)
     try:
@@ -86,8 +82,6 @@ def _pct(value) -> str:
 
 
 def _print_text(report) -> None:
-    from gpucal.probes.net import BYTE_CONVENTION
-
     out = render.console()
     world = report.world
     hosts = world["hosts"]
@@ -95,26 +89,27 @@ def _print_text(report) -> None:
                 f"{'simulated ' if world['simulated_hosts'] else ''}MPI library {' '.join(world['library'].split())}", out)
     if not report.entries:
         render.line("no pair to measure (one host, pairs between host leaders)", out)
+    entries = [NetworkEntry.model_validate(render.json_ready(e)) for e in report.entries]
     rows, notes = [], []
-    for e in report.entries:
-        alpha, beta, lat = e["alpha_s"]["value"], e["beta_Bps"]["value"], e["latency_s"]["value"]
-        pair = [r for r in report.results if (r.params["src_rank"], r.params["dst_rank"]) == (e["src_rank"], e["dst_rank"])]
-        rows.append((f"rank{e['src_rank']}<->rank{e['dst_rank']}", f"{e['src_hostname']}<->{e['dst_hostname']}",
-                     "yes" if e["same_host"] else "no", format_time(alpha) if alpha is not None else "-",
-                     format_rate(beta) if beta is not None else "-", _pct(e["r2"]),
-                     format_time(lat) if lat is not None else "-", len(e["points"]),
-                     "yes" if e["verified"] else "NO"))
-        note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), sum(r.noisy for r in pair), len(pair))
+    for e in entries:
+        alpha, beta, lat = e.alpha_s.value, e.beta_Bps.value, e.latency_s.value
+        pair = [r for r in report.results if (r.params["src_rank"], r.params["dst_rank"]) == (e.src_rank, e.dst_rank)]
+        rows.append((f"rank{e.src_rank}<->rank{e.dst_rank}", f"{e.src_hostname}<->{e.dst_hostname}",
+                     "yes" if e.same_host else "no", format_time(alpha) if alpha is not None else "-",
+                     format_rate(beta) if beta is not None else "-", _pct(e.r2),
+                     format_time(lat) if lat is not None else "-", len(e.points),
+                     "yes" if e.verified else "NO"))
+        note = render.fit_note(e, sum(r.noisy for r in pair), len(pair))
         if note:
-            notes.append(f"rank{e['src_rank']}<->rank{e['dst_rank']}: {note}")
+            notes.append(f"rank{e.src_rank}<->rank{e.dst_rank}: {note}")
     if rows:
         out.print(render.table(("pair", "hosts", "same host", "alpha", "beta", "R²", "latency", "sizes", "checked"),
                                rows, right=(3, 4, 5, 6, 7), no_wrap=(0, 1)))
     for note in notes:
         render.line(note, out)
-    for e in report.entries:
-        if e["reason"]:
-            render.line(f"rank{e['src_rank']}<->rank{e['dst_rank']}: no fit: {e['reason']}", out)
+    for e in entries:
+        if e.reason:
+            render.line(f"rank{e.src_rank}<->rank{e.dst_rank}: no fit: {e.reason}", out)
     for r in report.results:
         if r.status != "passed":
             render.line(f"{r.case}: {r.status}: {r.reason}", out)
@@ -125,9 +120,9 @@ def _print_text(report) -> None:
                                 for name, row in zip(hosts, matrix)],
                                title="host to host: fitted beta, one way (slowest rank pair)",
                                right=range(1, len(hosts) + 1)))
-    for e in report.entries:
-        if e["same_host"]:
-            render.line(f"ranks {e['src_rank']} and {e['dst_rank']} share host {e['src_hostname']}: MPI's shared "
+    for e in entries:
+        if e.same_host:
+            render.line(f"ranks {e.src_rank} and {e.dst_rank} share host {e.src_hostname}: MPI's shared "
                         "memory, not the network", out)
     render.line(f"bytes: {BYTE_CONVENTION}", out)
     render.line("statistic: per size the median of n samples (each k round trips, after warm-up); alpha, beta: "

@@ -8,20 +8,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpucal import render
+from gpucal import limits, render
+from gpucal.commands.plan.inputs import SWEEP_FORMAT, inputs_dict
 from gpucal.errors import InputError
 from gpucal.plan import sweep
 from gpucal.plan.spec import NO_LINK
 from gpucal.units import format_time
 
-__all__ = ["build_sweep", "show_sweep", "MAX_TABLE_ROWS"]
+__all__ = ["build_sweep", "show_sweep", "sweep_ranges", "MAX_TABLE_ROWS"]
 
 MAX_TABLE_ROWS = 200
 
 
-def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards: list[int]) -> dict[str, Any]:
-    from gpucal.commands.plan import SWEEP_FORMAT, inputs_dict
+def sweep_ranges(specs) -> dict[str, list]:
+    """The ``--sweep`` values per key (a key given twice: both ranges), refused before anything is built when
+    their product passes ``limits.MAX_SWEEP_CONFIGURATIONS``."""
+    sweeps: dict[str, list] = {}
+    for key, values in specs or []:
+        sweeps.setdefault(key, []).extend(values)
+    total = 1
+    for values in sweeps.values():
+        total *= len(values)
+    if total > limits.MAX_SWEEP_CONFIGURATIONS:
+        product = " x ".join(f"{len(v)} {k}" for k, v in sweeps.items())
+        raise InputError(f"--sweep: {product} = {total} configurations, more than the "
+                         f"{limits.MAX_SWEEP_CONFIGURATIONS} a sweep evaluates (gpucal.limits.MAX_SWEEP_CONFIGURATIONS)")
+    return sweeps
 
+
+def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards: list[int]) -> dict[str, Any]:
+    """Every configuration of ``strategies`` x ``batches`` x ``cards`` that can run (``SWEEP_FORMAT``)."""
     if "hybrid" in strategies and args.tp is None:
         raise InputError("--tp: a hybrid sweep needs the TP degree (--tp N); cards are then swept in multiples of it")
     per_host = args.cards_per_host

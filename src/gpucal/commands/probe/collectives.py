@@ -10,8 +10,16 @@ from __future__ import annotations
 import sys
 
 from gpucal import render
+from gpucal.calibrate.collectives import run_collectives
+from gpucal.commands.options import checked, link_sizes, mpi_world, simulated_net
 from gpucal.errors import InputError
-from gpucal.units import format_bytes, format_rate, format_time
+from gpucal.kernels.comm import RankError, abort
+from gpucal.kernels.virtual_machine import parse_spec
+from gpucal.probes.collectives import OPS, CollectivesConfig, decode_sizes
+from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
+from gpucal.profiles.model import CollectiveEntry
+from gpucal.profiles.names import resolve_document
+from gpucal.units import format_bytes, format_rate, format_time, size_label
 
 __all__ = ["run", "config_from_args"]
 
@@ -20,12 +28,6 @@ WHAT = "probe collectives"
 
 def config_from_args(args):
     """The run's ``CollectivesConfig`` from the ``gpucal probe`` flags; flags that do not apply are refused."""
-    from gpucal.commands.mpi_args import simulated_net
-    from gpucal.commands.probe import link_sizes
-    from gpucal.probes.collectives import OPS, CollectivesConfig, decode_sizes
-    from gpucal.probes.memory import MPI_HOST_PER_BYTE, host_unfit
-    from gpucal.units import size_label
-
     for flag in ("dtype", "batches", "kernels", "gemv_shape", "pairs"):
         if getattr(args, flag, None) is not None:
             raise InputError(f"--{flag.replace('_', '-')}: the collectives probe does not take it")
@@ -38,9 +40,6 @@ def config_from_args(args):
         raise InputError(f"--backend: the collectives probe runs on auto or cupy (NCCL through CuPy) or "
                          f"virtual:PROFILE[:N] (a simulated machine), not {backend!r}")
     if virtual:
-        from gpucal.profiles.queries import resolve_document
-        from gpucal.kernels.virtual_machine import parse_spec
-
         resolve_document(parse_spec(backend)[0], "--backend", "profile")
     extra = {"backend": backend}
     if args.ops:
@@ -70,10 +69,6 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from gpucal.commands.mpi_args import checked, mpi_world
-    from gpucal.kernels.comm import RankError, abort
-    from gpucal.probes.collectives import run_collectives
-
     config = checked(config_from_args, args)
     virtual = config.backend.startswith("virtual")
     # One rank is allowed on real GPUs (NCCL then moves nothing between GPUs, but its path can be checked on
@@ -122,20 +117,19 @@ def show(w, report, out=None) -> None:
     if w.size == 1:
         render.line("one rank: NCCL moves nothing between GPUs (busbw 0); start one rank per GPU: mpiexec -n N", out)
     rows, notes, fit_notes = [], {}, []
-    for e in report.entries:
-        last = e["busbw_Bps"][-1] if e["busbw_Bps"] else None
-        alpha, beta = e["alpha_s"]["value"], e["beta_Bps"]["value"]
-        note = f"[{notes.setdefault(e['reason'], len(notes) + 1)}]" if e["reason"] else ""
-        mine = [r for r in report.results if r.params.get("op") == e["op"] and "bytes" in r.params
-                and r.params["series"].endswith("-graph") == bool(e["graphs"])]
-        fit_note = render.fit_note(e.get("pieces", []), e.get("poor_fit", False), sum(r.noisy for r in mine),
-                                   len(mine))
+    for e in (CollectiveEntry.model_validate(render.json_ready(e)) for e in report.entries):
+        last = e.busbw_Bps[-1] if e.busbw_Bps else None
+        alpha, beta = e.alpha_s.value, e.beta_Bps.value
+        note = f"[{notes.setdefault(e.reason, len(notes) + 1)}]" if e.reason else ""
+        mine = [r for r in report.results if r.params.get("op") == e.op and "bytes" in r.params
+                and r.params["series"].endswith("-graph") == bool(e.graphs)]
+        fit_note = render.fit_note(e, sum(r.noisy for r in mine), len(mine))
         if fit_note:
-            fit_notes.append(f"{e['op']}{' (graph)' if e['graphs'] else ''}: {fit_note}")
-        rows.append((e["op"] + (" (graph)" if e["graphs"] else ""), e["nranks"],
+            fit_notes.append(f"{e.op}{' (graph)' if e.graphs else ''}: {fit_note}")
+        rows.append((e.op + (" (graph)" if e.graphs else ""), e.nranks,
                      format_time(alpha) if alpha is not None else "-", _rate(beta),
-                     f"{e['r2']:.4f}" if e["r2"] is not None else "-", _rate(last), f"{e['busbw_factor']:.4g}",
-                     "yes" if e["verified"] else "no", note))
+                     f"{e.r2:.4f}" if e.r2 is not None else "-", _rate(last), f"{e.busbw_factor:.4g}",
+                     "yes" if e.verified else "no", note))
     out.print(render.table(("op", "N", "alpha", "beta (S/t)", "R²", "busbw @ largest", "busbw factor", "checked",
                             "notes"), rows, right=(1, 2, 3, 4, 5, 6)))
     for reason, number in notes.items():

@@ -1,32 +1,28 @@
 """Writing a profile's figures: which ones, where, and all or none (``write_plots``).
 
-The figures themselves are drawn by ``gpucal.plots`` and ``gpucal.plot_network``; this module checks every
-output before drawing anything, draws each figure in memory, skips (saying why) one a profile cannot show, and
-writes the PNGs at once through ``gpucal.files``. See docs/plots.md.
+Every output is checked before anything is drawn, each figure is drawn in memory (one a profile cannot
+show is skipped, saying why), then the PNGs are written at once through ``gpucal.files``. See docs/plots.md.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from gpucal import profiles
 from gpucal.errors import InputError
+from gpucal.figures import FIGURES
+from gpucal.figures.bandwidth import bandwidth_figure
+from gpucal.figures.common import DPI, PlotSkipped, canvas_figure
+from gpucal.figures.network import network_figure
+from gpucal.figures.p2p import p2p_figure
+from gpucal.figures.plan import PLAN_STRATEGIES, plan_curves, plan_figure
+from gpucal.figures.roofline import roofline_figure
+from gpucal.files import check_output, check_output_folder, make_folder, write_all_atomic
 from gpucal.profiles.queries import resolve_model
-from gpucal.plot_network import network_figure
-from gpucal.plots import (
-    _DPI,
-    FIGURES,
-    PLAN_STRATEGIES,
-    PlotSkipped,
-    _canvas_figure,
-    bandwidth_figure,
-    p2p_figure,
-    plan_curves,
-    plan_figure,
-    roofline_figure,
-)
 
 __all__ = ["check_plots_output", "write_plots"]
 
@@ -46,8 +42,6 @@ def check_plots_output(out_dir, *, which=None, force: bool = False, flag: str = 
     """Check, before anything is measured or drawn, that the figures ``which`` (default all) can be written
     into ``out_dir`` as ``write_plots`` writes them: a folder (or a new one), and no ``NAME.png`` there
     unless ``force`` (then a regular file). ``InputError`` naming ``flag`` otherwise. Returns the paths."""
-    from gpucal.files import check_output, check_output_folder
-
     out = check_output_folder(out_dir, flag=flag)
     return [check_output(out / f"{name}.png", force=force, flag=flag)
             for name in FIGURES if which is None or name in which]
@@ -55,11 +49,9 @@ def check_plots_output(out_dir, *, which=None, force: bool = False, flag: str = 
 
 def _png(fig) -> bytes:
     """The figure as PNG bytes (drawn in memory: nothing is written until every figure is drawn)."""
-    import io
-
     buffer = io.BytesIO()
     with np.errstate(all="ignore"):
-        fig.savefig(buffer, format="png", dpi=_DPI)
+        fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
@@ -67,8 +59,6 @@ def _drawn(make) -> bytes:
     """The PNG of the figure ``make()`` returns. Values a profile may hold (within the schema's bounds) can
     still span more decades than matplotlib can lay out on a log axis: such a figure is skipped, saying so,
     rather than crash the command; matplotlib's warnings about them are not printed."""
-    import warnings
-
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
@@ -89,14 +79,15 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
     ``force``, and only if it is a regular file), every figure is drawn in memory, then all are written at
     once (``gpucal.files.write_all_atomic``): a failure leaves the folder as it was. Bad arguments raise
     ``InputError`` naming the CLI flag (``--only``, ``--model``, ``--cards``, ``--strategy``, and ``flag``
-    for the folder), as does a missing matplotlib; a failure while writing (disk full) is a ``GpucalError``.
+    for the folder), as does a missing matplotlib; a document that does not validate (one built from a dict
+    without ``gpucal.profiles.validate``) raises ``ProfileError`` naming its origin and the field, before
+    anything is drawn; a failure while writing (disk full) is a ``GpucalError``.
     """
-    from gpucal.files import make_folder, write_all_atomic
-
     names = list(FIGURES if which is None else which)
     _check_arguments(names, cards, strategy)
     spec = resolve_model(model) if isinstance(model, str) else model
-    _canvas_figure((1, 1))  # matplotlib is there, before anything is written
+    doc.profile  # the figures read the typed profile: one that does not validate is refused here, in one line
+    canvas_figure((1, 1))  # matplotlib is there, before anything is written
     check_plots_output(out_dir, which=names, force=force, flag=flag)
     makers = {
         "bandwidth": lambda: bandwidth_figure(doc),

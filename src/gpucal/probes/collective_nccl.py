@@ -1,32 +1,31 @@
-"""The two engines behind the collectives probe (``probes/collectives.py``), each one class:
-
-- ``NcclEngine``: NCCL through CuPy (``cupy.cuda.nccl``), one rank per GPU, timed with CUDA events (or
-  k ops captured in one CUDA graph); the transport NCCL chose, read from its own INIT log;
-- ``VirtualEngine``: the virtual machine's collectives, MPI on host NumPy arrays (every check is real),
-  priced by the ring algorithms over the slowest link between the ranks (``ring_time_s``).
+"""NCCL through CuPy (``cupy.cuda.nccl``), the collectives probe's engine on GPUs: one rank per GPU, timed with
+CUDA events (or k ops captured in one CUDA graph); the transport NCCL chose, read from its own INIT log.
+``nccl_unavailable`` says why NCCL cannot run here. CuPy is imported only when asked for.
 
 An engine prepares a case, runs it once (for the checks), runs k of it (for the timing), and releases it;
-the probe does the rest (verification, statistics, fits). ``nccl_unavailable`` says why NCCL cannot run.
+the probe (``probes/collectives.py``) does the rest (verification, statistics).
 """
 
 from __future__ import annotations
 
+import atexit
+import glob
+import os
 import re
+import shutil
+import tempfile
+import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gpucal.errors import InputError
 from gpucal.kernels.comm import World
-from gpucal.probes.collectives import OPS, VIRTUAL_LIBRARY, ring_time_s
-
-if TYPE_CHECKING:
-    from gpucal.probes.collectives import CollectivesConfig, _Case
+from gpucal.probes.collective_cases import CollectiveCase, CollectivesConfig
 
 _NCCL_LOG: dict = {"dir": None}  # NCCL's log folder of this process (NCCL reads its logging variables once)
 
-__all__ = ["VirtualEngine", "NcclEngine", "nccl_unavailable", "nccl_version_text", "parse_nccl_transports"]
+__all__ = ["NcclEngine", "nccl_unavailable", "nccl_version_text", "parse_nccl_transports"]
 
 _NET_NAME = re.compile(r"\(.*?\)|\[.*?\]")
 
@@ -53,106 +52,8 @@ def parse_nccl_transports(lines: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-class VirtualEngine:
-    """The virtual machine's collectives: MPI moves host NumPy float32 arrays (so every check is real); the
-    time of k ops is k × ``ring_time_s`` over the slowest link between the ranks, with the net's noise
-    (``--simulate-net``) or the virtual machine's faults (noise, outliers, warm-up)."""
-
-    source = "simulated"
-    library = VIRTUAL_LIBRARY
-    nccl_version = None
-    clock_name = "virtual clock (ring model)"
-    graph_reason = "CUDA graphs are timed on a GPU only (the ring model has no launch cost to save)"
-
-    def __init__(self, world: World, config: CollectivesConfig):
-        from mpi4py import MPI
-
-        from gpucal.profiles.queries import resolve_document
-        from gpucal.kernels.virtual import _Clock  # the virtual backend's own noise, outliers and warm-up
-        from gpucal.kernels.virtual_machine import VirtualMachine, parse_spec
-
-        profile, count, faults = parse_spec(config.backend)
-        doc = resolve_document(profile, "--backend", "profile")
-        self.world, self.seed, self.net, self._sum = world, config.seed, config.simulate, MPI.SUM
-        n = world.size
-        per_host = self.net.ranks_per_host if self.net else n  # ranks on one (virtual) machine
-        machine = VirtualMachine(doc.data, doc.name, count or per_host, faults)
-        if machine.count < per_host:
-            raise InputError(f"--backend: the virtual machine {doc.name} has {machine.count} GPUs and {per_host} "
-                             f"ranks run on it: start one rank per GPU (virtual:{doc.name}:{per_host})")
-        self.device_name = machine.devices[world.me.local_rank if self.net else world.rank].name
-        if self.net is not None:  # a ring across the hosts runs at the pace of its slowest hop: the network
-            self.alpha_s, self.beta_Bps = self.net.alpha_s, self.net.beta_Bps
-            what = (f"simulated net {self.net.name}, {per_host} GPU(s) per host" if per_host > 1 else
-                    f"simulated net {self.net.name}, one GPU per host")
-            self.backend_name = f"virtual:{doc.name} + {self.net.name}"
-        else:
-            paths = []
-            for a in range(n):
-                for b in range(n):
-                    peer = machine.peer(a, b) if a != b else None
-                    if peer is None:
-                        continue
-                    paths.append((f"{peer.kind} P2P", peer.model) if peer.kind != "none" and peer.model else
-                                 ("host staging", machine.staged(a, b, driver=False)))
-            self.alpha_s = max(m.alpha_s for _, m in paths)
-            slowest = min(paths, key=lambda p: p[1].beta_Bps)
-            self.beta_Bps = slowest[1].beta_Bps
-            what = f"{slowest[0]} between the virtual GPUs of {doc.name}"
-            self.backend_name = f"virtual:{doc.name}:{machine.count}"
-        self.link = {"description": what, "alpha_s": self.alpha_s, "beta_Bps": self.beta_Bps, "source": "simulated"}
-        self._clock = _Clock(faults)
-
-    def transport(self):
-        return [f"{self.link['description']} (simulated)"], None
-
-    def prepare(self, case: _Case, send: np.ndarray, count: int) -> None:
-        case.state.update(send=send, count=count)
-        if self.net is not None:
-            case.state["rng"] = self.net.rng(OPS.index(case.op), case.size_bytes)
-
-    def run_once(self, case: _Case) -> np.ndarray:
-        comm, send, op = self.world.comm, case.state["send"], case.op
-        recv = np.full(case.state["count"], np.nan, dtype=np.float32)
-        rank, n = self.world.rank, self.world.size
-        if op == "all-reduce":
-            comm.Allreduce(send, recv, op=self._sum)
-        elif op == "all-gather":
-            comm.Allgather(send, recv)
-        elif op == "reduce-scatter":
-            comm.Reduce_scatter_block(send, recv, op=self._sum)
-        elif op == "broadcast":
-            if rank == 0:
-                recv[...] = send
-            comm.Bcast(recv, root=0)
-        else:
-            comm.Sendrecv(send, dest=(rank + 1) % n, recvbuf=recv, source=(rank - 1) % n)
-        return recv
-
-    def run_k(self, case: _Case, k: int) -> float:
-        """Every rank prices the same k ops with the same seeded noise, so the slowest rank is any rank."""
-        seconds = k * ring_time_s(case.op, self.world.size, case.size_bytes, self.alpha_s, self.beta_Bps)
-        if self.net is not None:
-            return self.net.noisy(seconds, case.state["rng"])
-        return self._clock.sample(f"{case.op}-{case.size_bytes}", seconds)
-
-    def poison(self, case: _Case) -> None:
-        pass  # every run writes a fresh output (run_once)
-
-    def output_after_timing(self, case: _Case) -> np.ndarray:
-        return self.run_once(case)  # the priced samples move no bytes: move them once more and check
-
-    def release(self, case: _Case) -> None:
-        case.state.clear()
-
-    def close(self) -> None:
-        pass
-
-
 def nccl_unavailable() -> str | None:
     """Why NCCL through CuPy cannot run on this rank (no CuPy, no CUDA device, no NCCL), or ``None``."""
-    import warnings
-
     try:
         import cupy  # noqa: F401
         from cupy_backends.cuda.api import runtime
@@ -256,12 +157,6 @@ class NcclEngine:
         logging variables once per process, so the folder is made once (``_NCCL_LOG``) and kept until the
         process ends; each engine reads only what was written after it started. The user's own
         NCCL_DEBUG is left alone."""
-        import atexit
-        import glob
-        import os
-        import shutil
-        import tempfile
-
         if _NCCL_LOG["dir"] is None:
             if "NCCL_DEBUG" in os.environ:
                 self._transport_reason = (f"NCCL_DEBUG={os.environ['NCCL_DEBUG']} is set: NCCL's log is the user's, "
@@ -276,8 +171,6 @@ class NcclEngine:
 
     def _log_lines(self) -> list[str]:
         """The lines NCCL logged on this rank since this engine started."""
-        import glob
-
         lines: list[str] = []
         for path in glob.glob(f"{self._logdir}/nccl.*") if self._logdir is not None else ():
             with open(path, errors="replace") as f:
@@ -309,13 +202,13 @@ class NcclEngine:
             why = "one rank: NCCL connects to no peer, so it chose no transport"
         return None, why or "NCCL's log (NCCL_DEBUG=INFO, subsystem INIT) has no channel line saying \"via ...\""
 
-    def prepare(self, case: _Case, send: np.ndarray, count: int) -> None:
+    def prepare(self, case: CollectiveCase, send: np.ndarray, count: int) -> None:
         cp = self.cp
         with self.stream:
             case.state.update(send=cp.asarray(send), recv=cp.empty(count, dtype=cp.float32), graphs={})
         self.stream.synchronize()
 
-    def _launch(self, case: _Case) -> None:
+    def _launch(self, case: CollectiveCase) -> None:
         nccl, comm, st, p = self.nccl, self.comm, case.state, self.stream.ptr
         send, recv = st["send"], st["recv"]
         s, r, f32 = send.data.ptr, recv.data.ptr, nccl.NCCL_FLOAT32
@@ -334,14 +227,14 @@ class NcclEngine:
             comm.recv(r, recv.size, f32, (rank - 1) % n, p)
             nccl.groupEnd()
 
-    def run_once(self, case: _Case) -> np.ndarray:
+    def run_once(self, case: CollectiveCase) -> np.ndarray:
         with self.stream:
             case.state["recv"].fill(np.nan)
         self._launch(case)
         self.stream.synchronize()
         return case.state["recv"].get(stream=self.stream)
 
-    def _graph(self, case: _Case, k: int):
+    def _graph(self, case: CollectiveCase, k: int):
         graphs = case.state["graphs"]
         if k not in graphs:
             with self.stream:
@@ -360,7 +253,7 @@ class NcclEngine:
             graphs[k] = graph
         return graphs[k]
 
-    def run_k(self, case: _Case, k: int) -> float:
+    def run_k(self, case: CollectiveCase, k: int) -> float:
         """Seconds of k ops on this rank: MPI barrier, then CUDA events around them on the stream."""
         graph, error = None, None
         if case.graph:
@@ -380,17 +273,17 @@ class NcclEngine:
         self.end_event.synchronize()
         return self.cp.cuda.get_elapsed_time(self.start_event, self.end_event) / 1e3
 
-    def poison(self, case: _Case) -> None:
+    def poison(self, case: CollectiveCase) -> None:
         """NaN in the output before timing: the check after timing then sees what the timed ops wrote."""
         with self.stream:
             case.state["recv"].fill(np.nan)
         self.stream.synchronize()
 
-    def output_after_timing(self, case: _Case) -> np.ndarray:
+    def output_after_timing(self, case: CollectiveCase) -> np.ndarray:
         self.stream.synchronize()
         return case.state["recv"].get(stream=self.stream)  # what the last timed op wrote
 
-    def release(self, case: _Case) -> None:
+    def release(self, case: CollectiveCase) -> None:
         self.stream.synchronize()
         case.state.clear()
         self.cp.get_default_memory_pool().free_all_blocks()

@@ -1,0 +1,150 @@
+"""What ``gpucal calibrate`` writes and says, alone or for a cluster: the output paths checked before
+anything is measured, the profile written atomically (kept aside where it does not validate), the plots,
+what an interruption after writing says, and the summary's figure table and anomalies."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+
+from gpucal import profiles, render
+from gpucal.errors import GpucalError, ProfileError, ProfileExistsError
+from gpucal.figures.files import check_plots_output, write_plots
+from gpucal.files import check_output as check_output_path
+from gpucal.files import deferred_signals, make_folder, write_atomic
+from gpucal.profiles.model.documents import Anomaly
+from gpucal.units import format_flops, format_rate, format_time
+
+__all__ = ["ANOMALIES_SHOWN", "after_writing", "check_output", "check_outputs", "figure_table", "name_of",
+           "print_anomalies", "write_outputs", "write_profile"]
+
+ANOMALIES_SHOWN = 20
+
+
+def check_output(path: str, force: bool) -> None:
+    """``-o``: a new name or (with --force) a regular file, in a folder that is or can be made, writable."""
+    check_output_path(path, force=force, flag="-o")
+
+
+def check_outputs(args) -> None:
+    """Every output path the flags name (-o, --plots), checked before anything is measured."""
+    if args.output is not None:
+        check_output(args.output, args.force)
+    if args.plots is not None:
+        check_plots_output(args.plots, force=args.force, flag="--plots")
+
+
+def name_of(path: str | None) -> str | None:
+    """A profile name from the output file's stem (``-o rtx4090x8.json`` names it ``rtx4090x8``)."""
+    if not path:
+        return None
+    stem = re.sub(r"[^a-z0-9._-]+", "-", os.path.basename(path).removesuffix(".json").lower()).strip("-._")
+    return stem[:100] or None
+
+
+def after_writing(written, plots_dir, plots) -> str:
+    """What an interruption after the profile was written says: the file is complete; the plots, if asked for,
+    were written or not (they are written all at once)."""
+    text = f"after writing {written} (complete)"
+    if plots_dir is not None:
+        text += f"; the plots in {plots_dir} were " + ("written" if plots is not None else "not written")
+    return text
+
+
+def write_outputs(args, doc: dict, path: str, done: dict):
+    """Write the profile and then (``--plots``) its figures, noting in ``done`` what is written (``profile``:
+    its path, ``plots``: the figures, None until written), so that an interruption can say it. A signal while
+    the profile is written is held until it is complete (``gpucal.files.deferred_signals``). Returns (the
+    profile's path, the plots or [], the typed profile as written)."""
+    with deferred_signals():
+        done["profile"] = write_profile(doc, path, args.force)
+    written = profiles.load(done["profile"])
+    done["plots"] = []
+    if args.plots is not None:
+        done["plots"] = None
+        done["plots"] = write_plots(written, args.plots, force=args.force, flag="--plots")
+    return done["profile"], done["plots"], written.profile
+
+
+def _keep_aside(path: str, text: str):
+    """Write ``text`` beside ``path`` as ``path.invalid`` (``path.invalid.2``, ... where that exists: nothing a user
+    had is replaced)."""
+    for i in range(1, 1000):
+        try:
+            return write_atomic(f"{path}.invalid" + (f".{i}" if i > 1 else ""), text)
+        except ProfileExistsError:
+            continue
+    raise GpucalError(f"-o: {path}: the profile built does not validate, and {path}.invalid.* are all taken")
+
+
+def write_profile(doc: dict, path: str, force: bool):
+    """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
+    gpucal's fault (exit 1), and is kept as ``path.invalid``."""
+    try:
+        profiles.validate(doc, path)
+    except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
+        aside = _keep_aside(path, profiles.dumps(doc))
+        raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
+
+    try:
+        make_folder(os.path.dirname(os.path.abspath(path)), flag="-o")
+    except GpucalError as exc:  # the same one line, naming the file: `-o: FILE: cannot write it (...)`
+        why = f"cannot write it ({str(exc).removeprefix('-o: ')})"
+        if isinstance(exc, ProfileError):
+            raise ProfileError(f"-o: {path}", None, why) from None
+        raise type(exc)(f"-o: {path}: {why}") from None  # InputError (exit 2) or the machine's GpucalError (1)
+    return write_atomic(path, profiles.dumps(doc), force=force, flag="-o")
+
+
+def _condense(rows: list[dict]) -> list[dict]:
+    """One row per figure over every device (or every pair with the same path and verdict): the median
+    value, the range where the devices differ by more than 1 %, the peak and the median's efficiency."""
+    groups: dict = {}
+    for r in rows:
+        key = (f"link {r['verdict']}" if r.get("verdict") else r["figure"], r["unit"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (figure, unit), rs in groups.items():
+        values = [r["value"] for r in rs if r["value"]]
+        alphas = [r["alpha_s"] for r in rs if r.get("alpha_s") is not None]
+        value = statistics.median(values) if values else None
+        peak = rs[0]["peak"]
+        where = (f"{len(rs)} pair(s)" if rs[0].get("verdict") else
+                 f"dev{rs[0]['device']}" if len(rs) == 1 else f"{len(rs)} devices")
+        spread = (max(values) - min(values)) / value if values and value else 0.0
+        out.append({"figure": figure, "where": where, "unit": unit, "value": value,
+                    "low": min(values) if spread > 0.01 else None, "high": max(values) if spread > 0.01 else None,
+                    "alpha_s": statistics.median(alphas) if alphas else None, "peak": peak,
+                    "peak_ref": rs[0]["peak_ref"], "efficiency_frac": value / peak if value and peak else None})
+    return out
+
+
+def figure_table(rows: list[dict]):
+    """The summary's table: one row per figure over every device (``_condense``), against its peak."""
+    table = []
+    for r in _condense(rows):
+        fmt = format_flops if r["unit"] == "FLOP/s" else format_rate
+        value = fmt(r["value"]) if r["value"] else "-"
+        if r["low"] is not None:
+            value += f" ({fmt(r['low'])} - {fmt(r['high'])})"
+        peak = fmt(r["peak"]) if r["peak"] else "-"
+        eff = f"{100 * r['efficiency_frac']:.1f} %" if r["efficiency_frac"] else "-"
+        alpha = format_time(r["alpha_s"]) if r.get("alpha_s") is not None else ""
+        table.append((r["figure"], r["where"], value, alpha, peak, r["peak_ref"] or "", eff))
+    return render.table(("figure", "where", "median", "alpha", "peak", "peak from", "share"), table,
+                        right=(2, 3, 4, 6), no_wrap=(0, 2))
+
+
+def print_anomalies(found: list[Anomaly], console) -> None:
+    """Every anomaly found (a profile's ``host.anomalies``), up to ``ANOMALIES_SHOWN`` of them, then how many
+    more."""
+    if not found:
+        render.line("anomalies: none found", console)
+        return
+    render.line(f"anomalies ({len(found)}):", console)
+    for a in found[:ANOMALIES_SHOWN]:
+        render.line(f"  {a.kind}: {a.text}", console)
+    if len(found) > ANOMALIES_SHOWN:
+        render.line(f"  ... and {len(found) - ANOMALIES_SHOWN} more: the profile's host.anomalies lists them all",
+                    console)
