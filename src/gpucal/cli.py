@@ -181,9 +181,10 @@ def _escaped(text: str) -> str:
                   escape(text, layout=False))
 
 
-def build_parser(command: str | None = None) -> ArgumentParser:
-    """The ``gpucal`` parser: every command of the registry with its summary, and the flags of ``command``
-    alone (its module imported now); the others are named but not loaded."""
+def build_parser(command: str | None = None, *, lazy: bool = False) -> ArgumentParser:
+    """The ``gpucal`` parser: every command of the registry with its summary and its flags (each command's
+    module imported now). ``lazy`` (what ``main`` does): the flags of ``command`` alone, the others named but not
+    loaded."""
     parser = ArgumentParser(
         prog="gpucal",
         description="Measure what a GPU machine really delivers, and plan LLM inference from it.",
@@ -192,7 +193,7 @@ def build_parser(command: str | None = None) -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for name, info in COMMANDS.items():
-        if name == command:
+        if name == command or not lazy:
             module = load(name)
             module.add_arguments(sub.add_parser(name, help=info.summary, description=module.DESCRIPTION))
         else:
@@ -314,7 +315,7 @@ def _main(argv: list[str] | None, state: dict) -> int:
     state["warnings"] = warnings.showwarning
     warnings.showwarning = _show_warning
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_guess_command(words))  # imports that command's module alone
+    parser = build_parser(_guess_command(words), lazy=True)  # imports that command's module alone
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: bad flags (its one line is out), --help, --version

@@ -98,3 +98,10 @@ def test_no_command_imports_another():
 
 def _command_parts() -> list[str]:
     return [info.module.split(".")[2] for info in COMMANDS.values()]
+
+
+def test_the_whole_parser_parses_every_command_line():
+    """``build_parser()`` (for a program that embeds gpucal's parser) has every command's flags."""
+    args = build_parser().parse_args(["plan", "--gpu", "rtx4090", "--model", "seed-70b", "--cards", "2"])
+    assert args.command == "plan" and args.cards == 2 and callable(args.run)
+    assert build_parser().parse_args(["profiles", "show", "rtx4090"]).command == "profiles"

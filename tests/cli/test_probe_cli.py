@@ -9,6 +9,8 @@ import pytest
 
 from conftest import SIMULATOR, run_gpucal
 
+from gpucal.probes.registry import all_probes
+
 needs_simulator = pytest.mark.skipif(not SIMULATOR, reason="NUMBA_ENABLE_CUDASIM=0 in this run")
 
 
@@ -99,3 +101,8 @@ def test_bad_input_is_one_line_naming_the_flag_with_exit_2(args, flag):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_probes_are_listed_in_their_order():
+    """``gpucal probe --list`` (and the choices an unknown name is told) keep one order."""
+    assert list(all_probes()) == ["flops", "host-link", "d2d", "peer", "latency", "membw"]

@@ -163,6 +163,16 @@ def test_a_profile_counting_too_many_devices_is_refused():
     data["devices"][0]["count"] = limits.MAX_DEVICES - sum(d.get("count", 1) for d in data["devices"][1:])
     assert VirtualMachine(data, "big").count == limits.MAX_DEVICES
     assert VirtualMachine(data, "big", count=2).count == 2  # a count given replaces the profile's
+    # the machine's own limit, for a typed profile that was never validated (built in code)
+    typed = validate(_profile(), "p.json").profile
+    device = typed.devices[0].model_copy(update={"count": 1_000_000})
+    unchecked = typed.model_copy(update={"devices": [device, *typed.devices[1:]]})
+    with pytest.raises(InputError, match=rf"^--backend: big\.json: the profile counts .*{limits.MAX_DEVICES}"):
+        VirtualMachine(unchecked, "big", origin="big.json")
+    # and a profile's JSON that does not validate is one line naming the file and the field
+    data["devices"][0]["count"] = 1_000_000
+    with pytest.raises(InputError, match=r"^--backend: big\.json: devices\[0\]\.count: "):
+        VirtualMachine(data, "big", origin="big.json")
 
 
 # --- valid but incomplete profiles -------------------------------------------------------------------------

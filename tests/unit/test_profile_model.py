@@ -182,3 +182,33 @@ def test_an_old_format_is_migrated_before_it_is_validated(monkeypatch):
 
 def test_format_1_has_no_migrations():
     assert io.MIGRATIONS == {}
+
+
+CALIBRATED = json.loads(FIXTURE.read_text())
+
+
+def test_a_copy_fit_without_its_points_is_refused():
+    data = copy.deepcopy(CALIBRATED)
+    data["fits"][0].pop("points")
+    with pytest.raises(ProfileError) as caught:
+        profiles.validate(data, "bad.json")
+    assert caught.value.field == "fits[0]" and "points" in caught.value.detail
+    assert list(_validator().iter_errors(data))  # and the published schema says the same
+
+
+def test_a_quantity_in_the_open_provenance_cites_a_known_document():
+    data = copy.deepcopy(CALIBRATED)
+    data["host"]["topology_note"] = {"value": 1, "source": "datasheet", "ref": "nosuch"}
+    with pytest.raises(ProfileError, match="nosuch"):
+        profiles.validate(data, "bad.json")
+    data["documents"] = {"sheet": {"title": "a datasheet"}}
+    data["host"]["topology_note"]["ref"] = "sheet"
+    profiles.validate(data, "good.json")
+
+
+def test_a_huge_float_for_an_integer_is_refused_in_a_short_line():
+    data = copy.deepcopy(RTX4090)
+    data["devices"][0]["index"] = 1e300
+    with pytest.raises(ProfileError) as caught:
+        profiles.validate(data, "bad.json")
+    assert caught.value.field == "devices[0].index" and len(str(caught.value)) < 200, str(caught.value)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from gpucal import limits
 from gpucal.errors import InputError
 from gpucal.kernels.virtual_spec import NUMA_MODES, P2P_MODES, Faults, parse_spec
 from gpucal.profiles.model import LinkEntry, PeerLink, Profile, Quantity
+from gpucal.profiles.model.errors import describe
 from gpucal.standards import PCIE_GT_S, pcie_Bps
 
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",
@@ -123,7 +126,11 @@ class VirtualMachine:
         file), named when one of its figures is refused."""
         origin = origin or name
         if not isinstance(profile, Profile):  # a profile's JSON: read through the model
-            profile = Profile.model_validate(profile)
+            try:
+                profile = Profile.model_validate(profile)
+            except ValidationError as exc:
+                field, detail = describe(exc.errors(include_url=False)[0])
+                raise InputError(f"--backend: {origin}: {field + ': ' if field else ''}{detail}") from None
         entry = profile.devices[0]
         self.profile_name = name
         own = profile.device_count

@@ -20,7 +20,7 @@ def _by_name(probes: tuple[Probe, ...]) -> dict[str, Probe]:
     return out
 
 
-PROBES: dict[str, Probe] = _by_name((membw.PROBE, flops.PROBE, *links.PROBES, latency.PROBE))
+PROBES: dict[str, Probe] = _by_name((flops.PROBE, *links.PROBES, latency.PROBE, membw.PROBE))
 
 
 def all_probes() -> dict[str, Probe]:

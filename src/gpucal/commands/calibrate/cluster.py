@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 
-from gpucal import __version__, profiles, render
+from gpucal import __version__, render
 from gpucal.calibrate.build import default_name
 from gpucal.calibrate.cluster import merge_cluster
 from gpucal.calibrate.collectives import run_collectives
@@ -40,6 +40,7 @@ from gpucal.commands.calibrate.outputs import (
     figure_table,
     name_of,
     print_anomalies,
+    validated,
     write_outputs,
 )
 from gpucal.commands.options import checked, mpi_world, simulated_net
@@ -224,7 +225,7 @@ def _write(args, world, docs, gathered, network, collectives, started, version, 
     net_note = None if network.entries else (
         "one host: no network between hosts was measured" if len(world.hosts) == 1 else "no pair of hosts measured")
     coll_note = collectives.waived if not collectives.entries else None
-    typed = [profiles.validate(render.json_ready(d), f"the profile of host {world.hosts[h]}").profile
+    typed = [validated(render.json_ready(d), f"{path}.host{h}", f"the profile of host {world.hosts[h]}")
              for h, d in enumerate(host_docs)]
     doc = merge_cluster(typed, world.to_dict(), network.entries, collectives.entries + inside, name=name,
                         created=iso(time.time()), version=version, command="gpucal " + " ".join(args.argv),

@@ -13,11 +13,12 @@ from gpucal.errors import GpucalError, ProfileError, ProfileExistsError
 from gpucal.figures.files import check_plots_output, write_plots
 from gpucal.files import check_output as check_output_path
 from gpucal.files import deferred_signals, make_folder, write_atomic
+from gpucal.profiles.model import Profile
 from gpucal.profiles.model.documents import Anomaly
 from gpucal.units import format_flops, format_rate, format_time
 
 __all__ = ["ANOMALIES_SHOWN", "after_writing", "check_output", "check_outputs", "figure_table", "name_of",
-           "print_anomalies", "write_outputs", "write_profile"]
+           "print_anomalies", "validated", "write_outputs", "write_profile"]
 
 ANOMALIES_SHOWN = 20
 
@@ -78,14 +79,20 @@ def _keep_aside(path: str, text: str):
     raise GpucalError(f"-o: {path}: the profile built does not validate, and {path}.invalid.* are all taken")
 
 
-def write_profile(doc: dict, path: str, force: bool):
-    """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
-    gpucal's fault (exit 1), and is kept as ``path.invalid``."""
+def validated(doc: dict, path: str, origin: str | None = None) -> Profile:
+    """``doc``, a profile gpucal built, as the typed model; one that does not validate is gpucal's fault (exit 1),
+    and is kept beside ``path`` as ``path.invalid``."""
     try:
-        profiles.validate(doc, path)
+        return profiles.validate(doc, origin or path).profile
     except ProfileError as exc:  # gpucal's own fault, not the user's: keep the measurement
         aside = _keep_aside(path, profiles.dumps(doc))
         raise GpucalError(f"the profile built does not validate ({exc}); the measurement is kept in {aside}") from None
+
+
+def write_profile(doc: dict, path: str, force: bool):
+    """Validate ``doc`` and write it atomically to ``path``; a document gpucal built that does not validate is
+    gpucal's fault (exit 1), and is kept as ``path.invalid``."""
+    validated(doc, path)
 
     try:
         make_folder(os.path.dirname(os.path.abspath(path)), flag="-o")

@@ -72,7 +72,8 @@ def _as_given(value: float) -> float:
 
 def _integral(value: Any) -> Any:
     """JSON Schema's integer: 4.0 is the integer 4."""
-    return int(value) if type(value) is float and value.is_integer() else value
+    exact = type(value) is float and value.is_integer() and abs(value) <= 2 ** 53  # beyond: a float, out of range
+    return int(value) if exact else value
 
 
 def number(lo: float | None, hi: float, *, above: float | None = None, description: str | None = None) -> Any:
@@ -105,16 +106,20 @@ Point = Annotated[tuple, GetPydanticSchema(_point_schema),
 
 
 def walk(node: Any, path: str = ""):
-    """Every (dotted path, part) under ``node``, depth first in field order: the parts a rule reads."""
+    """Every (dotted path, part) under ``node`` (the models, and the plain objects an Open part keeps), depth first in
+    field order: the parts a rule reads."""
     if isinstance(node, BaseModel):
         yield path, node
         for key in type(node).model_fields:
             value = getattr(node, key)
             if value is not None:
                 yield from walk(value, f"{path}.{key}" if path else key)
+        for key, value in (node.model_extra or {}).items():  # an Open part's keys the model does not name
+            yield from walk(value, f"{path}.{key}" if path else key)
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             yield from walk(value, f"{path}[{i}]")
     elif isinstance(node, dict):
+        yield path, node
         for key, value in node.items():
             yield from walk(value, f"{path}.{key}" if path else str(key))

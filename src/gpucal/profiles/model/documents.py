@@ -94,9 +94,14 @@ def _check_refs(document: Strict) -> None:
     """Every quantity that cites a document names one of ``documents``."""
     known = getattr(document, "documents", None) or {}
     for path, part in walk(document):
-        if isinstance(part, Quantity) and part.ref is not None and part.ref not in known:
-            raise PydanticCustomError("ref", "cites '{ref}', which is not in 'documents'",
-                                      {"ref": part.ref, "at": f"{path}.ref"})
+        if isinstance(part, Quantity):
+            ref = part.ref
+        elif isinstance(part, dict) and "source" in part:  # a quantity inside an Open part (host, cluster)
+            ref = part.get("ref")
+        else:
+            continue
+        if ref is not None and ref not in known:
+            raise PydanticCustomError("ref", "cites '{ref}', which is not in 'documents'", {"ref": ref, "at": f"{path}.ref"})
 
 
 class Profile(Strict):

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from gpucal import limits
-from gpucal.profiles.model.base import Omittable, Printable, Strict, Text, integer, number
+from gpucal.profiles.model.base import Omittable, Point, Printable, Strict, Text, integer, number
 from gpucal.profiles.model.device import DeviceIndex
 from gpucal.profiles.model.fit import FitRecord, Intercept, MeasuredFit
 from gpucal.profiles.model.quantity import SAMPLES_MAX, TimeQuantity
@@ -77,6 +77,7 @@ class CopyFit(FitRecord):
     n: Omittable[integer(0, SAMPLES_MAX)] = None
     verified: bool
     reason: Optional[Printable] = None
+    points: list[Point]  # the sweep a copy fit was made from: always written, even empty
 
 
 class KernelEntry(Strict):
