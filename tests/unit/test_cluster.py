@@ -15,7 +15,7 @@ from conftest import run_gpucal
 from gpucal import profiles
 from gpucal.calibrate.cluster import merge_cluster
 from gpucal.errors import ProfileError
-from gpucal.profiles.queries import cards_per_host
+from gpucal.profiles.queries import cards_per_host, profile_link, profile_network
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
 ETH_ALPHA_S, ETH_BETA_BPS = 60e-6, 125e6  # the synthetic network: 1 Gbit/s with 60 µs per message
@@ -265,3 +265,16 @@ def test_a_host_of_no_devices_is_refused_by_the_schema():
     doc["cluster"]["hosts"][0]["devices"] = []
     with pytest.raises(ProfileError, match=r"cluster\.hosts\[0\]\.devices"):
         profiles.validate(doc, "twohosts.json")
+
+
+def test_the_planner_takes_the_slowest_link_and_the_slowest_network_pair():
+    """A pipeline moves at the pace of its slowest hop: of several measured fits, the smallest beta (and of
+    equal betas, the larger alpha)."""
+    data = _cluster(network=[*_network(beta_Bps=2e9, alpha_s=1e-4), *_network(beta_Bps=1e9, alpha_s=1e-4),
+                             *_network(beta_Bps=1e9, alpha_s=3e-4)])
+    data["links"][1]["beta_Bps"]["value"] = 1e9
+    doc = profiles.validate(data, "twohosts.json")
+    link = profile_link(doc)
+    assert link.spec.beta_Bps == 1e9 and "dev1->dev0" in link.spec.name and "the slowest of 4" in link.spec.name
+    net = profile_network(doc)
+    assert (net.spec.beta_Bps, net.spec.alpha_s) == (1e9, 3e-4) and "the slowest of 3" in net.spec.name

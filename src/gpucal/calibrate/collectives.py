@@ -8,33 +8,25 @@ Everything here is collective: every rank of the world calls ``run_collectives``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from gpucal.calibrate.entries import fit_quantity
 from gpucal.calibrate.fit import FitError, fit_pieces, median_noise_frac
 from gpucal.kernels.comm import World
 from gpucal.probes.base import Result
-from gpucal.probes.collectives import BUSBW_FACTOR, CollectivesConfig, measure_collectives
+from gpucal.probes.collectives import BUSBW_FACTOR, CollectivesConfig, CollectivesRun, measure_collectives
 from gpucal.units import format_bytes
 
 __all__ = ["CollectivesReport", "run_collectives", "collective_entry"]
 
 
 @dataclass(frozen=True)
-class CollectivesReport:
-    """Every rank's copy of the run: one ``Result`` per (op, size[, graph]) (one per op where waived), one
-    profile entry per op (and per op in a graph) that has a passed size, the library, NCCL's version and
-    transport, why the whole run was waived, and its source (``measured`` or ``simulated``)."""
+class CollectivesReport(CollectivesRun):
+    """Every rank's copy of the run (``CollectivesRun``: its results, series, library, NCCL's version and
+    transport, why the whole run was waived, its source) and its fits: one profile entry per op (and per op in a
+    graph) that has a passed size."""
 
-    results: list[Result]
-    entries: list[dict]
-    library: str | None
-    nccl_version: str | None
-    transport: list[str] | None
-    transport_reason: str | None
-    waived: str | None
-    source: str
-    link: dict | None = None  # the simulated link the ring model priced (virtual backends)
+    entries: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -48,7 +40,7 @@ class CollectivesReport:
 
 
 def collective_entry(world: World, op: str, graph: bool, results: list[Result], library, transport, transport_reason,
-           source: str) -> dict | None:
+                     source: str) -> dict | None:
     """One op's collectives[] entry: the alpha/beta fit over the sizes that passed, the points and the rates;
     ``None`` where no size passed (the results say why)."""
     passed = [r for r in results if r.status == "passed"]
@@ -91,5 +83,5 @@ def run_collectives(world: World, config: CollectivesConfig) -> CollectivesRepor
     run = measure_collectives(world, config)
     entries = [collective_entry(world, op, graph, series, run.library, run.transport, run.transport_reason,
                                 run.source) for op, graph, series in run.series]
-    return CollectivesReport(run.results, [e for e in entries if e is not None], run.library, run.nccl_version,
-                             run.transport, run.transport_reason, run.waived, run.source, run.link)
+    return CollectivesReport(**{f.name: getattr(run, f.name) for f in fields(run)},
+                             entries=[e for e in entries if e is not None])

@@ -213,6 +213,15 @@ def _measured_spec(doc: profiles.Document, where: str, entry: MeasuredFit, name:
         raise InputError(f"--gpu: {doc.origin}: {where}.pieces: {exc}") from None
 
 
+def _slowest_fit(indexed: list) -> tuple:
+    """The (index, entry) of the slowest fit: the smallest beta, the larger alpha on a tie."""
+    return min(indexed, key=lambda item: (item[1].beta_Bps.value, -item[1].alpha_s.value))
+
+
+def _of(indexed: list) -> str:
+    return f", the slowest of {len(indexed)}" if len(indexed) > 1 else ""
+
+
 def profile_link(doc: profiles.Document) -> LinkChoice | None:
     """The link between cards that a calibrated profile measured, for the planner; ``None`` without one.
 
@@ -221,14 +230,11 @@ def profile_link(doc: profiles.Document) -> LinkChoice | None:
     planner takes the slowest of them (the smallest beta; the larger alpha on a tie): a TP group or a
     pipeline moves at the pace of its slowest hop.
     """
-    every = doc.profile.links or []
-    links = [(i, item) for i, item in enumerate(every) if item.known]
+    links = [(i, item) for i, item in enumerate(doc.profile.links or []) if item.known]
     if not links:
         return None
-    i, slowest = min(links, key=lambda item: (item[1].beta_Bps.value, -item[1].alpha_s.value))
-    name = f"{doc.name}: dev{slowest.src}->dev{slowest.dst} {slowest.path}"
-    if len(links) > 1:
-        name += f", the slowest of {len(links)}"
+    i, slowest = _slowest_fit(links)
+    name = f"{doc.name}: dev{slowest.src}->dev{slowest.dst} {slowest.path}{_of(links)}"
     return LinkChoice(_measured_spec(doc, f"links[{i}]", slowest, name, float(slowest.alpha_s.value)),
                       slowest.sources)
 
@@ -313,10 +319,8 @@ def profile_network(doc: profiles.Document) -> LinkChoice | None:
     entries = [(i, e) for i, e in enumerate(doc.profile.network or []) if not e.same_host and e.known]
     if not entries:
         return None
-    i, slowest = min(entries, key=lambda ie: (ie[1].beta_Bps.value, -ie[1].alpha_s.value))
-    name = f"{doc.name}: host{slowest.src_host}<->host{slowest.dst_host} network"
-    if len(entries) > 1:
-        name += f", the slowest of {len(entries)}"
+    i, slowest = _slowest_fit(entries)
+    name = f"{doc.name}: host{slowest.src_host}<->host{slowest.dst_host} network{_of(entries)}"
     alpha = max(0.0, float(slowest.alpha_s.value))  # a fit's alpha can come out a hair below zero
     return LinkChoice(_measured_spec(doc, f"network[{i}]", slowest, name, alpha), slowest.sources)
 
