@@ -6,9 +6,13 @@
 #
 #     bash bench/device_check.sh [--phase 1|2]
 #
-# phase 1 (the default): gpucal info, gpucal calibrate --quick (timed; target 30 s), the GPU tests (which
-#   check that calibration's profile rather than calibrate again), bench/gpu_check.py --quick, gpucal p2p
-#   (one GPU: the host links).
+# phase 1 (the default): gpucal info, gpucal calibrate --quick (timed; target 30 s; with the decode terms:
+#   the decode-GEMM quick grid, decode attention and the launch costs, and on 2 GPUs or more the one-process
+#   all-reduce, into h200.json and plots/decode-gemm.png), the GPU tests (which check that calibration's
+#   profile rather than calibrate again), bench/gpu_check.py --quick (with the GEMV against cuBLAS's decode
+#   GEMM at batch 1-16, the decode layer probe of llama-3.1-8b at batch 1, 8, 64, eager and as CUDA graphs,
+#   and the same layer in PyTorch, the launch probe, and the all-reduce probe with 2 GPUs or more, into
+#   gpu_check.json), gpucal p2p (one GPU: the host links).
 # phase 2: the GPU tests that need MPI, NCCL collectives on one rank, the MPI network probe and
 #   bench/net_pingpong.py on two ranks (mpiexec of the carried mpich), bench/copy_variants.py and
 #   bench/gemv_variants.py.
@@ -54,7 +58,7 @@ BUDGET_S=600  # one command's limit on the GPU machine
 KILL_S=5      # a step still running this long after its timeout's TERM gets KILL
 declare -A LIMIT=(
     [install]=25 [imports]=20
-    [pytest]=90 [info]=15 [gpu_check]=75 [p2p]=30 [calibrate]=60
+    [pytest]=85 [info]=10 [gpu_check]=95 [p2p]=25 [calibrate]=70
     [pytest_mpi]=85 [collectives]=40 [net]=25 [net_pingpong]=25 [copy_variants]=50 [gemv_variants]=40
 )
 if [[ $PHASE == 1 ]]; then

@@ -1,6 +1,8 @@
 """Shared test helpers. Tests split by what they need: ``unit/`` (nothing but the package), ``cli/`` (the
 installed ``gpucal`` command, run as a subprocess, exactly as users run it), ``sim/`` (kernels on the Numba
-CUDA simulator), ``compile/`` (kernels compiled for real GPUs, in a process without the simulator) and
+CUDA simulator), ``compile/`` (kernels compiled for real GPUs, in a process without the simulator), ``emu/``
+(the CUDA C kernels run on a CPU emulator with g++; skipped with the reason where the compiler cannot build it,
+unless GPUCAL_REQUIRE_EMU=1, as CI sets it) and
 ``gpu/`` (marked ``gpu``: a real NVIDIA GPU; skipped with the reason where there is none) and ``mpi/``
 (gpucal under ``mpiexec``, ranks on this machine: the ``run_mpi`` fixture; where mpi4py or mpiexec is
 missing those tests are skipped with the reason, unless GPUCAL_REQUIRE_MPI=1, as CI sets it: then they

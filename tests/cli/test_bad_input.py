@@ -426,6 +426,37 @@ CASES += [
          ("--backend", "gen9.json", "pcie_generation"), files=("gen9.json",)),
 ]
 
+# the decode probes (docs/decode.md)
+FILES["tiny-model.json"] = _text(json.dumps({"schema": "gpucal.model/1", "name": "tiny", "params": 1e8, "layers": 2,
+                                             "hidden": 128, "heads": 4, "kv_heads": 2, "head_dim": 32, "ffn": 256,
+                                             "vocab": 1000}))
+DECODE = ("probe", "decode", "--backend", "virtual:rtx4090", "--model", "tiny-model.json", "--context", "16",
+          "--batch", "2")
+VIRTUAL = ("--backend", "virtual:rtx4090")
+CASES += [
+    Case("probe decode without --model", ("probe", "decode", *VIRTUAL), ("--model",)),
+    Case("probe decode --model unknown", ("probe", "decode", *VIRTUAL, "--model", "nosuch-7b"), ("--model", "nosuch-7b")),
+    Case("probe decode --tp not dividing the heads", (*DECODE, "--tp", "3"), ("--tp", "3"), files=("tiny-model.json",)),
+    Case("probe decode --tp 0", (*DECODE, "--tp", "0"), ("--tp",), files=("tiny-model.json",)),
+    Case("probe decode --dtype fp8", (*DECODE, "--dtype", "fp8"), ("--dtype",), files=("tiny-model.json",)),
+    Case("probe decode --context 0", (*DECODE, "--context", "0"), ("--context",), files=("tiny-model.json",)),
+    Case("probe decode --batch huge", (*DECODE, "--batch", "100000000"), ("--batches",), files=("tiny-model.json",)),
+    Case("probe membw --context", (*PROBE, "--context", "8"), ("--context",)),
+    Case("probe membw --tp", (*PROBE, "--tp", "2"), ("--tp",)),
+    Case("probe membw --model", (*PROBE, "--model", "llama-3.1-8b"), ("--model",)),
+    Case("probe decode-gemm --shapes 4x", ("probe", "decode-gemm", *VIRTUAL, "--shapes", "4x"), ("--shapes",)),
+    Case("probe decode-gemm --shapes 0x4", ("probe", "decode-gemm", *VIRTUAL, "--shapes", "0x4"), ("--shapes",)),
+    Case("probe decode-gemm --dtype fp99", ("probe", "decode-gemm", *VIRTUAL, "--dtype", "fp99"), ("--dtype",)),
+    Case("probe attention --shapes", ("probe", "attention", *VIRTUAL, "--shapes", "4x4"), ("--shapes",)),
+    Case("probe launch --batches", ("probe", "launch", *VIRTUAL, "--batches", "2"), ("--batches",)),
+    Case("probe allreduce on one card", ("probe", "allreduce", "--backend", "virtual:rtx4090:1"), ("--backend",)),
+    Case("probe decode --shapes", (*DECODE, "--shapes", "4x4"), ("--shapes",), files=("tiny-model.json",)),
+    Case("probe allreduce --sizes and --batches", ("probe", "allreduce", "--backend", "virtual:rtx4090:2", "--sizes",
+                                                   "1MiB", "--batches", "2"), ("--sizes", "--batches")),
+    Case("probe allreduce --kernels", ("probe", "allreduce", "--backend", "virtual:rtx4090:2", "--kernels", "copy"),
+         ("--kernels",)),
+]
+
 CONTROLS += [
     # a link whose beta is unknown is drawn as such
     Case("control: plot a link of unknown beta", ("plot", "nullbeta.json", "-o", "figs", "--only", "p2p"), (), code=0,
@@ -438,6 +469,10 @@ CONTROLS += [
          writes=("no",)),
     Case("control: plan --sweep product", (*SWEEP, "--sweep", "batch=1:64:1", "--sweep", "cards=1:8:1"), (), code=0),
     Case("control: export", EXPORT, (), code=0, writes=("exp",)),
+    Case("control: probe decode", DECODE, (), code=0, files=("tiny-model.json",)),
+    Case("control: probe decode --tp 2 on two cards", (*DECODE[:3], "virtual:rtx4090:2", *DECODE[4:], "--tp", "2",
+                                                        "--graph"), (), code=0, files=("tiny-model.json",)),
+    Case("control: probe launch", ("probe", "launch", *VIRTUAL), (), code=0),
     Case("control: probe d2d", (*D2D, "--sizes", "4B..64B"), (), code=0),
     Case("control: plot with --force over an old figure", (*PLOT[:-1], "plots", "--force"), (), code=0,
          files=("plots",), writes=("plots",)),

@@ -1,14 +1,22 @@
 """The benchmark scripts run (their speed targets are theirs to report, not a test's to time)."""
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from gpucal.kernels.backend import select
+from gpucal.plan.models import ModelSpec
+from gpucal.probes.base import policy_for
+from gpucal.probes.decode_layer import LayerShape
+from gpucal.probes.timing import measure
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +97,68 @@ def test_device_check_refuses_a_bad_argument_with_one_line_and_exit_2(tmp_path, 
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "device_check" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_device_check_phase_1_runs_the_decode_checks_with_their_outputs_in_work(tmp_path):
+    """The decode terms come from calibrate --quick (its profile and plots), the decode layer, its PyTorch
+    comparison and the launch probe from gpu_check.py --quick (gpu_check.json): all written under work/, packed."""
+    out = tmp_path / "out"
+    proc = _device_check(out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with tarfile.open(out / "phase1.tar.gz") as tar:
+        logs = {Path(m.name).name: tar.extractfile(m).read().decode() for m in tar.getmembers()
+                if m.name.endswith(".log")}
+    work = re.escape(str(out / "work"))
+    assert re.search(rf"calibrate --quick -o {work}/h200\.json --force --plots {work}/plots$",
+                     logs["04-calibrate.log"], re.M)
+    assert re.search(rf"bench/gpu_check\.py --quick --out {work}/gpu_check\.json$", logs["06-gpu_check.log"], re.M)
+
+
+# --- bench/gpu_check.py: the parts that run without a GPU (the virtual machine; PyTorch on the CPU where present) ---
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ModelSpec(name="tiny", params=1e6, layers=1, hidden=64, heads=4, kv_heads=2, head_dim=16, vocab=100, ffn=96,
+                 source="a test's")
+
+
+def test_gpu_check_compares_the_gemv_with_the_decode_gemm_on_the_same_weights(monkeypatch):
+    gpu_check = _gpu_check()
+    backend = select("virtual:rtx4090", 0)
+    policy = replace(policy_for(backend, 0.01), min_samples=3, max_samples=3)
+    rows = gpu_check.compare_gemv_with_cublas(backend, (256, 512), (1, 3), measure, policy, rounds=1)
+    assert list(rows) == ["b1", "b3"]
+    for b, row in zip((1, 3), rows.values()):
+        assert (row["batch"], row["m"], row["k"]) == (b, 256, 512)
+        assert row["ratio"] == pytest.approx(row["cublas_s"] / row["ours_s"]) and row["ratio"] > 0
+        assert row["ours_dram_Bps"] == pytest.approx((256 * 512 + b * 512 + b * 256) * 2 / row["ours_s"])
+    # a GEMV that writes nothing leaves its poisoned output: the check refuses it before anything is timed
+    monkeypatch.setattr(backend, "gemv_launcher", lambda *args: (lambda: None))
+    with pytest.raises(AssertionError, match="^gpucal GEMV batch 1: "):
+        gpu_check.compare_gemv_with_cublas(backend, (256, 512), (1,), measure, policy, rounds=1)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_the_pytorch_layer_is_our_layer_on_the_same_values(dtype):
+    """The PyTorch layer of gpu_check.py on the CPU, against our layer on the virtual machine (NumPy kernels that
+    compute what every backend's kernels compute): the cross-check passes, and fails for other weights."""
+    torch = pytest.importorskip("torch")
+    gpu_check = _gpu_check()
+    backend = select("virtual:rtx4090", 0)
+    shape = LayerShape.of(TINY, 1)
+    pair = gpu_check.LayerPair(torch, backend, shape, 3, 24, dtype, seed=5)
+    assert pair.verify(backend.sequence_launcher(pair.launches)) is None
+    xc = pair.cross_check(pair.torch_layer())
+    assert xc["ok"] and all(xc[f"{n}_rel_err"] < 2e-2 for n in gpu_check.CROSS_CHECKED), xc
+    pair.tensors["w_down"].neg_()  # PyTorch's own copy of one weight changed: its y is no longer ours
+    xc = pair.cross_check(pair.torch_layer())
+    assert not xc["ok"] and xc["y_rel_err"] > 1 and xc["residual2_rel_err"] < 2e-2, xc
+    half = TINY.head_dim // 2
+    the_other_way = torch.cat([pair.tensors["cos_sin"][:half], -pair.tensors["cos_sin"][half:]])  # sin negated
+    xc = pair.cross_check(gpu_check.torch_layer(torch, dict(pair.tensors, cos_sin=the_other_way), shape, 24)())
+    assert xc["q_rel_err"] > 1 and xc["attention_rel_err"] > 2 * xc["rtol"], xc  # caught where y alone may not be

@@ -302,9 +302,10 @@ def test_plots_are_written_with_the_profile(tmp_path):
                    str(tmp_path / "plots"), "--json", "--no-kernel-check"])
     assert rc == 0
     plots = {p["name"]: p for p in json.loads(out.getvalue())["plots"]}
-    assert set(plots) == {"bandwidth", "p2p", "roofline", "plan", "network"}
+    assert set(plots) == {"bandwidth", "p2p", "roofline", "plan", "network", "decode-gemm", "allreduce"}
+    # one machine: no cluster figure (its one-process all-reduce is allreduce.png's, not network.png's)
     assert plots.pop("network")["skipped"].endswith("has no network[] or collectives[]: gpucal calibrate --cluster "
-                                                    "measures them")  # one machine: no cluster figure
+                                                    "measures them")
     for name, p in plots.items():
         assert p["skipped"] is None, name
         data = (tmp_path / "plots" / f"{name}.png").read_bytes()

@@ -26,8 +26,10 @@ def test_a_measured_profile_gets_every_figure_but_the_clusters(tmp_path):
     assert result["schema"] == "gpucal.plots/1" and result["profile"] == FIXTURE
     assert [(f["name"], f["skipped"]) for f in result["figures"]] == [
         ("bandwidth", None), ("p2p", None), ("roofline", None), ("plan", None),
-        ("network", "sample-rtx4090x2 has no network[] or collectives[]: gpucal calibrate --cluster measures them")]
-    for figure in result["figures"][:-1]:
+        ("network", "sample-rtx4090x2 has no network[] or collectives[]: gpucal calibrate --cluster measures them"),
+        ("decode-gemm", "sample-rtx4090x2 has no decode-GEMM curve (devices[].decode.gemm)"),
+        ("allreduce", "sample-rtx4090x2 has no one-host all-reduce (collectives[] of op all-reduce on one host)")]
+    for figure in result["figures"][:4]:
         path = Path(figure["path"])
         assert path == out / f"{figure['name']}.png"
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 10_000

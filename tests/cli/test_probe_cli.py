@@ -18,7 +18,8 @@ def test_probe_list():
     proc = run_gpucal("probe", "--list", "--json")
     assert proc.returncode == 0
     assert set(json.loads(proc.stdout)) == {"membw", "flops", "host-link", "d2d", "peer", "latency", "net",
-                                            "collectives"}
+                                            "collectives", "decode-gemm", "attention", "launch", "allreduce",
+                                            "decode"}
     text = run_gpucal("probe", "--list").stdout
     assert "membw" in text and "flops" in text and "mpiexec -n N" in text
 
@@ -105,4 +106,41 @@ def test_bad_input_is_one_line_naming_the_flag_with_exit_2(args, flag):
 
 def test_probes_are_listed_in_their_order():
     """``gpucal probe --list`` (and the choices an unknown name is told) keep one order."""
-    assert list(all_probes()) == ["flops", "host-link", "d2d", "peer", "latency", "membw"]
+    assert list(all_probes()) == ["flops", "host-link", "d2d", "peer", "latency", "membw", "decode-gemm", "attention",
+                                 "launch", "allreduce", "decode"]
+
+
+TINY_MODEL = {"schema": "gpucal.model/1", "name": "tiny", "params": 1e8, "layers": 2, "hidden": 128, "heads": 4,
+              "kv_heads": 2, "head_dim": 32, "ffn": 256, "vocab": 1000}
+
+
+def test_probe_decode_json_gives_layer_parts_and_their_ratio(tmp_path):
+    model = tmp_path / "tiny.json"
+    model.write_text(json.dumps(TINY_MODEL))
+    proc = run_gpucal("probe", "decode", "--backend", "virtual:rtx4090:2", "--model", str(model), "--tp", "2",
+                      "--batch", "1,4", "--context", "32", "--graph", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["model"] == "tiny" and data["tp"] == 2 and data["simulated"] is True
+    assert [(c["batch"], c["mode"]) for c in data["cases"]] == [(1, "eager"), (1, "graph"), (4, "eager"), (4, "graph")]
+    for case in data["cases"]:
+        assert case["status"] == "passed"
+        assert case["layer_s"] > 0 and case["parts_s"] == pytest.approx(sum(p["seconds"] for p in case["parts"]))
+        assert case["layer_over_parts"] == pytest.approx(case["layer_s"] / case["parts_s"])
+        assert abs(case["layer_over_parts"] - 1) < 0.02  # the virtual machine prices the layer as its parts
+        assert case["allreduce"].startswith("measured")
+    text = run_gpucal("probe", "decode", "--backend", "virtual:rtx4090", "--model", str(model), "--batch", "2",
+                      "--context", "16")
+    assert text.returncode == 0, text.stderr
+    assert "layer/parts" in text.stdout and "simulated" in text.stdout
+
+
+def test_probe_decode_gemm_attention_launch_allreduce_on_a_virtual_machine():
+    for argv in (("decode-gemm", "--dtype", "bf16", "--batches", "1,4", "--shapes", "256x256,512x256,512x512"),
+                 ("attention", "--dtype", "fp16", "--batches", "2", "--context", "64"),
+                 ("launch",), ("allreduce", "--batches", "1,16,256")):
+        proc = run_gpucal("probe", *argv, "--backend", "virtual:rtx4090:2", "--json")
+        assert proc.returncode == 0, (argv, proc.stderr)
+        results = json.loads(proc.stdout)["results"]
+        assert results and all(r["status"] in ("passed", "waived") for r in results), argv
+        assert any(r["status"] == "passed" for r in results)

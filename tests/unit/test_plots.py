@@ -77,8 +77,9 @@ def test_every_figure_of_a_measured_profile_is_a_real_png(written):
 
     out, results = written
     assert [name for name, _, _ in results] == list(FIGURES)
-    assert results[-1] == ("network", None, f"sample-rtx4090x2 {NO_NETWORK}")  # one machine: no network
-    for name, path, reason in results[:-1]:
+    assert results[4] == ("network", None, f"sample-rtx4090x2 {NO_NETWORK}")  # one machine: no network
+    assert [(name, path) for name, path, _ in results[5:]] == [("decode-gemm", None), ("allreduce", None)]  # no decode
+    for name, path, reason in results[:4]:
         assert reason is None and path == out / f"{name}.png"
         raw = path.read_bytes()
         assert raw.startswith(PNG_SIGNATURE)
@@ -363,7 +364,7 @@ def test_the_figures_import_without_matplotlib():
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ("matplotlib is not installed: pip install 'gpucal[plot]'\n"
-                           "bandwidth,p2p,roofline,plan,network\n")
+                           "bandwidth,p2p,roofline,plan,network,decode-gemm,allreduce\n")
 
 
 def test_no_figure_module_imports_a_sibling_that_imports_it_back():
@@ -378,7 +379,7 @@ def test_no_figure_module_imports_a_sibling_that_imports_it_back():
         name = "gpucal.figures" if path.stem == "__init__" else f"gpucal.figures.{path.stem}"
         imports[name] = {m for m in found if m == "gpucal.figures" or m.startswith("gpucal.figures.")}
     assert imports["gpucal.figures"] == set() and imports["gpucal.figures.common"] == set()
-    figures = {"bandwidth", "p2p", "roofline", "plan", "network"}
+    figures = {"bandwidth", "p2p", "roofline", "plan", "network", "decode"}
     for figure in figures:
         assert imports[f"gpucal.figures.{figure}"] == {"gpucal.figures.common"}, figure
     assert imports["gpucal.figures.files"] == {"gpucal.figures", "gpucal.figures.common"} | {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from gpucal.calibrate.decode import decode_terms, host_allreduce_entries
 from gpucal.calibrate.entries import quantity, reported
 from gpucal.calibrate.fit import piece_dict
 from gpucal.calibrate.links import SeriesFit, find, oneshot_alpha
@@ -286,6 +287,9 @@ def _device(cal, info, d: int, source: str) -> dict:
         entry["peer_link"] = peer
     if topo and topo.numa_node is not None:
         entry["numa_node"] = topo.numa_node
+    decode = decode_terms([r for r in cal.results.get("decode", []) if r.params.get("device_index") == d], source)
+    if decode:
+        entry["decode"] = decode
     return entry
 
 
@@ -309,8 +313,12 @@ def build_profile(cal, name: str, provenance: dict, anomalies: list[dict], creat
     links = _links(cal, results, source)
     doc = {"schema": "gpucal.profile/1", "name": name, "title": title[:2000], "source": source, "created": created,
            "gpucal_version": version, "notes": [n[:2000] for n in notes], "host": {**provenance, "anomalies": anomalies},
-           "devices": devices, "links": links, "fits": _fits(cal, results), "kernels": kernels, "collectives": [],
+           "devices": devices, "links": links, "fits": _fits(cal, results), "kernels": kernels,
+           "collectives": host_allreduce_entries(cal.results.get("allreduce", []), source, backend.allreduce_library()),
            "network": []}
+    waived = [r for r in cal.results.get("allreduce", []) if r.status == "waived"]
+    if waived:
+        doc["notes"].append(f"all-reduce over the host's devices not measured: {waived[0].reason}"[:2000])
     if count == 1:  # one device: plan across cards with the datasheet's link preset, and say so
         sheet = datasheet_for(infos[0].name)
         preset = sheet.profile.default_link if sheet else None

@@ -14,7 +14,9 @@ What the cluster profile holds (schema ``gpucal.profile/1``, additions only):
   fields and in the series names (``dev0`` of the second host of two cards is ``dev2``; a link also names
   its ``host``): links between cards never cross hosts; anomalies' device numbers too;
 - ``network[]``: the links between hosts (MPI ping-pong between the hosts' leader ranks);
-- ``collectives[]``: NCCL's (or the simulated ring's) cost per operation over all ranks;
+- ``collectives[]``: each host's all-reduce over its own GPUs from one process (``single_process``, plain
+  calibrate's, with its ``host`` and device numbers made cluster-wide), then NCCL's (or the simulated ring's)
+  cost per operation over all ranks;
 - ``cluster``: the MPI world (library, ranks, hosts), and per host its name, ranks, devices and its own
   provenance (``host`` of the host's profile);
 - ``host``: the provenance of rank 0's host and the cluster command, with every host's anomalies (each
@@ -58,6 +60,7 @@ def merge_cluster(host_docs: list[Profile], world: dict, network: list[dict], co
     if not host_docs:
         raise ValueError("host_docs: a cluster needs at least one host's profile")
     devices, links, fits, kernels, notes, anomalies, hosts = [], [], [], [], [], [], []
+    host_collectives = []  # each host's one-process all-reduce (plain calibrate's), renumbered
     offset = 0
     for h, doc in enumerate(host_docs):
         provenance = doc.host.to_json() if doc.host is not None else None
@@ -77,6 +80,10 @@ def merge_cluster(host_docs: list[Profile], world: dict, network: list[dict], co
                          "series": _renumber(fit.series, offset)})
         for kernel in doc.kernels or []:
             kernels.append({**kernel.to_json(), "device": kernel.device + offset})
+        for entry in doc.collectives or []:
+            if entry.single_process:
+                host_collectives.append({**entry.to_json(), "host": h,
+                                         "devices": [d + offset for d in entry.devices or []]})
         for note in doc.notes or []:
             notes.append(f"{hostname}: {note}"[:2000])
         for found in (doc.host.anomalies if doc.host is not None else None) or []:
@@ -110,7 +117,8 @@ def merge_cluster(host_docs: list[Profile], world: dict, network: list[dict], co
     doc = {
         "schema": first.schema_, "name": name, "title": title, "source": source, "created": created,
         "gpucal_version": version, "notes": notes, "host": provenance, "devices": devices, "links": links,
-        "fits": fits, "kernels": kernels, "collectives": list(collectives), "network": list(network),
+        "fits": fits, "kernels": kernels, "collectives": host_collectives + list(collectives),
+        "network": list(network),
         "cluster": {"ranks": world["size"], "simulated_hosts": bool(world.get("simulated_hosts")),
                     "mpi": {"library": world.get("library"), "version": world.get("mpi_version")},
                     "hosts": hosts},

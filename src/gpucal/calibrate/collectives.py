@@ -17,7 +17,7 @@ from gpucal.probes.base import Result
 from gpucal.probes.collectives import BUSBW_FACTOR, CollectivesConfig, CollectivesRun, measure_collectives
 from gpucal.units import format_bytes
 
-__all__ = ["CollectivesReport", "run_collectives", "collective_entry"]
+__all__ = ["CollectivesReport", "run_collectives", "collective_entry", "fitted_entry"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,9 @@ class CollectivesReport(CollectivesRun):
                 "simulated": self.source == "simulated", "link": self.link}
 
 
-def collective_entry(world: World, op: str, graph: bool, results: list[Result], library, transport, transport_reason,
-                     source: str) -> dict | None:
-    """One op's collectives[] entry: the alpha/beta fit over the sizes that passed, the points and the rates;
-    ``None`` where no size passed (the results say why)."""
+def fitted_entry(op: str, nranks: int, results: list[Result], source: str) -> dict | None:
+    """The fitted part of a collectives[] entry of ``op`` over ``nranks`` ranks: the alpha/beta fit over the sizes
+    that passed (``params["bytes"]``, median times), the points and the rates; ``None`` where no size passed."""
     passed = [r for r in results if r.status == "passed"]
     if not passed:
         return None
@@ -63,18 +62,29 @@ def collective_entry(world: World, op: str, graph: bool, results: list[Result], 
     if fit is not None and len(fit.pieces) > 1:
         method += f"; {len(fit.pieces)} regimes: alpha the smallest sizes', beta the largest sizes'"
     n = len(points)
-    entry = {"op": op, "nranks": world.size, "hosts": len(world.hosts),
-             "ranks_per_host": max(r.local_size for r in world.ranks), "graphs": graph, "library": library,
-             "transport": transport, "transport_reason": transport_reason, "dtype": "float32",
+    entry = {"op": op, "nranks": nranks, "dtype": "float32",
              "alpha_s": fit_quantity(alpha, source, method, fit.pieces[0].n if fit else n, fit_reason),
              "beta_Bps": fit_quantity(beta, source, method, fit.pieces[-1].n if fit else n, fit_reason,
                                       byte_convention="S/t, S as nccl-tests counts it"),
-             "busbw_factor": BUSBW_FACTOR(op, world.size), "r2": r2, "points": points,
+             "busbw_factor": BUSBW_FACTOR(op, nranks), "r2": r2, "points": points,
              "algbw_Bps": [r.metrics["algbw_Bps"] for r in passed], "busbw_Bps": [r.metrics["busbw_Bps"] for r in passed],
              "verified": len(passed) == len(results), "reason": reason}
     if fit is not None:
         entry.update(fit.profile_fields())
     return entry
+
+
+def collective_entry(world: World, op: str, graph: bool, results: list[Result], library, transport, transport_reason,
+                     source: str) -> dict | None:
+    """One op's collectives[] entry over the ranks of ``world`` (``fitted_entry``, with the world's hosts, the
+    library and the transport); ``None`` where no size passed (the results say why)."""
+    entry = fitted_entry(op, world.size, results, source)
+    if entry is None:
+        return None
+    head = {"op": op, "nranks": world.size, "hosts": len(world.hosts),
+            "ranks_per_host": max(r.local_size for r in world.ranks), "graphs": graph, "library": library,
+            "transport": transport, "transport_reason": transport_reason}
+    return {**head, **entry}
 
 
 def run_collectives(world: World, config: CollectivesConfig) -> CollectivesReport:

@@ -25,9 +25,11 @@ from __future__ import annotations
 from gpucal.calibrate.verdict import pcie_load_of
 from gpucal.profiles import datasheet_for
 from gpucal.profiles.model import Device, HostLink, Profile, Quantity
+from gpucal.profiles.queries import decode_terms
 from gpucal.standards import PCIE_GT_S, pcie_Bps
+from gpucal.units import size_label
 
-__all__ = ["anomalies", "summary_rows", "MEMBW_LOW_FRAC", "FLOPS_LOW_FRAC"]
+__all__ = ["anomalies", "summary_rows", "DECODE", "MEMBW_LOW_FRAC", "FLOPS_LOW_FRAC"]
 
 MEMBW_LOW_FRAC = 0.7  # healthy HBM/GDDR reaches 80-95 % of the datasheet in a read kernel
 FLOPS_LOW_FRAC = 0.5  # cuBLAS at the plateau reaches 60-90 % of the dense datasheet rate
@@ -194,6 +196,51 @@ def _row(figure, device, value, unit, peak, peak_ref, extra=None):
             "efficiency_frac": value / peak if value and peak else None, **(extra or {})}
 
 
+DECODE = {"group": "decode"}  # the rows of the decode step's terms (``gpucal calibrate`` prints them apart)
+
+
+def _decode_rows(dev: Device, d: int, bw: float | None) -> list[dict]:
+    """The decode terms of a device: the decode GEMM's weight bytes/s at m = 1 and 64 over its largest measured
+    shape, attention's KV bytes/s (and alpha), the launch costs."""
+    try:
+        terms = decode_terms(dev)
+    except ValueError:
+        return []
+    rows = []
+    for dtype, curve in sorted(terms.gemm.items()):
+        shapes = dev.decode.gemm[dtype].shapes
+        n, k = max(shapes, key=lambda s: s[0] * s[1])
+        w = n * k * (1 if dtype == "fp8" else 4 if dtype == "fp32" else 2)
+        for m in (1, 64):
+            rows.append(_row(f"GEMM {dtype} m={m}, W {size_label(w)}", d, curve.weight_Bps(m, w), "B/s", bw,
+                             "read kernel", DECODE))
+    for dtype, fit in sorted(terms.attention.items()):
+        rows.append(_row(f"attention {dtype} KV", d, fit.beta_Bps, "B/s", bw, "read kernel",
+                         {"alpha_s": fit.alpha_s, **DECODE}))
+    if terms.launch is not None:
+        for what, value in (("eager", terms.launch.eager_s), ("graph node", terms.launch.graph_node_s),
+                            ("+ sync", terms.launch.sync_s)):
+            rows.append(_row(f"launch {what}", d, value, "s", None, None, DECODE))
+    return rows
+
+
+def _devices_label(devices: list[int] | None) -> str | None:
+    if not devices:
+        return None
+    return f"dev{devices[0]}-{devices[-1]}" if devices == list(range(devices[0], devices[-1] + 1)) else \
+        ",".join(f"dev{d}" for d in devices)
+
+
+def _allreduce_rows(profile: Profile) -> list[dict]:
+    rows = []
+    for e in profile.collectives or []:
+        if e.op == "all-reduce" and e.single_process and e.known:
+            rows.append(_row(f"all-reduce TP{e.nranks} {'graph' if e.graphs else 'eager'}",
+                             (e.devices or [0])[0], _value(e.beta_Bps), "B/s", None, None,
+                             {"alpha_s": _value(e.alpha_s), "where": _devices_label(e.devices), **DECODE}))
+    return rows
+
+
 def summary_rows(profile: Profile) -> list[dict]:
     """Each measured figure of ``profile`` with its peak and efficiency: memory bandwidth and dense FLOP/s
     against the datasheet, host links against PCIe, links between devices against PCIe or the datasheet's
@@ -219,6 +266,7 @@ def summary_rows(profile: Profile) -> list[dict]:
             if ab is not None:
                 rows.append(_row(f"{path.upper()} beta", d, _value(ab.beta_Bps), "B/s", pcie,
                                  f"PCIe Gen{gen} x{width}" if pcie else None, {"alpha_s": _value(ab.alpha_s)}))
+        rows += _decode_rows(dev, d, bw)
     by_index = {_index(dev): dev for dev in profile.devices}
     for link in profile.links or []:
         peak, ref = None, None
@@ -234,4 +282,4 @@ def summary_rows(profile: Profile) -> list[dict]:
                 peak, ref = pcie_Bps(gen, width), f"PCIe Gen{gen} x{width}"
         rows.append(_row(f"link dev{link.src}->dev{link.dst} ({link.path})", link.src, _value(link.beta_Bps), "B/s",
                          peak, ref, {"alpha_s": _value(link.alpha_s), "verdict": link.verdict}))
-    return rows
+    return rows + _allreduce_rows(profile)

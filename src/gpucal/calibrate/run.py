@@ -22,8 +22,12 @@ from gpucal.calibrate.links import series_fits
 from gpucal.calibrate.verdict import pair_verdict, pcie_load_of
 from gpucal.errors import GpucalError, InputError
 from gpucal.kernels.backend import Backend, select, use_simulator
-from gpucal.probes import flops, latency, links, membw
+from gpucal.probes import allreduce, attention, decode_gemm, flops, latency, launch, links, membw
+from gpucal.probes.allreduce import AllreduceConfig
+from gpucal.probes.attention import AttentionConfig
+from gpucal.probes.decode_gemm import DecodeGemmConfig
 from gpucal.probes.flops import FlopsConfig
+from gpucal.probes.launch import LaunchConfig
 from gpucal.probes.links import LATENCY_SIZES, LinkConfig, default_sizes
 from gpucal.probes.membw import MembwConfig
 from gpucal.probes.topology import read_topology
@@ -37,7 +41,11 @@ QUICK_FLOPS_MODES = ("fp16_fp32acc", "bf16_fp32acc", "fp16_fp16acc", "fp8_fp32ac
 QUICK_GEMV_DTYPES = ("fp16", "bf16")
 QUICK_BATCHES = (1, 4, 16)
 QUICK_LATENCY_SIZES = (4, 64, 1024, 16384)
-QUICK_BUDGET_S = {"membw": 0.3, "flops": 0.5, "links": 0.2, "latency": 0.05}
+QUICK_BUDGET_S = {"membw": 0.3, "flops": 0.5, "links": 0.2, "latency": 0.05, "decode": 0.05, "allreduce": 0.05}
+# quick: the decode grid the planner needs (every m, three weight shapes: 8, 48 and 224 MiB of fp16)
+QUICK_GEMM_SHAPES = ((4096, 1024), (6144, 4096), (28672, 4096))
+QUICK_ATTENTION = dict(heads=((32, 8), (8, 2)), batches=(1, 8, 32), contexts=(512, 4096))
+QUICK_ALLREDUCE_BATCHES = (1, 4, 16, 64, 256, 1024)
 
 
 @dataclass(frozen=True)
@@ -115,45 +123,80 @@ def configs(backend: Backend, config: CalibrateConfig) -> dict:
                            latency_sizes=QUICK_LATENCY_SIZES, latency_kinds=("oneshot",), budget_s=budget("links"),
                            seed=config.seed)
         latency = replace(links, budget_s=budget("latency"))
+        on_gpu = not backend.simulated
+        gemm = DecodeGemmConfig(dtypes=tuple(d for d in ("fp16", "bf16", "fp8") if d in backend.decode_gemm_dtypes()),
+                                shapes=QUICK_GEMM_SHAPES if on_gpu else None, budget_s=budget("decode"),
+                                seed=config.seed)
+        attn = AttentionConfig(**(QUICK_ATTENTION if on_gpu else {}), budget_s=budget("decode"), seed=config.seed)
+        ar = AllreduceConfig(batches=QUICK_ALLREDUCE_BATCHES, budget_s=budget("allreduce"), seed=config.seed)
     else:
         membw = MembwConfig(budget_s=budget("membw"), seed=config.seed)
         flops = FlopsConfig(budget_s=budget("flops"), seed=config.seed)
         links = LinkConfig(latency_sizes=LATENCY_SIZES, budget_s=budget("links"), seed=config.seed)
         latency = links
-    return {"membw": membw, "flops": flops, "links": links, "latency": latency}
+        gemm = DecodeGemmConfig(budget_s=budget("decode"), seed=config.seed)
+        attn = AttentionConfig(budget_s=budget("decode"), seed=config.seed)
+        ar = AllreduceConfig(budget_s=budget("allreduce"), seed=config.seed)
+    return {"membw": membw, "flops": flops, "links": links, "latency": latency, "decode-gemm": gemm,
+            "attention": attn, "launch": LaunchConfig(budget_s=budget("decode"), seed=config.seed), "allreduce": ar}
 
 
-def steps_for(backend: Backend) -> list[Step]:
+def decode_devices(backend: Backend, devices, mode: str) -> list[int]:
+    """The devices whose decode terms a calibration measures: every one in full mode; in quick mode the first
+    device of each model (identical cards pay the same; the planner reads the first that has them)."""
+    if mode == "full":
+        return list(devices)
+    infos, seen, out = backend.devices(), set(), []
+    for d in devices:
+        if infos[d].name not in seen:
+            seen.add(infos[d].name)
+            out.append(d)
+    return out
+
+
+def steps_for(backend: Backend, mode: str = "quick") -> list[Step]:
     """The steps of a calibration of ``backend``'s machine, in order: the topology; per device its memory,
-    FLOP/s and host links; per pair of devices every copy path between them."""
+    FLOP/s, decode terms (``decode_devices``) and host links; per pair of devices every copy path between them;
+    the all-reduce over the host's devices from one process."""
     links = backend.links_reason() is None
     n = backend.device_count() if links else 1
     devices = range(n) if links else (backend.device_index,)
+    decode = set(decode_devices(backend, devices, mode)) if backend.decode_reason() is None or \
+        backend.decode_gemm_dtypes() else set()
     steps = [Step("topology", "topology")]
     for d in devices:
         steps += [Step("membw", f"memory bandwidth, dev{d}", d), Step("flops", f"FLOP/s, dev{d}", d)]
+        if d in decode:
+            steps.append(Step("decode", f"decode GEMMs, attention, launch, dev{d}", d))
         if links:
             steps.append(Step("host-link", f"host links, dev{d}", d))
     if links:
         steps += [Step("pair", f"copies dev{a}<->dev{b}", pair=(a, b)) for a in range(n) for b in range(a + 1, n)]
+        if n >= 2:  # where it cannot run (no NCCL), its waiver and the reason go into the profile's notes
+            steps.append(Step("allreduce", f"all-reduce over dev0-dev{n - 1} (one process)"))
     return steps
 
 
 def _run_step(backend: Backend, step: Step, cfg: dict, siblings: dict) -> list:
-    if step.name in ("membw", "flops"):
-        probe = membw if step.name == "membw" else flops
+    if step.name in ("membw", "flops", "decode"):
         if step.device not in siblings:
             siblings[step.device] = backend.on_device(step.device)
         other = siblings[step.device]
         other.activate()
         try:
-            results = probe.run(other, cfg[step.name])
+            if step.name == "decode":
+                results = [r for probe in (decode_gemm, attention, launch) if probe.applicable(other) is None
+                           for r in probe.run(other, cfg[probe.PROBE.name])]
+            else:
+                results = (membw if step.name == "membw" else flops).run(other, cfg[step.name])
         finally:
             other.release_memory()
             backend.activate()
         for r in results:
             r.params["device_index"] = step.device
         return results
+    if step.name == "allreduce":
+        return allreduce.run(backend, cfg["allreduce"])
     if step.name == "host-link":
         one = dict(devices=(step.device,), pairs=())
         return (links.run_host_link(backend, replace(cfg["links"], **one))
@@ -172,7 +215,7 @@ def run(backend: Backend, config: CalibrateConfig = CalibrateConfig(),
     ``CalibrationError`` when a step raises (a case that fails its check is a result, not an error)."""
     cal = Calibration(backend=backend, config=config, started=clock())
     cfg = configs(backend, config)
-    steps = steps_for(backend)
+    steps = steps_for(backend, config.mode)
     siblings: dict = {}  # one backend per device, made once
     for i, step in enumerate(steps):
         if progress:

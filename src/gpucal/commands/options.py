@@ -220,7 +220,7 @@ def backend_arg(p) -> None:
 
 # the config fields a case's size comes from -> the flag that sets them
 _FLAGS = {"stream_sizes": "--sizes", "sizes": "--sizes", "latency_sizes": "--sizes", "gemv_shape": "--gemv-shape",
-          "batches": "--batches", "decode_batches": "--batches"}
+          "batches": "--batches", "decode_batches": "--batches", "shapes": "--shapes", "contexts": "--context"}
 
 
 def check_memory(backend, needs, args) -> None:

@@ -22,8 +22,10 @@ PLOTS_FORMAT = "gpucal.plots/1"
 
 DESCRIPTION = ("Draw a profile's figures as PNG files: bandwidth.png (copy bandwidth against size, with the alpha-"
                "beta fits), p2p.png (the P2P verdict per device pair), roofline.png (the first device's roofline and "
-               "kernels), plan.png (the planner's token latency and throughput against batch) and network.png (a "
-               "cluster profile's network between hosts and its collectives' busbw). Figures the profile has no data "
+               "kernels), plan.png (the planner's token latency and throughput against batch), network.png (a "
+               "cluster profile's network between hosts and its collectives' busbw), decode-gemm.png (the decode "
+               "GEMM's weight bytes/s against m, per shape) and allreduce.png (the one-host all-reduce's time "
+               "against size, per TP size). Figures the profile has no data "
                "for are skipped, with the reason. Needs matplotlib.")
 
 

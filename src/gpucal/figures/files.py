@@ -17,6 +17,7 @@ from gpucal.errors import InputError
 from gpucal.figures import FIGURES
 from gpucal.figures.bandwidth import bandwidth_figure
 from gpucal.figures.common import DPI, PlotSkipped, canvas_figure
+from gpucal.figures.decode import allreduce_figure, decode_gemm_figure
 from gpucal.figures.network import network_figure
 from gpucal.figures.p2p import p2p_figure
 from gpucal.figures.plan import PLAN_STRATEGIES, plan_curves, plan_figure
@@ -96,6 +97,8 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
         "plan": lambda: plan_figure(doc, plan_curves(doc, model=spec, cards=cards, strategy=strategy,
                                                      context_tokens=context_tokens)),
         "network": lambda: network_figure(doc),
+        "decode-gemm": lambda: decode_gemm_figure(doc),
+        "allreduce": lambda: allreduce_figure(doc),
     }
     out = Path(out_dir)
     results: list[tuple[str, Path | None, str | None]] = []

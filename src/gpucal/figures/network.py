@@ -150,9 +150,11 @@ def network_figure(doc: profiles.Document):
     """The network between hosts (left) and the collectives (right) of a cluster profile; a panel only for what
     the profile has. ``PlotSkipped`` when it has neither (a single machine's or a datasheet profile)."""
     profile = doc.profile
-    measured: list[NetworkEntry | CollectiveEntry] = [*(profile.network or []), *(profile.collectives or [])]
+    # a one-process all-reduce on one host (single_process) is allreduce.png's, not the cluster's
+    cluster_collectives = [e for e in profile.collectives or [] if not e.single_process]
+    measured: list[NetworkEntry | CollectiveEntry] = [*(profile.network or []), *cluster_collectives]
     network = [e for e in profile.network or [] if len(_points(e))]
-    collectives = [e for e in profile.collectives or [] if len(_points(e))]
+    collectives = [e for e in cluster_collectives if len(_points(e))]
     everyone = [e for e in collectives if e.host is None]
     inside = [e for e in collectives if e.host is not None and e.op == "all-reduce"]
     if not network and not (everyone or inside):

@@ -19,7 +19,12 @@ from gpucal.kernels.links import Buffer, CopyOp
 from gpucal.kernels.nvml import nvml_device_for
 from gpucal.kernels.reference import GEMM_MODES
 
-__all__ = ["Backend", "DeviceInfo", "merge_nvml"]
+__all__ = ["Backend", "DeviceInfo", "merge_nvml", "decode_gemm_mode"]
+
+
+def decode_gemm_mode(dtype: str) -> str:
+    """The GEMM mode of a decode GEMM in ``dtype``: fp32 accumulation (``fp32`` for fp32)."""
+    return "fp32" if dtype == "fp32" else f"{dtype}_fp32acc"
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,25 @@ class Backend:
         """An array of ``value`` on the device (outputs are poisoned with it before a kernel runs)."""
         return self.to_device(np.full(shape, value, dtype=dtype))
 
+    def copy_array(self, array):
+        """A new device array holding what ``array`` holds (a copy of an input, to time over copies in turn)."""
+        return self.to_device(self.to_host(array))
+
+    def fill(self, array, value) -> None:
+        """Set every element of the device array ``array`` to ``value`` in place (its address kept, so that a
+        captured graph still writes it)."""
+        if hasattr(array, "copy_to_device"):  # Numba device arrays (and the simulator's)
+            array.copy_to_device(np.full(array.shape, value, dtype=array.dtype))
+        else:
+            array[...] = value
+
     def to_xp(self, array):
         """A device array as an array of ``xp`` (for references and checks)."""
         return self.to_host(array)
 
-    def random_uniform(self, shape, dtype_name: str, seed: int):
-        """Uniform values in [-1, 1) rounded to ``dtype_name``, in its storage type, on the device."""
-        values = np.random.default_rng(seed).random(shape, dtype=np.float32) * 2.0 - 1.0
+    def random_uniform(self, shape, dtype_name: str, seed: int, scale: float = 1.0):
+        """Uniform values in [-scale, scale) rounded to ``dtype_name``, in its storage type, on the device."""
+        values = (np.random.default_rng(seed).random(shape, dtype=np.float32) * 2.0 - 1.0) * np.float32(scale)
         return self.to_device(to_storage(values, dtype_name))
 
     def random_words(self, n_words: int, seed: int):
@@ -148,6 +165,86 @@ class Backend:
 
     def gemm_output_dtype(self, mode: str) -> str:
         return GEMM_MODES[mode].dtype_out
+
+    # decode kernels (kernels/decode_ref.py: what each computes, its work and its check) ----------------
+    decode_dtypes: tuple[str, ...] = ()  # dtypes of the decode kernels (attention, norms, rotary, silu_mul)
+
+    def decode_reason(self) -> str | None:
+        """Why this backend has no decode kernels, or ``None`` when it has them."""
+        return f"the {self.name} backend has no decode kernels"
+
+    def attention_splits(self, batch: int, kv_heads: int, context: int) -> int:
+        """Into how many pieces the attention kernel splits the context (1: not split)."""
+        return 1
+
+    def attention_launcher(self, q, k_cache, v_cache, out, dtype: str, context: int) -> Callable[[], None]:
+        """Decode attention over the first ``context`` positions of the caches (``decode_ref.py``)."""
+        raise NotImplementedError
+
+    def add_rmsnorm_launcher(self, x, residual, weight, out, residual_out, dtype: str,
+                             eps: float) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def rotary_launcher(self, qkv, cos_sin, q, k_cache, v_cache, position: int, dtype: str, heads: int,
+                        kv_heads: int, head_dim: int) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def silu_mul_launcher(self, gate_up, out, dtype: str) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def tick_launcher(self, counter) -> Callable[[], None]:
+        """One thread adds 1 to ``counter[0]`` (a uint32 device array): the launch probe's kernel."""
+        raise NotImplementedError
+
+    def decode_gemm_dtypes(self) -> tuple[str, ...]:
+        """The dtypes ``decode_gemm_launcher`` runs (fp8 where the backend offers it)."""
+        offered = self.gemm_modes()
+        return tuple(d for d in ("fp16", "bf16", "fp8", "fp32") if decode_gemm_mode(d) in offered)
+
+    def decode_gemm_launcher(self, a, w, c, dtype: str) -> Callable[[], None]:
+        """C (m×n) = A (m×k)·W (k×n), inputs and output in ``dtype``, fp32 accumulation, as a decode step runs
+        it (cuBLAS on a GPU): the GEMM of ``gemm_launcher`` in mode ``decode_gemm_mode(dtype)``."""
+        return self.gemm_launcher(a, w, c, decode_gemm_mode(dtype))
+
+    def sequence_launcher(self, launches: list[Callable[[], None]]) -> Callable[[], None]:
+        """The launches one after another, eagerly (one decode layer as a program runs it)."""
+        steps = tuple(launches)
+
+        def run():
+            for step in steps:
+                step()
+        return run
+
+    def graph_reason(self) -> str | None:
+        """Why this backend cannot capture CUDA graphs, or ``None`` when it can."""
+        return f"the {self.name} backend has no CUDA graphs"
+
+    def graph_launcher(self, launches: list[Callable[[], None]]) -> Callable[[], None]:
+        """The launches captured once, in order, into a CUDA graph; calling the result replays the graph."""
+        raise NotImplementedError
+
+    def host_roundtrip_s(self, launch: Callable[[], None], k: int) -> float:
+        """Host seconds of ``k`` × (``launch``, then wait for the device): the fixed cost of a step's sync."""
+        raise NotImplementedError
+
+    # all-reduce over devices of this process (NCCL on a GPU) ------------------------------------------
+    def allreduce_reason(self, devices: tuple[int, ...]) -> str | None:
+        """Why this backend cannot all-reduce over ``devices`` in one process, or ``None`` when it can."""
+        return f"the {self.name} backend has no all-reduce over the devices of one process"
+
+    def allreduce_library(self) -> str:
+        """What runs the all-reduce of ``allreduce_launcher`` (library and version)."""
+        return self.name
+
+    def allreduce_launcher(self, devices: tuple[int, ...], sends: list, recvs: list) -> Callable[[], None]:
+        """Sum of ``sends`` (float32, one per device, on that device) into every ``recvs[i]``, out of place,
+        over the devices of this process; time it with ``time_k`` (device ``devices[0]``'s clock)."""
+        raise NotImplementedError
+
+    def allreduce_graph_launcher(self, devices: tuple[int, ...], sends: list, recvs: list,
+                                 count: int) -> Callable[[], None]:
+        """``count`` all-reduces captured into CUDA graphs (one per device); calling the result replays them."""
+        raise NotImplementedError
 
     # links (kernels/links.py) ------------------------------------------------------------------------
     def links_reason(self) -> str | None:

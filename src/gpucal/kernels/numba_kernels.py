@@ -62,7 +62,8 @@ gemv_sim = _make_gemv(*GEMV_BLOCK_SIM)
 
 @cuda.jit
 def gemm_tiled(a, b, c):
-    """c = a @ b with GEMM_TILE² shared-memory tiles, fp32 accumulation; any shape (bounds checked)."""
+    """c = a @ b with GEMM_TILE² shared-memory tiles, fp32 accumulation, stored in c's dtype (fp32, or fp16
+    rounded to nearest for the decode GEMM); any shape (bounds checked)."""
     sa = cuda.shared.array((GEMM_TILE, GEMM_TILE), float32)
     sb = cuda.shared.array((GEMM_TILE, GEMM_TILE), float32)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
@@ -131,7 +132,7 @@ def _signatures():
         "gemv": [(t[:, ::1], t[:, ::1], t[:, ::1], int32) for t in (float16, float32)],
         "gemv_sim": [(t[:, ::1], t[:, ::1], t[:, ::1], int32) for t in (float16, float32)],
         "gemm_tiled": [(t[:, ::1], t[:, ::1], float32[:, ::1]) for t in (float16, float32)]
-        + [(float64[:, ::1], float64[:, ::1], float32[:, ::1])],
+        + [(float64[:, ::1], float64[:, ::1], float32[:, ::1]), (float16[:, ::1], float16[:, ::1], float16[:, ::1])],
         "stream_copy": [(uint32[::1], uint32[::1])],
         "stream_read": [(uint32[::1], uint32[::1])],
         "stream_write": [(uint32[::1], uint32)],

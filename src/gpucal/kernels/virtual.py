@@ -14,7 +14,23 @@ bandwidth β):
 - issuing alone (``time_enqueue``): ``ENQUEUE_S``;
 - a kernel: the bytes of the arrays it touches over the memory bandwidth, or (a GEMM) 2·m·n·k from its
   operands' shapes over the mode's FLOP/s, the larger; never the probe's declared work, which a wrong
-  declaration would otherwise price back to the profile's own figures.
+  declaration would otherwise price back to the profile's own figures;
+- a decode kernel (``kernels/decode_ref.py``), as a node of a replayed CUDA graph (``seconds``): the decode
+  GEMM from the profile's curve (``GemmCurve.time_s(m, W)``, m = A's rows, W = the weights' bytes), else the
+  graph node's cost + the larger of (A, W, C bytes)/memory bandwidth and 2·m·n·k/FLOP/s; attention from the
+  profile's fit (alpha + KV/beta, KV = 2·B·T·H_kv·D·itemsize from the caches' shapes and the context), else
+  the node's cost + (KV + q + out bytes)/memory bandwidth; add_rmsnorm, rotary, silu_mul and tick: the node's
+  cost + the bytes they touch/memory bandwidth. Launched eagerly (``eager_seconds``, what ``time_k`` prices)
+  each takes at least the host's launch interval: max(eager_s, seconds) (``plan.decode.kernel_time_s``);
+- a graph of launches: the sum of their ``seconds``, replayed at least eager_s apart; a sequence launched
+  eagerly again and again (a layer after a layer): max(n·eager_s, the sum of their ``seconds``) per
+  repetition, the host running ahead of the GPU (``plan.decode.repeated_time_s``); ``host_roundtrip_s``: sync_s + max(0, seconds − graph_node_s) per call (the launch run
+  once). The launch costs are the profile's ``devices[0].decode.launch``, else the machine's assumptions
+  (``EAGER_LAUNCH_S``, ``GRAPH_NODE_S``, ``SYNC_S`` in ``kernels/virtual_machine.py``);
+- an all-reduce over devices of this process (S bytes a device): alpha + S/beta of the profile's one-host
+  all-reduce over as many ranks (``profiles.queries.host_allreduce``; its ``graphs`` entry for a captured
+  one), else the ring model (``plan.equations.ring_collective_time_s``) over the slowest link between the
+  devices, as the virtual collectives price it; with a ``p2p=`` fault the links changed, so always the ring.
 Where the profile has measured α/β (``host_link.h2d``/``d2h``) they are used; otherwise β is the PCIe
 rate of the link's generation and width times ``PCIE_EFFICIENCY`` (NVLink: the peer bandwidth times
 ``NVLINK_EFFICIENCY``), α the order of magnitude of the link presets, and α_p = ``PIPELINED_FRAC``·α.
@@ -32,17 +48,17 @@ copies' times do not change).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from gpucal.errors import GpucalError, InputError
 from gpucal.kernels.base import Backend, DeviceInfo
+from gpucal.kernels.decode_ref import DECODE_DTYPES
 from gpucal.kernels.dtypes import to_float64, to_storage
 from gpucal.kernels.fake_nvml import FakeNvml, FakeNvmlError
 from gpucal.kernels.links import STAGING_CHUNK_BYTES, Buffer, CopyOp, check_op
 from gpucal.kernels.reference import GEMM_MODES, gemm_work, write_pattern
 from gpucal.kernels.virtual_clock import VirtualClock
+from gpucal.kernels.virtual_decode import VirtualDecode, VirtualLaunch
 from gpucal.kernels.virtual_machine import (ALPHA_S, CORRUPT_STRIDE_BYTES, ENQUEUE_S, PAGEABLE_ALPHA_FACTOR,
                                             PAGEABLE_BETA_FRAC, PathModel, VirtualDevice, VirtualMachine, path_model)
 from gpucal.kernels.virtual_spec import parse_spec
@@ -51,24 +67,13 @@ from gpucal.profiles.names import resolve_document
 __all__ = ["VirtualBackend", "VirtualMachine", "FakeNvml", "FakeNvmlError", "parse_spec"]
 
 
-@dataclass(eq=False)
-class VirtualLaunch:
-    """A kernel on the virtual machine: ``run`` computes in NumPy; ``seconds`` is its virtual cost."""
-
-    run: object
-    seconds: float
-    key: str = ""
-
-    def __call__(self):
-        self.run()
-
-
-class VirtualBackend(Backend):
+class VirtualBackend(VirtualDecode, Backend):
     name = "virtual"
     simulated = True
     clock = "virtual"
     xp = np
     gemv_dtypes = ("fp16", "bf16", "fp32")
+    decode_dtypes = DECODE_DTYPES
 
     def __init__(self, machine: VirtualMachine, device: int = 0):
         if not 0 <= device < machine.count:
@@ -124,10 +129,9 @@ class VirtualBackend(Backend):
         pass
 
     def time_k(self, launch, k):
-        seconds = getattr(launch, "seconds", None)
-        if seconds is None:
+        if not isinstance(launch, VirtualLaunch):
             raise GpucalError("the virtual backend times only its own launches")
-        return self._clock.sample(launch.key, k * seconds)
+        return self._clock.sample(launch.key, k * launch.launched_s)
 
     # kernels: NumPy, priced by the profile --------------------------------------------------------------
     def _dev(self) -> VirtualDevice:

@@ -2,26 +2,33 @@
 copy path (latency α, pipelined latency α_p, bandwidth β). Its ``virtual:`` spec and faults are read in
 ``kernels/virtual_spec.py``.
 
+Each device also holds its decode-step figures (``DecodeModel``: the profile's ``devices[0].decode`` read by
+``gpucal.profiles.queries.decode_terms``) and its launch costs: the profile's where it has them, else
+``EAGER_LAUNCH_S``, ``GRAPH_NODE_S`` and ``SYNC_S``, the virtual machine's assumptions (not measurements).
+
 See ``kernels/virtual.py`` (the backend) and docs/links.md (the model's numbers and where they come from).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from gpucal import limits
 from gpucal.errors import InputError
 from gpucal.kernels.virtual_spec import NUMA_MODES, P2P_MODES, Faults, parse_spec
+from gpucal.plan.decode import LaunchCosts
 from gpucal.profiles.model import LinkEntry, PeerLink, Profile, Quantity
 from gpucal.profiles.model.errors import describe
+from gpucal.profiles.queries import DecodeModel, decode_terms
 from gpucal.standards import PCIE_GT_S, pcie_Bps
 
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",
            "PCIE_EFFICIENCY", "NVLINK_EFFICIENCY", "ALPHA_S", "PIPELINED_FRAC", "ENQUEUE_S", "PAGEABLE_BETA_FRAC",
            "PAGEABLE_ALPHA_FACTOR", "DRIVER_STAGED_EFFICIENCY", "SLOW_P2P_FRAC", "CORRUPT_STRIDE_BYTES",
-           "CORES_PER_SOCKET", "P2P_MODES", "NUMA_MODES", "TOPOLOGY_LEVELS"]
+           "CORES_PER_SOCKET", "P2P_MODES", "NUMA_MODES", "TOPOLOGY_LEVELS", "EAGER_LAUNCH_S", "GRAPH_NODE_S",
+           "SYNC_S", "DEFAULT_LAUNCH", "GroupLink"]
 
 # NVML's common-ancestor levels (NVML_TOPOLOGY_*)
 TOPOLOGY_LEVELS = {"internal": 0, "single": 10, "multiple": 20, "hostbridge": 30, "node": 40, "system": 50}
@@ -36,6 +43,12 @@ DRIVER_STAGED_EFFICIENCY = 0.9
 SLOW_P2P_FRAC = 0.45  # p2p=slow: P2P at this share of the staged bandwidth
 CORRUPT_STRIDE_BYTES = 4096
 CORES_PER_SOCKET = 32
+# The host's fixed costs where the profile has no measured ``decode.launch`` (assumptions, not measurements: the
+# order of magnitude of a CUDA launch back to back, of a node of a replayed graph, of a launch and synchronize).
+EAGER_LAUNCH_S = 4e-6
+GRAPH_NODE_S = 1.5e-6
+SYNC_S = 12e-6
+DEFAULT_LAUNCH = LaunchCosts(EAGER_LAUNCH_S, GRAPH_NODE_S, SYNC_S)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ class VirtualDevice:
     numa_node: int
     h2d: PathModel
     d2h: PathModel
+    decode: DecodeModel = field(default_factory=DecodeModel)  # the profile's decode figures (empty: none)
+    launch: LaunchCosts = DEFAULT_LAUNCH  # the profile's launch costs, else the machine's assumptions
 
     @property
     def pci_bus_id(self) -> str:
@@ -78,6 +93,16 @@ class VirtualDevice:
     @property
     def uuid(self) -> str:
         return f"GPU-00000000-0000-0000-0000-{self.index:012d}"
+
+
+@dataclass(frozen=True)
+class GroupLink:
+    """The slowest link between the devices of a group: the largest one-shot alpha and the smallest beta of
+    their paths (P2P, or host staging where there is none), and the path that has that beta."""
+
+    alpha_s: float
+    beta_Bps: float
+    description: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +183,12 @@ class VirtualMachine:
         if not flops:
             raise InputError(f"--backend: {origin}: devices[0].dense_flops has no figure (every mode is null or "
                              "missing); a virtual machine prices its GEMMs with them")
+        try:
+            decode = decode_terms(entry)
+        except ValueError as exc:
+            raise InputError(f"--backend: {origin}: devices[0].{exc}") from None
+        launch = decode.launch or DEFAULT_LAUNCH
+        self.profile = profile
         sockets = 2 if self.count >= 4 else 1
         self.sockets = sockets
         self.devices: list[VirtualDevice] = []
@@ -178,7 +209,8 @@ class VirtualMachine:
                 index=i, name=entry.name, memory_bytes=int(memory_bytes), memory_Bps=float(memory_Bps),
                 flops=flops,
                 pcie_generation_max=gen_max, pcie_width_max=width_max, pcie_generation=gen, pcie_width=width,
-                numa_node=i * sockets // self.count, h2d=links["h2d"], d2h=links["d2h"]))
+                numa_node=i * sockets // self.count, h2d=links["h2d"], d2h=links["d2h"], decode=decode,
+                launch=launch))
         self._peer: PeerLink | None = entry.peer_link
         if self._peer is not None and self._peer.bandwidth_Bps is not None:
             figures.get(self._peer.bandwidth_Bps, "peer_link.bandwidth_Bps", "rate")
@@ -211,6 +243,23 @@ class VirtualMachine:
         if measured is not None and mode is None and _value(measured.beta_Bps):
             model = path_model(_value(measured.alpha_s) or model.alpha_s, _value(measured.beta_Bps))
         return PeerModel(kind, model, corrupt=mode == "corrupt", nvlink_links=links)
+
+    def group_link(self, devices: tuple[int, ...]) -> GroupLink:
+        """The slowest link between ``devices`` (at least two), as the virtual collectives price a ring: over
+        every ordered pair, P2P where the machine has it, else host staging; alpha the largest one-shot alpha,
+        beta the smallest beta."""
+        paths = []
+        for a in devices:
+            for b in devices:
+                if a == b:
+                    continue
+                peer = self.peer(a, b)
+                paths.append((f"{peer.kind} P2P", peer.model) if peer.kind != "none" and peer.model else
+                             ("host staging", self.staged(a, b, driver=False)))
+        if not paths:
+            raise ValueError(f"devices: a group needs two distinct devices, got {devices}")
+        slowest = min(paths, key=lambda p: p[1].beta_Bps)
+        return GroupLink(max(m.alpha_s for _, m in paths), slowest[1].beta_Bps, slowest[0])
 
     def socket(self, i: int) -> int:
         return self.devices[i].numa_node

@@ -117,9 +117,12 @@ def rates(work: Work, seconds: float, peak: Peak | None, extra: dict | None = No
 
 def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work, launch: Callable[[], None],
                verify: Callable[[], Check], byte_convention: str, policy: Policy, library: str | None = None,
-               peak: Peak | None = None, extra: Callable[[float], dict] | None = None) -> Result:
+               peak: Peak | None = None, extra: Callable[[float], dict] | None = None,
+               ops_per_call: int = 1) -> Result:
     """Run ``launch`` once, ``verify`` its output, then time it (a failed check is never timed), and
-    derive the rates from the declared ``work`` and the median time (``extra(t)`` adds named ones)."""
+    derive the rates from the declared ``work`` and the median time (``extra(t)`` adds named ones).
+    ``ops_per_call``: how many of the operations ``work`` describes one call of ``launch`` does (a replayed
+    graph of several copies): the samples are per operation."""
     device = backend.device()
     base = dict(probe=probe, case=case, backend=backend.name, source=source_of(backend), device=device.name,
                 params=params, work=work, byte_convention=byte_convention, library=library)
@@ -135,7 +138,7 @@ def timed_case(backend: Backend, probe: str, case: str, params: dict, work: Work
                       f"(tolerance {check.tolerance!r})", **base)
     before = read_clocks(device.pci_bus_id) if not backend.simulated else None
     try:
-        timing = measure(lambda k: backend.time_k(launch, k), policy, clock_name=backend.clock)
+        timing = measure(lambda k: backend.time_k(launch, k) / ops_per_call, policy, clock_name=backend.clock)
     except Exception as exc:  # TimingError, or a device error while timing
         return Result(status="error", check=check, reason=f"timing: {type(exc).__name__}: {exc}", **base)
     after = read_clocks(device.pci_bus_id) if not backend.simulated else None

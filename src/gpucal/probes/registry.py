@@ -5,7 +5,7 @@ others (``probes/base.py`` says what it holds) and one line here. Two probes of 
 
 from __future__ import annotations
 
-from gpucal.probes import flops, latency, links, membw
+from gpucal.probes import allreduce, attention, decode_gemm, decode_layer, flops, latency, launch, links, membw
 from gpucal.probes.base import Probe
 
 __all__ = ["PROBES", "all_probes"]
@@ -20,7 +20,8 @@ def _by_name(probes: tuple[Probe, ...]) -> dict[str, Probe]:
     return out
 
 
-PROBES: dict[str, Probe] = _by_name((flops.PROBE, *links.PROBES, latency.PROBE, membw.PROBE))
+PROBES: dict[str, Probe] = _by_name((flops.PROBE, *links.PROBES, latency.PROBE, membw.PROBE, decode_gemm.PROBE,
+                                     attention.PROBE, launch.PROBE, allreduce.PROBE, decode_layer.PROBE))
 
 
 def all_probes() -> dict[str, Probe]:

@@ -15,6 +15,7 @@ from typing import Any
 from gpucal import profiles
 from gpucal.errors import InputError, ProfileError
 from gpucal.limits import check_range
+from gpucal.plan import decode as decode_plan
 from gpucal.plan.models import PRESETS, ModelSpec, model_from_hf_config, model_spec
 from gpucal.profiles.model import Device, LinkPreset, MeasuredFit, ModelDoc, Profile, Quantity
 from gpucal.profiles.names import profile_reference, quoted, resolve_document, suggest
@@ -24,6 +25,7 @@ from gpucal.units import UnitError, parse_positive, parse_quantity
 __all__ = [
     "DEFAULT_FLOPS_MODE",
     "DTYPES",
+    "DecodeModel",
     "GpuChoice",
     "LinkChoice",
     "flops_quantity",
@@ -31,6 +33,8 @@ __all__ = [
     "link_of_document",
     "planner_link",
     "cards_per_host",
+    "decode_terms",
+    "host_allreduce",
     "profile_cards_per_host",
     "profile_collective",
     "profile_link",
@@ -330,9 +334,12 @@ def profile_collective(doc: profiles.Document, nranks: int, hosts: int | None = 
     """The measured ``op`` over ``nranks`` ranks (spanning ``hosts`` hosts, when given) of a cluster profile,
     as alpha + S/beta for the planner; ``None`` when the profile has no such entry. Entries timed in CUDA
     graphs are used only where no plain entry exists (a program that does not capture pays the launch);
-    of several (one per host, measured inside each), the slowest (smallest beta, then larger alpha)."""
+    of several (one per host, measured inside each), the slowest (smallest beta, then larger alpha). The
+    one-host all-reduce measured by one process (``single_process``, written by a plain ``gpucal calibrate``)
+    is a decode term (``host_allreduce``), not taken here: the article's step keeps its link model."""
     entries = [(i, e) for i, e in enumerate(doc.profile.collectives or []) if e.op == op and e.nranks == nranks
-               and (hosts is None or e.span_hosts == hosts) and e.verified is not False and e.known]
+               and (hosts is None or e.span_hosts == hosts) and e.verified is not False and e.known
+               and not e.single_process]
     if not entries:
         return None
     i, entry = min(entries, key=lambda ie: (bool(ie[1].graphs), ie[1].beta_Bps.value, -ie[1].alpha_s.value))
@@ -354,3 +361,53 @@ def cards_per_host(profile: Profile | dict) -> int | None:
     if not isinstance(profile, Profile):
         profile = Profile.model_validate(profile)
     return profile.cards_per_host
+
+
+@dataclass(frozen=True)
+class DecodeModel:
+    """A device's decode-step figures in the planner's types (``gpucal.plan.decode``): the decode-GEMM curve
+    and the attention fit per dtype, and the host's launch costs (``None`` where the profile has none)."""
+
+    gemm: dict[str, decode_plan.GemmCurve] = field(default_factory=dict)
+    attention: dict[str, decode_plan.AttentionFit] = field(default_factory=dict)
+    launch: decode_plan.LaunchCosts | None = None
+
+
+def decode_terms(device: Device) -> DecodeModel:
+    """``device.decode`` (a profile's ``devices[].decode``) as a ``DecodeModel``: every GEMM curve (its rows'
+    alpha and beta); each attention fit whose alpha and beta are known; the launch costs where all three are
+    known. What is absent or null is left out. ``ValueError`` (naming the field) for a figure the planner's
+    types refuse, such as a launch cost of zero."""
+    terms = device.decode
+    if terms is None:
+        return DecodeModel()
+    gemm, attention, launch = {}, {}, None
+    for dtype, curve in (terms.gemm or {}).items():
+        gemm[dtype] = decode_plan.GemmCurve(dtype, tuple(decode_plan.GemmRow(r.m, float(r.alpha_s), float(r.beta_Bps))
+                                                         for r in curve.rows))
+    for dtype, fit in (terms.attention or {}).items():
+        if fit.alpha_s.known and fit.beta_Bps.known:
+            attention[dtype] = decode_plan.AttentionFit(float(fit.alpha_s.value), float(fit.beta_Bps.value))
+    costs = terms.launch
+    if costs is not None and all(q.known for q in (costs.eager_s, costs.graph_node_s, costs.sync_s)):
+        try:
+            launch = decode_plan.LaunchCosts(float(costs.eager_s.value), float(costs.graph_node_s.value),
+                                             float(costs.sync_s.value))
+        except ValueError as exc:
+            raise ValueError(f"decode.launch.{exc}") from None
+    return DecodeModel(gemm, attention, launch)
+
+
+def host_allreduce(profile: Profile, nranks: int, graphs: bool) -> tuple[float, float] | None:
+    """(alpha_s, beta_Bps) of the profile's all-reduce over ``nranks`` ranks of one host (``hosts`` absent or
+    1), timed in CUDA graphs or not as ``graphs`` says (an entry without ``graphs`` was timed eagerly), with a
+    known alpha and beta and not failed; ``None`` without one. Entries measured by one process over its
+    devices (``single_process``: a server's TP group) are preferred; of several, the slowest (smallest beta,
+    then larger alpha). alpha is clipped at zero (a fit's can come out a hair below)."""
+    entries = [e for e in profile.collectives or [] if e.op == "all-reduce" and e.nranks == nranks
+               and e.span_hosts == 1 and bool(e.graphs) == graphs and e.verified is not False and e.known]
+    if not entries:
+        return None
+    single = [e for e in entries if e.single_process]
+    entry = min(single or entries, key=lambda e: (e.beta_Bps.value, -e.alpha_s.value))
+    return max(0.0, float(entry.alpha_s.value)), float(entry.beta_Bps.value)

@@ -37,7 +37,7 @@ from gpucal.commands.calibrate.outputs import (
     after_writing,
     check_output,
     check_outputs,
-    figure_table,
+    print_figure_tables,
     name_of,
     print_anomalies,
     validated,
@@ -302,7 +302,7 @@ def _print(profile: Profile, rows, world, net_note, coll_note, failed_hosts, fai
     for h, host in enumerate(hosts):
         render.line(f"  host {h}: {host.hostname} (ranks {', '.join(map(str, host.ranks))}; devices "
                     f"{', '.join(map(str, host.devices))})", console)
-    console.print(figure_table(rows))
+    print_figure_tables(rows, console)
     if profile.network:
         render.line("network between hosts (MPI ping-pong; t = half the round trip, beta = n/t one way):", console)
         console.print(render.table(("hosts", "ranks", "alpha", "beta", "R²", "smallest", "checked"),

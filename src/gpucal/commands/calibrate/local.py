@@ -13,7 +13,7 @@ from gpucal.commands.calibrate.outputs import (
     after_writing,
     check_output,
     check_outputs,
-    figure_table,
+    print_figure_tables,
     name_of,
     print_anomalies,
     write_outputs,
@@ -66,7 +66,7 @@ def _print(profile: Profile, rows, cal, path, plots) -> None:
     names = ", ".join(sorted({d.name for d in profile.devices}))
     render.line(f"gpucal calibrate: {len(profile.devices)} x {names} ({profile.source}, {host.backend}), "
                 f"{host.mode} mode", console)
-    console.print(figure_table(rows))
+    print_figure_tables(rows, console)
     if cal.verdicts:
         counts: dict = {}
         for v in cal.verdicts:

@@ -17,8 +17,8 @@ from gpucal.profiles.model import Profile
 from gpucal.profiles.model.documents import Anomaly
 from gpucal.units import format_flops, format_rate, format_time
 
-__all__ = ["ANOMALIES_SHOWN", "after_writing", "check_output", "check_outputs", "figure_table", "name_of",
-           "print_anomalies", "validated", "write_outputs", "write_profile"]
+__all__ = ["ANOMALIES_SHOWN", "after_writing", "check_output", "check_outputs", "figure_table", "print_figure_tables",
+           "name_of", "print_anomalies", "validated", "write_outputs", "write_profile"]
 
 ANOMALIES_SHOWN = 20
 
@@ -117,8 +117,8 @@ def _condense(rows: list[dict]) -> list[dict]:
         alphas = [r["alpha_s"] for r in rs if r.get("alpha_s") is not None]
         value = statistics.median(values) if values else None
         peak = rs[0]["peak"]
-        where = (f"{len(rs)} pair(s)" if rs[0].get("verdict") else
-                 f"dev{rs[0]['device']}" if len(rs) == 1 else f"{len(rs)} devices")
+        where = rs[0].get("where") or (f"{len(rs)} pair(s)" if rs[0].get("verdict") else
+                                       f"dev{rs[0]['device']}" if len(rs) == 1 else f"{len(rs)} devices")
         spread = (max(values) - min(values)) / value if values and value else 0.0
         out.append({"figure": figure, "where": where, "unit": unit, "value": value,
                     "low": min(values) if spread > 0.01 else None, "high": max(values) if spread > 0.01 else None,
@@ -127,11 +127,12 @@ def _condense(rows: list[dict]) -> list[dict]:
     return out
 
 
-def figure_table(rows: list[dict]):
-    """The summary's table: one row per figure over every device (``_condense``), against its peak."""
+def figure_table(rows: list[dict], group: str | None = None):
+    """The summary's table: one row per figure over every device (``_condense``), against its peak; the rows
+    of ``group`` (``decode``: the decode step's terms) only, or (None) the others."""
     table = []
-    for r in _condense(rows):
-        fmt = format_flops if r["unit"] == "FLOP/s" else format_rate
+    for r in _condense([r for r in rows if r.get("group") == group]):
+        fmt = {"FLOP/s": format_flops, "s": format_time}.get(r["unit"], format_rate)
         value = fmt(r["value"]) if r["value"] else "-"
         if r["low"] is not None:
             value += f" ({fmt(r['low'])} - {fmt(r['high'])})"
@@ -139,8 +140,15 @@ def figure_table(rows: list[dict]):
         eff = f"{100 * r['efficiency_frac']:.1f} %" if r["efficiency_frac"] else "-"
         alpha = format_time(r["alpha_s"]) if r.get("alpha_s") is not None else ""
         table.append((r["figure"], r["where"], value, alpha, peak, r["peak_ref"] or "", eff))
-    return render.table(("figure", "where", "median", "alpha", "peak", "peak from", "share"), table,
-                        right=(2, 3, 4, 6), no_wrap=(0, 2))
+    head = ("decode term" if group == "decode" else "figure", "where", "median", "alpha", "peak", "peak from", "share")
+    return render.table(head, table, right=(2, 3, 4, 6), no_wrap=(0, 2))
+
+
+def print_figure_tables(rows: list[dict], console) -> None:
+    """The summary's tables: the figures against their peaks, then the decode step's terms where there are some."""
+    console.print(figure_table(rows))
+    if any(r.get("group") == "decode" for r in rows):
+        console.print(figure_table(rows, "decode"))
 
 
 def print_anomalies(found: list[Anomaly], console) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gpucal import render
 from gpucal.commands.options import backend_arg, budget, int_in, nonempty
-from gpucal.commands.probe import collectives, net
+from gpucal.commands.probe import collectives, decode, net
 from gpucal.commands.probe.single import (
     MPI_FLAGS,
     int_list,
@@ -41,10 +41,19 @@ def add_arguments(p) -> None:
     p.add_argument("--sizes", type=nonempty, metavar="LIST",
                    help="membw: bytes per stream buffer (e.g. 512MiB,1GiB); flops: square GEMM sizes (e.g. 4096,8192); "
                         "copy probes: sizes, as a list or a range of powers of 2 (4B..256MiB)")
-    p.add_argument("--batches", type=int_list, metavar="LIST",
-                   help="GEMV batches (membw) and decode-shape m (flops); default 1,2,4,8,16")
+    p.add_argument("--batches", "--batch", type=int_list, metavar="LIST",
+                   help="GEMV batches (membw), decode-shape m (flops, decode-gemm), batches (attention, decode); "
+                        "default by probe (membw, flops: 1,2,4,8,16; decode-gemm: 1,2,4,...,512; decode: 1,8,64)")
     p.add_argument("--kernels", type=names, metavar="LIST", help="membw: copy,read,write,triad,gemv (default all)")
     p.add_argument("--gemv-shape", type=nonempty, metavar="MxK", help="membw: rows and columns of the GEMV weight (default from the L2)")
+    p.add_argument("--shapes", type=nonempty, metavar="LIST",
+                   help="decode-gemm: weight shapes NxK, e.g. 4096x1024,6144x4096 (default: 8 to 512 MiB of fp16)")
+    p.add_argument("--context", type=int_list, metavar="LIST",
+                   help="attention, decode: context lengths T (default attention 512,2048,8192; decode 2048)")
+    p.add_argument("--model", metavar="NAME|FILE", help="decode: the model (a preset, a gpucal.model/1 file or a "
+                                                        "config.json)")
+    p.add_argument("--tp", type=int_in(1, 1024), metavar="N", help="decode: the TP size whose shard runs (default 1)")
+    p.add_argument("--graph", action="store_true", help="decode: also time the layer as CUDA graphs")
     p.add_argument("--pairs", type=nonempty, metavar="LIST", help="peer, latency: pairs of devices, e.g. 0-1,2-3 (default every pair)")
     p.add_argument("--budget", type=budget, metavar="S",
                    help="seconds of sampling per case at most, e.g. 2 or 500ms (default 2)")
@@ -77,7 +86,13 @@ def run(args) -> int:
         return net.run(args)
     if args.name == "collectives":
         return collectives.run(args)
-    mpi_flags = [f for f in MPI_FLAGS if getattr(args, f) not in (None, False)]
+    if args.name == "decode":
+        return decode.run(args)
+    decode_only = [f for f in ("model", "tp", "graph") if getattr(args, f) not in (None, False)]
+    if decode_only:
+        raise InputError(f"--{decode_only[0]}: only the decode probe takes it")
+    mpi_flags = [f for f in MPI_FLAGS if getattr(args, f) not in (None, False)
+                 and not (args.name == "allreduce" and f in ("hidden", "graphs"))]
     if mpi_flags:
         raise InputError(f"--{mpi_flags[0].replace('_', '-')}: only the net and collectives probes take it")
     if args.name not in probes:

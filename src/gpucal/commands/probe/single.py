@@ -20,6 +20,10 @@ from gpucal.errors import InputError
 from gpucal.kernels.backend import select
 from gpucal.kernels.reference import GEMM_MODES
 from gpucal.probes import flops, membw
+from gpucal.probes.allreduce import AllreduceConfig
+from gpucal.probes.attention import AttentionConfig
+from gpucal.probes.decode_gemm import DecodeGemmConfig
+from gpucal.probes.launch import LaunchConfig
 from gpucal.probes.links import LinkConfig
 from gpucal.units import format_flops, format_rate, format_time
 
@@ -50,9 +54,67 @@ def names(text: str) -> tuple[str, ...]:
     return values
 
 
+DECODE_PROBES = ("decode-gemm", "attention", "launch", "allreduce")
+# the flags each decode probe takes (attribute names), beyond --backend, --device, --budget and --json
+_DECODE_FLAGS = {"decode-gemm": ("dtype", "batches", "shapes"), "attention": ("dtype", "batches", "context"),
+                 "launch": (), "allreduce": ("batches", "sizes", "hidden", "graphs")}
+_OTHER_FLAGS = ("dtype", "sizes", "batches", "kernels", "gemv_shape", "pairs", "shapes", "context", "hidden", "graphs")
+
+
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in list_items(text):
+        try:
+            n, k = (whole(v) for v in item.lower().split("x"))
+            if n < 1 or k < 1:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"--shapes: expected NxK,NxK... with positive whole numbers, got {text!r}") from None
+        out.append((n, k))
+    return tuple(out)
+
+
+def _decode_config(args, name: str):
+    takes = _DECODE_FLAGS[name]
+    for flag in _OTHER_FLAGS:
+        if flag not in takes and getattr(args, flag, None) not in (None, False):
+            raise InputError(f"--{flag.replace('_', '-')}: the {name} probe does not take it")
+    extra = {"budget_s": args.budget} if args.budget is not None else {}
+    if args.dtype:
+        bad = [d for d in args.dtype if d not in ("fp16", "bf16", "fp8", "fp32")]
+        if bad:
+            raise InputError(f"--dtype: unknown dtype {bad[0]!r} (choose from fp16, bf16, fp8, fp32)")
+        extra["dtypes"] = args.dtype
+    if args.batches:
+        extra["batches"] = args.batches
+    if name == "decode-gemm":
+        if args.shapes is not None:
+            extra["shapes"] = _shapes(args.shapes)
+        return DecodeGemmConfig(**extra)
+    if name == "attention":
+        if args.context:
+            extra["contexts"] = args.context
+        return AttentionConfig(**extra)
+    if name == "launch":
+        return LaunchConfig(**extra)
+    if args.sizes is not None:
+        if args.batches:
+            raise InputError("--sizes: give the all-reduce's sizes or its batches (--batches, sizes B·hidden·2), "
+                             "not both")
+        extra["sizes"] = bytes_list(args.sizes, "--sizes")
+    if args.hidden is not None:
+        extra["hidden"] = args.hidden
+    return AllreduceConfig(graphs=bool(args.graphs), **extra)
+
+
 def config_of(args, name: str):
     """The config of probe ``name`` from the flags; a flag that probe does not take is refused by name."""
     extra = {}
+    if name in DECODE_PROBES:
+        return _decode_config(args, name)
+    for flag in ("shapes", "context"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag}: the {name} probe does not take it")
     if name in LINK_PROBES:
         return _link_config(args, name)
     if args.pairs is not None:

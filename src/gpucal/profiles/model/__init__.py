@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpucal.profiles.model.base import Strict, walk
+from gpucal.profiles.model.decode import DecodeAttention, DecodeGemmCurve, DecodeGemmRow, DecodeTerms, LaunchCosts
 from gpucal.profiles.model.device import FLOPS_MODES, Device, HostLink, PeerLink
 from gpucal.profiles.model.documents import (FORMATS, LINK_FORMAT, MODEL_FORMAT, MODELS, PROFILE_FORMAT, Cited,
                                              Cluster, ClusterHost, HostInfo, LinkPreset, ModelDoc, PlanDefaults,
@@ -35,7 +36,8 @@ from gpucal.profiles.model.quantity import (BytesQuantity, FlagQuantity, FlopsQu
 from gpucal.profiles.model.schema import json_schema, schema_text
 
 __all__ = ["FLOPS_MODES", "FORMATS", "LINK_FORMAT", "MODEL_FORMAT", "MODELS", "PROFILE_FORMAT", "AlphaBeta",
-           "Bidirectional", "BytesQuantity", "Cited", "Cluster", "ClusterHost", "CollectiveEntry", "CopyFit",
+           "Bidirectional", "BytesQuantity", "DecodeAttention", "DecodeGemmCurve", "DecodeGemmRow", "DecodeTerms",
+           "LaunchCosts", "Cited", "Cluster", "ClusterHost", "CollectiveEntry", "CopyFit",
            "Device", "FitPiece", "FitRecord", "FlagQuantity", "FlopsQuantity", "HostInfo", "HostLink",
            "IntegerQuantity", "KernelEntry", "LinkEntry", "LinkPreset", "MeasuredFit", "ModelDoc", "NetworkEntry",
            "P2P", "PeerLink", "PlanDefaults", "Profile", "Quantity", "RateQuantity", "Strict", "TimeQuantity",

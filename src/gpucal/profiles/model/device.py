@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from gpucal import limits
 from gpucal.profiles.model.base import Omittable, Printable, Strict, Text, integer
+from gpucal.profiles.model.decode import DecodeTerms
 from gpucal.profiles.model.fit import AlphaBeta
 from gpucal.profiles.model.quantity import (BytesQuantity, FlagQuantity, FlopsQuantity, IntegerQuantity,
                                             RateQuantity)
@@ -83,6 +84,8 @@ class Device(Strict):
     gemv_Bps: Omittable[dict[Literal["fp16", "bf16", "fp32", "fp8"], RateQuantity]] = Field(None, description=(
         "decode-step GEMV (y = W x, batch 1) effective bandwidth per weight dtype: (bytes of W + x + y)/t"))
     theoretical_memory_bandwidth_Bps: Omittable[RateQuantity] = None
+    decode: Omittable[DecodeTerms] = Field(None, description=(
+        "what a decode step pays on this device, as measured: the decode-GEMM curve, attention, launch costs"))
     host: Omittable[integer(0, limits.MAX_DEVICES - 1, description=(
         "a cluster profile: the index of the device's host in cluster.hosts"))] = None
     local_index: Omittable[integer(0, limits.MAX_DEVICES - 1, description=(

@@ -131,6 +131,10 @@ class CollectiveEntry(MeasuredFit):
     reason: Optional[Printable] = None
     host: Omittable[integer(0, limits.MAX_DEVICES - 1, description=(
         "measured over the ranks of this host alone (cluster.hosts index); absent: over every rank"))] = Field(None)
+    single_process: Omittable[bool] = Field(None, description=(
+        "measured by one process over devices of its host (NCCL communicators of one process, as a server's TP "
+        "group), not by one MPI rank per GPU"))
+    devices: Omittable[list[DeviceIndex]] = Field(None, description="the devices of a single-process group")
 
     @property
     def span_hosts(self) -> int:
