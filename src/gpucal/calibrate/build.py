@@ -13,7 +13,10 @@ facts the device reports (memory size, PCIe link) are ``reported``. What each fi
   ``nvlink`` or ``p2p-pcie``, else the best verified staged path (host staging when P2P is absent, slower
   than staging, or corrupt) — with α (one-shot) and β (fit) of that path, the sweep's pipelined α, its points,
   the bidirectional rates and the verdict's reasons;
-- ``fits[]``: every copy series with its fit and points; ``kernels[]``: every timed kernel (roofline points).
+- ``fits[]``: every copy series with its fit and points; ``kernels[]``: every timed kernel (roofline points);
+- ``devices[d].decode``: the decode terms of the device (``calibrate/decode.py``: the decode-GEMM curve,
+  attention, the launch costs); ``collectives[]``: the all-reduce over the host's devices from one process, per
+  TP size, eager and in CUDA graphs (``single_process``).
 """
 
 from __future__ import annotations
