@@ -128,6 +128,7 @@ def test_probe_decode_json_gives_layer_parts_and_their_ratio(tmp_path):
         assert case["layer_s"] > 0 and case["parts_s"] == pytest.approx(sum(p["seconds"] for p in case["parts"]))
         assert case["layer_over_parts"] == pytest.approx(case["layer_s"] / case["parts_s"])
         assert abs(case["layer_over_parts"] - 1) < 0.02  # the virtual machine prices the layer as its parts
+        assert case["launch_eager_s"] > 0 and case["parts_model"] and case["sum_of_parts_s"] >= case["parts_s"] * 0.5
         assert case["allreduce"].startswith("measured")
     text = run_gpucal("probe", "decode", "--backend", "virtual:rtx4090", "--model", str(model), "--batch", "2",
                       "--context", "16")

@@ -4,13 +4,11 @@ process without the simulator flag), each signature of ``SIGNATURES``, with one 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-
-CCS = ((8, 0), (8, 9), (9, 0))
+from test_compile import CCS, _without_simulator
 
 SCRIPT = r"""
 import json
@@ -29,10 +27,8 @@ print(json.dumps(done))
 
 
 def test_every_decode_kernel_compiles_to_ptx():
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT % (CCS,)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT % (CCS,)], capture_output=True, text=True,
+                          env=_without_simulator(), timeout=600)
     if "libnvvm" in proc.stderr.lower() and "not found" in proc.stderr.lower():
         pytest.skip("NVVM is not installed here (pip install 'numba-cuda[cu13]')")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -22,13 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gpucal.plan.spec import check_positive
+
 __all__ = ["GemmRow", "GemmCurve", "AttentionFit", "LaunchCosts", "attention_kv_bytes", "step_time_s",
            "repeated_time_s", "kernel_time_s"]
-
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ class GemmRow:
             raise ValueError(f"m: must be a positive integer, got {self.m!r}")
         if not (isinstance(self.alpha_s, (int, float)) and math.isfinite(self.alpha_s)):
             raise ValueError(f"alpha_s: must be a finite number, got {self.alpha_s!r}")
-        _positive("beta_Bps", self.beta_Bps)
+        check_positive("beta_Bps", self.beta_Bps)
 
     def time_s(self, weight_bytes: float) -> float:
         return max(self.alpha_s + weight_bytes / self.beta_Bps, 1e-9)
@@ -94,7 +91,7 @@ class AttentionFit:
     def __post_init__(self):
         if not (isinstance(self.alpha_s, (int, float)) and math.isfinite(self.alpha_s)):
             raise ValueError(f"alpha_s: must be a finite number, got {self.alpha_s!r}")
-        _positive("beta_Bps", self.beta_Bps)
+        check_positive("beta_Bps", self.beta_Bps)
 
     def time_s(self, kv_bytes: float) -> float:
         return max(self.alpha_s + kv_bytes / self.beta_Bps, 1e-9)
@@ -117,7 +114,7 @@ class LaunchCosts:
 
     def __post_init__(self):
         for name in ("eager_s", "graph_node_s", "sync_s"):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
 
 
 def kernel_time_s(graph_s: float, launch: LaunchCosts, graph: bool) -> float:

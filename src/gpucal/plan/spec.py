@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GpuSpec", "LinkSpec", "LinkPiece", "NO_LINK", "Layout", "STRATEGIES", "COMM_MODELS"]
+__all__ = ["check_positive", "GpuSpec", "LinkSpec", "LinkPiece", "NO_LINK", "Layout", "STRATEGIES", "COMM_MODELS"]
 
 STRATEGIES = ("pp", "tp", "hybrid")
 COMM_MODELS = ("seed", "ring", "measured")
 
 
-def _positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
+    """Refuse ``value`` unless a positive finite number (not a bool), naming ``name``."""
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
 
@@ -32,9 +33,9 @@ class GpuSpec:
     flops_mode: str = ""
 
     def __post_init__(self):
-        _positive("memory_bandwidth_Bps", self.memory_bandwidth_Bps)
-        _positive("flops", self.flops)
-        _positive("memory_bytes", self.memory_bytes)
+        check_positive("memory_bandwidth_Bps", self.memory_bandwidth_Bps)
+        check_positive("flops", self.flops)
+        check_positive("memory_bytes", self.memory_bytes)
 
 
 def _check_alpha_beta(alpha_s, beta_Bps) -> None:

@@ -43,10 +43,7 @@ from gpucal.probes.decode_common import check_decode_gemm, l2_copies, poison, ti
 from gpucal.probes.memory import Need
 from gpucal.probes.timing import measure
 
-__all__ = ["DecodeLayerConfig", "LayerShape", "run", "applicable", "needs", "PARTS"]
-
-PARTS = ("add_rmsnorm", "qkv", "rotary", "attention", "o_proj", "allreduce_attn", "add_rmsnorm_mlp", "gate_up",
-         "silu_mul", "down", "allreduce_mlp")
+__all__ = ["DecodeLayerConfig", "LayerShape", "run", "applicable", "needs", "build_layer", "layer_dtype", "parts_time_s"]
 
 
 @dataclass(frozen=True)

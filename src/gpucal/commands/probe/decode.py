@@ -54,7 +54,9 @@ def _case_row(r) -> dict:
     m, p = r.metrics, r.params
     return {"case": r.case, "status": r.status, "batch": p.get("batch"), "context": p.get("context"),
             "mode": p.get("mode"), "layer_s": m.get("layer_s"), "parts_s": m.get("parts_s"),
-            "layer_over_parts": m.get("layer_over_parts"), "parts": p.get("parts"), "allreduce": p.get("allreduce"),
+            "layer_over_parts": m.get("layer_over_parts"), "sum_of_parts_s": m.get("sum_of_parts_s"),
+            "launch_eager_s": m.get("launch_eager_s"), "parts_model": p.get("parts_model"), "parts": p.get("parts"),
+            "allreduce": p.get("allreduce"),
             "reason": r.reason}
 
 
