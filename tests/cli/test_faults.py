@@ -74,7 +74,8 @@ HOOK = textwrap.dedent("""
 @pytest.mark.parametrize("module, argv", [
     *((m, ("profiles", "list")) for m in ("gpucal.cli", "argparse", "gpucal.render", "gpucal.commands",
                                           "gpucal.commands.options", "gpucal.commands.profiles", "rich.console",
-                                          "gpucal.profiles.io", "json")),
+                                          "gpucal.profiles.io", "json",
+                                          "datetime", "_datetime", "pydantic_core")),
     # a command package and each of its parts (imported only when that command runs)
     *((m, ("calibrate", "--help")) for m in ("gpucal.commands.calibrate", "gpucal.commands.calibrate.host",
                                              "gpucal.commands.calibrate.outputs", "gpucal.commands.calibrate.cluster")),
