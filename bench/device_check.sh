@@ -8,7 +8,9 @@
 #
 # phase 1 (the default): gpucal info, gpucal calibrate --quick (timed; target 30 s; with the decode terms:
 #   the decode-GEMM quick grid, decode attention and the launch costs, and on 2 GPUs or more the one-process
-#   all-reduce, into h200.json and plots/decode-gemm.png), the GPU tests (which check that calibration's
+#   all-reduce, into h200.json and plots/decode-gemm.png), bench/plan_check.py (the decode-layer probe of
+#   llama-3.1-8b at batch 1, 8, 64 beside gpucal plan --step measured on h200.json, into plan_check.json),
+#   the GPU tests (which check that calibration's
 #   profile rather than calibrate again), bench/gpu_check.py --quick (with the GEMV against cuBLAS's decode
 #   GEMM at batch 1-16, the decode layer probe of llama-3.1-8b at batch 1, 8, 64, eager and as CUDA graphs,
 #   and the same layer in PyTorch, the launch probe, and the all-reduce probe with 2 GPUs or more, into
@@ -25,7 +27,7 @@
 # rerun of a phase still fits in the session's device time. Each step's output goes to its own log under
 # $OUT/work/; a step that fails or times out is recorded and the next one runs. At the end $OUT (default
 # bench/out) holds two files: phase<N>.tar.gz (the folder phase<N>/: the logs NN-step.log, summary<N>.txt,
-# and what the steps wrote: gpu_check.json, h200.json and plots/) and summary<N>.txt (the facts, a line
+# and what the steps wrote: gpu_check.json, plan_check.json, h200.json and plots/) and summary<N>.txt (the facts, a line
 # per step with the end of its output, the timeouts' sum, the total time), which is printed last.
 # Exit status 0 when every step passed, 1 otherwise, 2 for a bad argument.
 #
@@ -58,11 +60,11 @@ BUDGET_S=600  # one command's limit on the GPU machine
 KILL_S=5      # a step still running this long after its timeout's TERM gets KILL
 declare -A LIMIT=(
     [install]=25 [imports]=20
-    [pytest]=85 [info]=10 [gpu_check]=95 [p2p]=25 [calibrate]=70
+    [pytest]=75 [info]=10 [gpu_check]=90 [p2p]=25 [calibrate]=70 [plan_check]=15
     [pytest_mpi]=85 [collectives]=40 [net]=25 [net_pingpong]=25 [copy_variants]=50 [gemv_variants]=40
 )
 if [[ $PHASE == 1 ]]; then
-    STEPS=(install imports info calibrate pytest gpu_check p2p)
+    STEPS=(install imports info calibrate plan_check pytest gpu_check p2p)
 else
     STEPS=(install imports pytest_mpi collectives net net_pingpong copy_variants gemv_variants)
 fi
@@ -206,6 +208,8 @@ command_for() {
         gpu_check) CMD=("$PY" bench/gpu_check.py --quick --out "$WORK/gpu_check.json") ;;
         p2p) CMD=("${gpucal[@]}" p2p --sizes 4B..64MiB --budget 0.2) ;;
         calibrate) CMD=("${gpucal[@]}" calibrate --quick -o "$WORK/h200.json" --force --plots "$WORK/plots") ;;
+        # the decode-layer probe of Llama-3.1-8B at batch 1, 8, 64 beside gpucal plan --step measured on that profile
+        plan_check) CMD=("$PY" bench/plan_check.py --gpu "$WORK/h200.json" --out "$WORK/plan_check.json") ;;
         pytest_mpi) CMD=("${pytest[@]}" tests/gpu/test_gpu_collectives.py tests/gpu/test_gpu_cluster.py) ;;
         collectives) CMD=("${gpucal[@]}" probe collectives --graphs --hidden 4096 --budget 0.1) ;;
         net) CMD=(mpiexec -n 2 "${gpucal[@]}" probe net --sizes 8B..16MiB --budget 0.05) ;;

@@ -32,7 +32,7 @@ def test_plan_sweep_benchmark_runs_100k_configurations():
 # --- bench/device_check.sh: its control flow, dry (every step an echo), without a GPU or the wheels ---
 
 DEVICE_CHECK = ROOT / "bench" / "device_check.sh"
-DEVICE_STEPS = {"1": ["install", "imports", "info", "calibrate", "pytest", "gpu_check", "p2p"],
+DEVICE_STEPS = {"1": ["install", "imports", "info", "calibrate", "plan_check", "pytest", "gpu_check", "p2p"],
                 "2": ["install", "imports", "pytest_mpi", "collectives", "net", "net_pingpong", "copy_variants",
                       "gemv_variants"]}
 
@@ -100,8 +100,9 @@ def test_device_check_refuses_a_bad_argument_with_one_line_and_exit_2(tmp_path, 
 
 
 def test_device_check_phase_1_runs_the_decode_checks_with_their_outputs_in_work(tmp_path):
-    """The decode terms come from calibrate --quick (its profile and plots), the decode layer, its PyTorch
-    comparison and the launch probe from gpu_check.py --quick (gpu_check.json): all written under work/, packed."""
+    """The decode terms come from calibrate --quick (its profile and plots), the plan beside the decode layer from
+    plan_check.py on that profile (plan_check.json), the decode layer, its PyTorch comparison and the launch probe
+    from gpu_check.py --quick (gpu_check.json): all written under work/, packed."""
     out = tmp_path / "out"
     proc = _device_check(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -111,7 +112,9 @@ def test_device_check_phase_1_runs_the_decode_checks_with_their_outputs_in_work(
     work = re.escape(str(out / "work"))
     assert re.search(rf"calibrate --quick -o {work}/h200\.json --force --plots {work}/plots$",
                      logs["04-calibrate.log"], re.M)
-    assert re.search(rf"bench/gpu_check\.py --quick --out {work}/gpu_check\.json$", logs["06-gpu_check.log"], re.M)
+    assert re.search(rf"bench/plan_check\.py --gpu {work}/h200\.json --out {work}/plan_check\.json$",
+                     logs["05-plan_check.log"], re.M)  # the plan on the profile just calibrated
+    assert re.search(rf"bench/gpu_check\.py --quick --out {work}/gpu_check\.json$", logs["07-gpu_check.log"], re.M)
 
 
 # --- bench/gpu_check.py: the parts that run without a GPU (the virtual machine; PyTorch on the CPU where present) ---

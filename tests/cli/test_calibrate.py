@@ -66,7 +66,7 @@ def calibrated(tmp_path_factory):
 def plan_json(gpu: str, cards: int, *extra: str) -> dict:
     out = io.StringIO()
     argv = ["plan", "--gpu", gpu, "--model", "llama-3.1-8b", "--cards", str(cards), "--strategy",
-            "tp" if cards > 1 else "pp", "--batch", "8", "--context", "1024", "--json", *extra]
+            "tp" if cards > 1 else "pp", "--batch", "8", "--context", "1024", "--json", "--step", "seed", *extra]
     with contextlib.redirect_stdout(out):
         assert main(argv) == 0
     return json.loads(out.getvalue())

@@ -236,7 +236,8 @@ def test_version_and_missing_command():
 def test_overrides_turn_datasheet_inputs_into_the_articles():
     result = plan_json("plan", "--gpu", "rtx4090", "--model", "llama-2-70b", "--params", "70e9", "--layers", "80",
                        "--hidden", "8192", "--mem-bw", "1TB/s", "--flops", "330e12", "--mem-bytes", "24GB",
-                       "--cards", "8", "--strategy", "tp", "--batch", "1", "--link", "alpha=30us,beta=32GB/s")
+                       "--cards", "8", "--strategy", "tp", "--batch", "1", "--link", "alpha=30us,beta=32GB/s",
+                       "--step", "seed")
     assert result["token_latency_s"] == 0.02238192
     gpu = result["inputs"]["gpu"]
     assert gpu["flops_mode"] == "flag" and gpu["sources"] == {"memory_bandwidth_Bps": "flag", "memory_bytes": "flag",

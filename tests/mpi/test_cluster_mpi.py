@@ -57,7 +57,7 @@ def test_four_simulated_hosts_give_back_the_network_and_the_ring(four_hosts):
 def test_the_plan_from_the_cluster_profile_is_the_plan_from_the_presets(four_hosts):
     folder, _ = four_hosts
     common = ("--model", "llama-2-70b", "--cards", "8", "--strategy", "pp", "--batch", "32", "--target-tps", "5",
-              "--nic", "eth1g", "--json")
+              "--nic", "eth1g", "--json", "--step", "seed")  # the article's step on both (its terms: the same figures)
     proc = run_gpucal("plan", "--gpu", str(folder / "c4.json"), *common)
     assert proc.returncode == 0, proc.stderr
     measured = json.loads(proc.stdout)
@@ -73,12 +73,18 @@ def test_the_plan_from_the_cluster_profile_is_the_plan_from_the_presets(four_hos
     assert measured["target"]["required_beta_Bps"] == pytest.approx(preset["target"]["required_beta_Bps"], rel=0.03)
     # TP over the 4 hosts: the measured all-reduce replaces the seed model
     tp = json.loads(run_gpucal("plan", "--gpu", str(folder / "c4.json"), "--model", "llama-3.1-8b", "--cards", "4",
-                               "--strategy", "tp", "--batch", "8", "--json").stdout)
+                               "--strategy", "tp", "--batch", "8", "--json", "--step", "seed").stdout)
     assert tp["inputs"]["comm_model"] == "measured"
     ring = json.loads(run_gpucal("plan", "--gpu", "rtx4090", "--model", "llama-3.1-8b", "--cards", "4",
                                  "--cards-per-host", "1", "--net", "eth1g", "--comm", "ring", "--strategy", "tp",
-                                 "--batch", "8", "--json").stdout)
+                                 "--batch", "8", "--json", "--step", "seed").stdout)
     assert tp["tp_comm_time_s"] == pytest.approx(ring["tp_comm_time_s"], rel=0.03)
+    # the measured step across the hosts takes the same all-reduce, one more a step (the embedding's)
+    step = json.loads(run_gpucal("plan", "--gpu", str(folder / "c4.json"), "--model", "llama-3.1-8b", "--cards", "4",
+                                 "--strategy", "tp", "--batch", "8", "--json").stdout)
+    assert step["step"] == "measured" and "all-reduce over 4 ranks" in step["sources"]["allreduce"]
+    assert step["tp_exchange_time_s"] == pytest.approx(tp["tp_exchange_time_s"], rel=1e-9)
+    assert step["tp_exchanges"] == tp["tp_exchanges"] + 1
 
 
 def test_two_hosts_of_two_cards_with_the_kernel_check(run_mpi, tmp_path):

@@ -123,7 +123,8 @@ def cluster_file(tmp_path):
 
 
 def _plan(cluster_file, *args):
-    proc = run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--json", *args)
+    proc = run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--json", "--step", "seed",
+                      *args)  # the article's step: its comm models (the measured step: test_measured_step.py)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -151,7 +152,7 @@ def test_tp_over_the_measured_group_uses_the_measured_allreduce(cluster_file):
     assert seed["inputs"]["comm_model"] == "seed" and seed["inputs"]["collective"] is None
     assert seed["tp_exchange_time_s"] == pytest.approx(ETH_ALPHA_S + nbytes / ETH_BETA_BPS, rel=1e-12)
     text = run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--cards", "4", "--strategy", "tp",
-                      "--batch", "8").stdout
+                      "--batch", "8", "--step", "seed").stdout
     assert "measured all-reduce" in text and "all-reduce over 4 ranks" in text
 
 
@@ -278,3 +279,23 @@ def test_the_planner_takes_the_slowest_link_and_the_slowest_network_pair():
     assert link.spec.beta_Bps == 1e9 and "dev1->dev0" in link.spec.name and "the slowest of 4" in link.spec.name
     net = profile_network(doc)
     assert (net.spec.beta_Bps, net.spec.alpha_s) == (1e9, 3e-4) and "the slowest of 3" in net.spec.name
+
+
+def test_the_measured_step_takes_the_clusters_allreduce_across_hosts_and_its_nics_scale_it(cluster_file):
+    args = ("--cards", "4", "--strategy", "tp", "--batch", "8")
+    proc = run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--json", *args,
+                      "--target-tps", "10")
+    plan = json.loads(proc.stdout)
+    assert plan["step"] == "measured" and "all-reduce over 4 ranks" in plan["sources"]["allreduce"]
+    s_bytes = 8 * 8192 * 2
+    assert plan["tp_exchange_time_s"] == pytest.approx(AR_ALPHA_S + s_bytes / AR_BETA_BPS, rel=1e-12)
+    n = 2 * 80 + 1  # two a layer and the embedding's
+    assert plan["tp_exchanges"] == n
+    # with beta_net = x the all-reduce's beta is AR_BETA·x/ETH_BETA; the rest of the step does not move
+    rest = plan["token_latency_s"] - plan["tp_comm_time_s"]
+    expected = n * s_bytes * ETH_BETA_BPS / AR_BETA_BPS / (1 / 10 - rest - n * AR_ALPHA_S)
+    assert plan["target"]["required_beta_Bps"] == pytest.approx(expected, rel=1e-9)
+    replaced = json.loads(run_gpucal("plan", "--gpu", cluster_file, "--model", "seed-70b", "--ignore-memory", "--json",
+                                     *args, "--net", "eth10g").stdout)
+    assert "allreduce" not in replaced["sources"]  # measured on the network --net replaces: not used
+    assert any("--net" in f for f in replaced["fallbacks"]), replaced["fallbacks"]

@@ -1,7 +1,8 @@
 """``plan.png``: the planner's token latency and throughput against batch, as ``gpucal plan`` computes them.
 
-``plan_curves`` calls the planner (``gpucal.plan.evaluate``) with the inputs ``gpucal plan --gpu PROFILE``
-uses; ``plan_figure`` draws what it returns.
+``plan_curves`` calls the planner with the inputs ``gpucal plan --gpu PROFILE`` uses: the measured step
+(``gpucal.plan.measured``) where the profile has its figures, drawn beside the article's step
+(``gpucal.plan.evaluate``), else the article's step alone; ``plan_figure`` draws what it returns.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from gpucal import profiles
 from gpucal.errors import InputError
 from gpucal.figures.common import PlotSkipped, canvas_figure, title
 from gpucal.plan import Layout, evaluate, valid_tp
+from gpucal.plan.measured import measured_step
 from gpucal.plan.spec import NO_LINK, GpuSpec
-from gpucal.profiles.queries import DTYPES, gpu_of, planner_link, resolve_model
+from gpucal.profiles.queries import DTYPES, decode_inputs, gpu_of, has_decode_terms, planner_link, resolve_model
 
 __all__ = ["PLAN_BATCHES", "PLAN_STRATEGIES", "PlanCurves", "plan_curves", "plan_figure"]
 
@@ -43,6 +45,9 @@ class PlanCurves:
     bound: np.ndarray
     fits: np.ndarray
     balance_batch: float
+    step: str = "seed"  # the step drawn: "measured" (the article's beside it) or "seed"
+    seed_token_latency_s: np.ndarray | None = None
+    seed_aggregate_tokens_per_s: np.ndarray | None = None
 
 
 def _card(doc: profiles.Document) -> GpuSpec:
@@ -88,18 +93,26 @@ def plan_curves(doc: profiles.Document, *, model="llama-3.1-8b", cards: int | No
         raise PlotSkipped(str(exc)) from None
     if link is None and n > 1:
         raise refuse(f"{doc.name} names no link between cards (no measured links, no plan_defaults.link)")
-    step = evaluate(spec, gpu, batch=np.asarray(batches, dtype=float), tp=layout.tp, pp=layout.pp,
-                    link=link.spec if link else NO_LINK, cards_per_host=n, comm="seed",
-                    context_tokens=context_tokens, bytes_per_weight=DTYPES["fp16"],
-                    kv_bytes_per_value=DTYPES["fp16"], act_bytes=2.0)
+    options = dict(link=link.spec if link else NO_LINK, cards_per_host=n, comm="seed", context_tokens=context_tokens,
+                   bytes_per_weight=DTYPES["fp16"], kv_bytes_per_value=DTYPES["fp16"], act_bytes=2.0)
+    step = evaluate(spec, gpu, batch=np.asarray(batches, dtype=float), tp=layout.tp, pp=layout.pp, **options)
+    latency, aggregate = np.array(step.token_latency_s), np.array(step.aggregate_tokens_per_s)
+    extra = {}
+    if has_decode_terms(doc):  # as gpucal plan: the measured step where the profile has its figures
+        decode = decode_inputs(doc, dtype="fp16", tp=layout.tp, cards_per_host=n, graphs=True)
+        rows = [measured_step(spec, gpu, decode, batch=b, tp=layout.tp, pp=layout.pp, **options).step.row()
+                for b in batches]
+        extra = {"step": "measured", "seed_token_latency_s": latency, "seed_aggregate_tokens_per_s": aggregate}
+        latency = np.array([r["token_latency_s"] for r in rows])
+        aggregate = np.array([r["aggregate_tokens_per_s"] for r in rows])
     return PlanCurves(model=spec.name, gpu=gpu.name, flops_mode=gpu.flops_mode, link=link.spec.name if link else None,
                       strategy=strategy, cards=n, tp=layout.tp, pp=layout.pp, context_tokens=context_tokens,
-                      batch=np.asarray(batches, dtype=np.int64), token_latency_s=np.array(step.token_latency_s),
-                      aggregate_tokens_per_s=np.array(step.aggregate_tokens_per_s), bound=np.array(step.bound),
-                      fits=np.array(step.fits), balance_batch=float(np.ravel(step.balance_batch)[0]))
+                      batch=np.asarray(batches, dtype=np.int64), token_latency_s=latency,
+                      aggregate_tokens_per_s=aggregate, bound=np.array(step.bound),
+                      fits=np.array(step.fits), balance_batch=float(np.ravel(step.balance_batch)[0]), **extra)
 
 
-def _draw_panel(ax, curves: PlanCurves, values: np.ndarray, label: str) -> None:
+def _draw_panel(ax, curves: PlanCurves, values: np.ndarray, label: str, seed: np.ndarray | None = None) -> None:
     """One of the planner's terms (``values`` per batch) on ``ax``: the bound per point, the batches that do
     not fit, B*. ``PlotSkipped`` when no value is finite and positive (the log axis would be empty)."""
     b = curves.batch
@@ -108,7 +121,10 @@ def _draw_panel(ax, curves: PlanCurves, values: np.ndarray, label: str) -> None:
     if not drawable.any():
         raise PlotSkipped(f"the planner gives no finite, positive {label.split(' (')[0]} for this profile")
     values = np.where(drawable, values, np.nan)
-    ax.plot(b, values, "-", color="C0", lw=1.5)
+    ax.plot(b, values, "-", color="C0", lw=1.5, label="measured step" if seed is not None else None)
+    if seed is not None:
+        ax.plot(b, np.where(np.isfinite(seed) & (seed > 0), seed, np.nan), "--", color="grey", lw=1.2,
+                label="the article's step (ideal inputs)")
     for where, marker, colour, text in ((memory & drawable, "o", "C0", "memory-bound"),
                                         (~memory & drawable, "s", "C3", "compute-bound")):
         if where.any():
@@ -131,8 +147,9 @@ def plan_figure(doc: profiles.Document, curves: PlanCurves):
     fig = canvas_figure((9.5, 7.5))
     top, bottom = fig.subplots(2, 1, sharex=True)
     b = curves.batch
-    _draw_panel(top, curves, curves.token_latency_s, "token latency (s)")
-    _draw_panel(bottom, curves, curves.aggregate_tokens_per_s, "throughput (aggregate tokens/s)")
+    _draw_panel(top, curves, curves.token_latency_s, "token latency (s)", curves.seed_token_latency_s)
+    _draw_panel(bottom, curves, curves.aggregate_tokens_per_s, "throughput (aggregate tokens/s)",
+                curves.seed_aggregate_tokens_per_s)
     bottom.set_xlabel("batch (sequences decoded together)")
     bottom.set_xticks(b, [str(x) for x in b])
     layout = f"{curves.strategy} over {curves.cards} cards" if curves.cards > 1 else "one card"

@@ -96,6 +96,8 @@ class Part:
     allreduce: bool = False
     streamed_bytes: int = 0  # the weights or KV it streams (timed alone over copies of them: l2_copies)
     copies_of: Callable[[int], list] | None = None  # n -> n launches over n copies of what it streams
+    captured: Callable[[], Callable[[], None]] | None = None  # an all-reduce: the launch of it captured in a graph
+    in_graph: str = ""  # an all-reduce in a graph run: "captured", or why it is launched eagerly instead
 
 
 @dataclass
@@ -139,7 +141,21 @@ def _allreduce_part(backend: Backend, layer: Layer, devices: tuple[int, ...], si
         return bad or replace(checks[0], checked=sum(c.checked for c in checks))
 
     layer.poisons.extend((owner, r) for owner, r in zip(owners, recvs))
-    return Part(name, launch, check, Work(size, size, size // 4 * (tp - 1)), allreduce=True)
+    part = Part(name, launch, check, Work(size, size, size // 4 * (tp - 1)), allreduce=True)
+    cache: list = []
+
+    def captured():  # a server's CUDA graph holds its all-reduces: captured once, on first use
+        if not cache:
+            try:
+                cache.append(backend.allreduce_graph_launcher(devices, sends, recvs, 1))
+                part.in_graph = "captured"
+            except Exception as exc:  # a capture NCCL or the driver refuses: launched eagerly, and said so
+                cache.append(launch)
+                part.in_graph = f"launched eagerly: {type(exc).__name__}: {exc}"[:200]
+            backend.activate()
+        return cache[0]
+    part.captured = captured
+    return part
 
 
 def build_layer(backend: Backend, shape: LayerShape, batch: int, context: int, dtype: str, seed: int) -> Layer:
@@ -252,14 +268,16 @@ def _check_all(layer: Layer) -> Check:
 
 
 def _segments(backend: Backend, layer: Layer) -> Callable[[], None]:
-    """The layer as a server runs it with CUDA graphs: each run of kernels between all-reduces one graph."""
+    """The layer as a server runs it with CUDA graphs: each run of kernels between all-reduces one graph, each
+    all-reduce captured in a graph of its own (one graph a device: the shard's kernels run on one device, the
+    all-reduce on all of the group's)."""
     steps, run_ = [], []
     for part in layer.parts:
         if part.allreduce:
             if run_:
                 steps.append(backend.graph_launcher(run_))
                 run_ = []
-            steps.append(part.launch)
+            steps.append(part.captured())
         else:
             run_.append(part.launch)
     if run_:
@@ -267,12 +285,13 @@ def _segments(backend: Backend, layer: Layer) -> Callable[[], None]:
     return backend.sequence_launcher(steps)
 
 
-def _part_seconds(backend: Backend, part: Part, graph_nodes: bool, policy) -> tuple[float, str, int]:
+def _part_seconds(backend: Backend, part: Part, graph_nodes: bool, policy, graph: bool) -> tuple[float, str, int]:
     """One part alone, as the probes above time it: where the backend has graphs, as a node of a replayed graph
-    (an all-reduce: launched back to back, as the layer launches it), over copies of the weights or KV it streams
-    in turn (``l2_copies``); else launched back to back."""
+    (an all-reduce: launched back to back as the layer launches it, captured in its graph in a graph run), over
+    copies of the weights or KV it streams in turn (``l2_copies``); else launched back to back."""
     copies = l2_copies(backend, part.streamed_bytes) if part.copies_of is not None else 1
-    launches = part.copies_of(copies) if copies > 1 else [part.launch]
+    one = part.captured() if (graph and part.captured is not None) else part.launch
+    launches = part.copies_of(copies) if copies > 1 else [one]
     timed = timed_launch(backend, launches, graph_nodes and not part.allreduce)
     timing = measure(lambda k: backend.time_k(timed.launch, k) / timed.ops_per_call, policy, clock_name=backend.clock)
     return timing.median_s, timed.how, copies
@@ -347,8 +366,11 @@ def _case(backend: Backend, config: DecodeLayerConfig, shape: LayerShape, batch:
     try:
         eager_s = _eager_launch_s(backend, policy) if nodes else None
         for part in layer.parts:
-            seconds, timed_as, copies = _part_seconds(backend, part, nodes, policy)
-            parts.append({"name": part.name, "seconds": seconds, "timed_as": timed_as, "copies": copies})
+            seconds, timed_as, copies = _part_seconds(backend, part, nodes, policy, graph)
+            entry = {"name": part.name, "seconds": seconds, "timed_as": timed_as, "copies": copies}
+            if graph and part.allreduce:
+                entry["in_graph"] = part.in_graph
+            parts.append(entry)
     except Exception as exc:
         return replace(result, status="error", reason=f"timing the parts: {type(exc).__name__}: {exc}"[:300])
     layer_s = result.timing.median_s

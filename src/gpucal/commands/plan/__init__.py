@@ -7,11 +7,12 @@ of ``--json``): one configuration (``single``) or a sweep over many (``sweep``);
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from gpucal import limits, render
 from gpucal.commands.options import int_in, nonempty, quantity, sweep_spec
-from gpucal.commands.plan.inputs import SWEEP_FORMAT, resolve_inputs, resolve_nic
+from gpucal.commands.plan.inputs import STEPS, SWEEP_FORMAT, resolve_inputs, resolve_nic
 from gpucal.commands.plan.show import show_plan
 from gpucal.commands.plan.single import build_plan
 from gpucal.commands.plan.sweep import build_sweep, show_sweep, sweep_ranges
@@ -45,6 +46,12 @@ def add_arguments(p) -> None:
                    help="seed: the article's alpha + S/beta per exchange; ring: ring all-reduce; measured: the "
                         "all-reduce a cluster profile measured over the TP group (the default where there is one, "
                         "else seed)")
+    p.add_argument("--step", choices=STEPS,
+                   help="seed: the article's equations on ideal inputs; measured: every term of the decode step as "
+                        "the profile's figures price it (the default where the profile has them, else seed)")
+    p.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=True,
+                   help="the measured step runs as CUDA graphs, as servers decode (default); --no-graphs: every "
+                        "kernel launched eagerly")
     p.add_argument("--context", type=int_in(0, limits.MAX_CONTEXT_TOKENS), default=0, metavar="TOKENS",
                    help="tokens of context per sequence (KV cache and activations; default 0, as the article)")
     p.add_argument("--kv-bytes", type=quantity("bytes"), metavar="SIZE",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpucal.commands.plan.inputs import PLAN_FORMAT, flag_error, inputs_dict, resolve_nic, step
+from gpucal.commands.plan.inputs import (PLAN_FORMAT, chosen_row, flag_error, inputs_dict, measured, measured_figures,
+                                        measured_row, resolve_nic, step)
 from gpucal.errors import InputError
 from gpucal.plan import Layout, LinkSpec, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.sweep import valid_tp
-from gpucal.profiles.queries import profile_collective
+from gpucal.profiles.queries import has_decode_terms, profile_collective
 
 __all__ = ["build_plan"]
 
@@ -84,7 +85,7 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
     target = args.target_tps
 
     def tokens_per_s_at(batch: int) -> float:
-        row_at = step(r, inputs, batch=batch).row()
+        row_at = chosen_row(r, inputs, batch=batch)
         return row_at["tokens_per_s"] if (row_at["fits"] or args.ignore_memory) else 0.0
 
     on_net = row["hosts"] > 1
@@ -102,7 +103,7 @@ def _target(args, r: dict, inputs: dict, row: dict) -> dict[str, Any]:
             if scale_collective:  # its bandwidth is the link's: more NICs (or a faster link) scale its beta too
                 c = collective.spec
                 changes["collective"] = c.with_beta(c.beta_Bps * beta / solved.beta_Bps)
-            return step(r, inputs, **changes).row()["token_latency_s"]
+            return chosen_row(r, inputs, **changes)["token_latency_s"]
 
         required = required_beta_for_target(latency_at, target, solved.beta_Bps)
     if args.nic is not None:
@@ -129,14 +130,27 @@ def build_plan(args, r: dict, strategy: str, cards: int, batch: int) -> dict[str
     _check_layout(args, r, layout)
     _choose_comm(args, r, layout)
     inputs = inputs_dict(args, r, layout.strategy, layout.cards, layout.tp, layout.pp, batch)
+    doc = r["gpu"].document
+    inputs["step"] = args.step or ("measured" if has_decode_terms(doc) else "seed")
+    inputs["graphs"] = args.graphs
     try:
-        row = step(r, inputs).row()
+        rows = {"seed": step(r, inputs).row()}
     except ValueError as exc:
         raise flag_error(exc) from None
+    try:
+        r["decode"] = measured_figures(args, r, layout.tp, inputs["cards_per_host"])
+        rows["measured"] = measured_row(measured(r, inputs))
+    except (InputError, ValueError) as exc:
+        if inputs["step"] == "measured":
+            raise (exc if isinstance(exc, InputError) else flag_error(exc)) from None
+        rows["measured"] = {"error": str(exc)}  # the article's step does not need the profile's decode figures
+    row = rows[inputs["step"]]
     if not args.ignore_memory:
         _check_fit(r, inputs, row)
-    result: dict[str, Any] = {"schema": PLAN_FORMAT}
+    other = "seed" if inputs["step"] == "measured" else "measured"
+    result: dict[str, Any] = {"schema": PLAN_FORMAT, "step": inputs["step"]}
     result.update(row)
+    result[other] = rows[other]
     if args.target_tps is not None:
         result["target"] = _target(args, r, inputs, row)
     result["inputs"] = inputs

@@ -6,13 +6,16 @@ layers) are left out; configurations that do not fit in memory stay in, with ``f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gpucal import limits, render
-from gpucal.commands.plan.inputs import SWEEP_FORMAT, inputs_dict
+from gpucal.commands.plan.inputs import SWEEP_FORMAT, inputs_dict, measured_figures
 from gpucal.errors import InputError
 from gpucal.plan import sweep
+from gpucal.plan.measured import measured_step
 from gpucal.plan.spec import NO_LINK
+from gpucal.profiles.queries import has_decode_terms
 from gpucal.units import format_time
 
 __all__ = ["build_sweep", "show_sweep", "sweep_ranges", "MAX_TABLE_ROWS"]
@@ -47,28 +50,55 @@ def build_sweep(args, r: dict, strategies: list[str], batches: list[int], cards:
         raise InputError(f"--link: required: {r['gpu'].document.origin} has no measured link between cards and names no default link (plan_defaults.link)")
     inputs = inputs_dict(args, r, strategies, cards, args.tp, None, batches)
     inputs["cards_per_host"] = per_host
+    doc = r["gpu"].document
+    inputs["step"] = args.step or ("measured" if has_decode_terms(doc) else "seed")
+    inputs["graphs"] = args.graphs
+    options = dict(net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm or "seed",
+                   context_tokens=args.context, bytes_per_weight=inputs["bytes_per_weight"],
+                   kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],
+                   kv_cache_bytes=args.kv_bytes)
+    link = r["link"].spec if r["link"] else NO_LINK
     try:
-        result = sweep(
-            r["model"], r["gpu"].spec, batches=batches, cards=cards, strategies=tuple(dict.fromkeys(strategies)),
-            hybrid_tp=args.tp, link=r["link"].spec if r["link"] else NO_LINK,
-            net=r["net"].spec if r["net"] else None, cards_per_host=per_host, comm=args.comm or "seed",
-            context_tokens=args.context, bytes_per_weight=inputs["bytes_per_weight"],
-            kv_bytes_per_value=inputs["kv_bytes_per_value"], act_bytes=inputs["act_bytes"],
-            kv_cache_bytes=args.kv_bytes,
-        )
+        result = sweep(r["model"], r["gpu"].spec, batches=batches, cards=cards,
+                       strategies=tuple(dict.fromkeys(strategies)), hybrid_tp=args.tp, link=link, **options)
     except ValueError as exc:
         raise InputError(f"--sweep: {exc}") from None
     if len(result) == 0:
         raise InputError("--sweep: no configuration can run: every TP degree fails to divide the heads, "
                          "or every pipeline has more stages than layers")
-    return {"schema": SWEEP_FORMAT, "count": len(result), "rows": [result.row(i) for i in range(len(result))],
-            "inputs": inputs}
+    rows = [result.row(i) for i in range(len(result))]
+    if inputs["step"] == "measured":
+        rows, inputs["fallbacks"] = _measured_rows(args, r, rows, link, options)
+    return {"schema": SWEEP_FORMAT, "count": len(result), "rows": rows, "inputs": inputs}
+
+
+def _measured_rows(args, r: dict, rows: list[dict], link, options: dict) -> tuple[list[dict], list[str]]:
+    """Each configuration's measured step (``gpucal.plan.measured``), the article's latency beside it (the
+    profile's figures per TP size: its all-reduce is the one measured over that many cards), and every term that
+    fell back to the ideal one in some configuration."""
+    figures, out, fallbacks = {}, [], {}
+    for row in rows:
+        per_host = options["cards_per_host"] or row["cards"]
+        key = (row["tp"], per_host)
+        if key not in figures:
+            figures[key] = measured_figures(args, r, row["tp"], per_host)
+        model = replace(r["model"], ffn=None) if r.get("reshaped") else r["model"]  # as a single plan's
+        try:
+            step = measured_step(model, r["gpu"].spec, figures[key], batch=row["batch"], tp=row["tp"],
+                                 pp=row["pp"], link=link, **options)
+        except ValueError as exc:
+            raise InputError(f"--sweep: {exc}") from None
+        head = {k: row[k] for k in ("strategy", "batch", "cards", "tp", "pp")}
+        out.append(head | step.step.row() | {"seed_token_latency_s": row["token_latency_s"]})
+        fallbacks.update(dict.fromkeys(step.fallbacks))
+    return out, list(fallbacks)
 
 
 def show_sweep(result: dict[str, Any]) -> None:
     rows = result["rows"]
     inputs = result["inputs"]
-    title = (f"{inputs['model']['name']} on {inputs['gpu']['name']} ({inputs['dtype']}, {inputs['comm_model']} comm): "
+    step = "measured step" if inputs["step"] == "measured" else f"article's step, {inputs['comm_model']} comm"
+    title = (f"{inputs['model']['name']} on {inputs['gpu']['name']} ({inputs['dtype']}, {step}): "
              f"{result['count']} configurations")
     body = [
         (row["strategy"], row["cards"], f"{row['tp']}x{row['pp']}", row["batch"], format_time(row["token_latency_s"]),
@@ -82,3 +112,5 @@ def show_sweep(result: dict[str, Any]) -> None:
     )
     if len(rows) > MAX_TABLE_ROWS:
         render.line(f"... {len(rows) - MAX_TABLE_ROWS} more configurations; --json prints them all")
+    for text in inputs.get("fallbacks") or []:
+        render.line(f"  ideal  {text}")

@@ -15,7 +15,8 @@ from gpucal.profiles.model.base import Omittable, Point, Strict, Text, integer, 
 from gpucal.profiles.model.fit import R2, RESIDUAL_MAX, Intercept
 from gpucal.profiles.model.quantity import SAMPLES_MAX, RateQuantity, TimeQuantity
 
-__all__ = ["DecodeGemmRow", "DecodeGemmCurve", "DecodeAttention", "LaunchCosts", "DecodeTerms", "DecodeDtype"]
+__all__ = ["DecodeGemmRow", "DecodeGemmCurve", "DecodeAttention", "LaunchCosts", "DecodeTerms", "DecodeDtype",
+           "PublishedAllReduce", "PublishedTerms"]
 
 _RATE = limits.RANGES["rate"]
 DecodeDtype = Literal["fp16", "bf16", "fp8", "fp32"]
@@ -89,3 +90,26 @@ class DecodeTerms(Strict):
     gemm: Omittable[dict[DecodeDtype, DecodeGemmCurve]] = None
     attention: Omittable[dict[DecodeDtype, DecodeAttention]] = None
     launch: Omittable[LaunchCosts] = None
+
+
+class PublishedAllReduce(Strict):
+    """NCCL's all-reduce as nccl-tests' ``all_reduce_perf`` printed it on a box of this card model: the time at
+    the smallest sizes (``alpha_s``) and the bus bandwidth at the largest (``busbw_Bps``; the planner's beta over
+    the buffer size is busbw·n/(2(n−1)))."""
+
+    nranks: integer(2, limits.MAX_DEVICES)
+    system: Text = Field(description="the box it ran on: cards, how they are joined")
+    alpha_s: TimeQuantity
+    busbw_Bps: RateQuantity
+    graphs: bool = Field(False, description="timed in CUDA graphs (nccl-tests -G)")
+
+
+class PublishedTerms(Strict):
+    """The decode step's terms as others measured them on this card model (source ``published``, each citing its
+    document), for planning before the card is at hand; a value no one published is null with the reason."""
+
+    stream_Bps: RateQuantity = Field(description="device-memory stream bandwidth (BabelStream, nvbandwidth)")
+    decode_gemm_weight_Bps: RateQuantity = Field(description=(
+        "weight bytes per second a decode-shape GEMM (m = 1 … 16, shard weights of tens of MB and more) reaches"))
+    launch: LaunchCosts
+    allreduce: list[PublishedAllReduce] = Field(default_factory=list)

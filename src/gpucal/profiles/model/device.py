@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from gpucal import limits
 from gpucal.profiles.model.base import Omittable, Printable, Strict, Text, integer
-from gpucal.profiles.model.decode import DecodeTerms
+from gpucal.profiles.model.decode import DecodeTerms, PublishedTerms
 from gpucal.profiles.model.fit import AlphaBeta
 from gpucal.profiles.model.quantity import (BytesQuantity, FlagQuantity, FlopsQuantity, IntegerQuantity,
                                             RateQuantity)
@@ -86,6 +86,8 @@ class Device(Strict):
     theoretical_memory_bandwidth_Bps: Omittable[RateQuantity] = None
     decode: Omittable[DecodeTerms] = Field(None, description=(
         "what a decode step pays on this device, as measured: the decode-GEMM curve, attention, launch costs"))
+    published: Omittable[PublishedTerms] = Field(None, description=(
+        "the decode step's terms as others measured them on this card model (datasheet profiles)"))
     host: Omittable[integer(0, limits.MAX_DEVICES - 1, description=(
         "a cluster profile: the index of the device's host in cluster.hosts"))] = None
     local_index: Omittable[integer(0, limits.MAX_DEVICES - 1, description=(

@@ -1,7 +1,9 @@
 """A quantity: a value with its provenance, the unit of every figure a document holds.
 
 ``source`` says where the value came from: ``datasheet`` and ``spec`` cite a key of the document's
-``documents`` (``ref``); ``measured`` and ``simulated`` (gpucal on a real or a virtual device; a simulated
+``documents`` (``ref``), and so does a known ``published`` value (measured by others, on another card of the
+model: a microbenchmark's published result, its ``note`` saying which card, tool and convention; a null one
+says in its ``reason`` what was looked for); ``measured`` and ``simulated`` (gpucal on a real or a virtual device; a simulated
 value is never a measurement) state ``method``, ``statistic`` and ``n``, with ``p10``/``p90`` and
 ``byte_convention`` where they apply; ``derived`` says how in its ``note``; ``article`` (the seed article's
 assumption), ``estimate`` (an order of magnitude to be replaced) and ``reported`` (what the device, driver
@@ -27,7 +29,8 @@ from gpucal.profiles.model.base import Name, Omittable, Strict, Text, integer, n
 __all__ = ["Source", "Statistic", "Quantity", "TimeQuantity", "BytesQuantity", "RateQuantity", "FlopsQuantity",
            "IntegerQuantity", "FlagQuantity", "SAMPLES_MAX"]
 
-Source = Literal["datasheet", "spec", "article", "derived", "estimate", "measured", "simulated", "reported"]
+Source = Literal["datasheet", "spec", "published", "article", "derived", "estimate", "measured", "simulated",
+                 "reported"]
 Statistic = Literal["median", "mean", "min", "max", "fit"]
 SAMPLES_MAX = 1_000_000_000  # the most samples a statistic is taken over
 CITED = ("datasheet", "spec")
@@ -36,6 +39,8 @@ SAMPLED = ("measured", "simulated")
 # The rules a quantity's provenance follows, as JSON Schema (the model checks the same in ``_provenance``).
 _RULES = {"allOf": [
     {"if": {"properties": {"source": {"enum": list(CITED)}}}, "then": {"required": ["ref"]}},
+    {"if": {"properties": {"source": {"const": "published"}, "value": {"not": {"type": "null"}}}},
+     "then": {"required": ["ref"]}},
     {"if": {"properties": {"source": {"enum": list(SAMPLED)}}}, "then": {"required": ["method", "statistic", "n"]}},
     {"if": {"properties": {"value": {"type": "null"}}}, "then": {"required": ["reason"]}},
 ]}
@@ -65,7 +70,7 @@ class Quantity(Strict):
 
     @model_validator(mode="after")
     def _provenance(self) -> Quantity:
-        if self.source in CITED and self.ref is None:
+        if (self.source in CITED or (self.source == "published" and self.value is not None)) and self.ref is None:
             raise _required("ref")
         if self.source in SAMPLED:
             for key in ("method", "statistic", "n"):
@@ -110,6 +115,11 @@ class Quantity(Strict):
     def datasheet(cls, value: Any, ref: str, *, note: str | None = None, reason: str | None = None):
         """A value from the maker's document ``ref`` (a key of the document's ``documents``)."""
         return cls.of(value, "datasheet", ref=ref, note=note, reason=reason)
+
+    @classmethod
+    def published(cls, value: Any, ref: str, *, note: str | None = None, reason: str | None = None):
+        """A value measured by others on another card of the model, from the published result ``ref``."""
+        return cls.of(value, "published", ref=ref, note=note, reason=reason)
 
     @classmethod
     def spec(cls, value: Any, ref: str, *, note: str | None = None):
