@@ -41,7 +41,7 @@ def test_a_folder_is_created_and_the_file_named_after_the_profile(tmp_path):
     written = folder / "rtx4090.yaml"
     assert out.stdout.strip() == f"wrote {written} (aiconfigurator, from the datasheet profile rtx4090)"
     spec = yaml.safe_load(written.read_text())
-    assert spec["gpu"]["mem_bw"] == 1.008e12 and spec["gpu"]["float16_tc_flops"] == 165.2e12
+    assert spec["gpu"]["mem_bw"] == 1.008e12 and spec["gpu"]["bfloat16_tc_flops"] == 165.2e12
     assert written.read_text().startswith("# aiconfigurator system file exported by gpucal")
     assert [p.name for p in folder.iterdir()] == ["rtx4090.yaml"]
 
@@ -88,11 +88,15 @@ def test_bad_input_is_one_line_naming_the_flag_file_or_field(tmp_path):
     one_line_error(run_gpucal("profiles", "export", "h100-sxm"), "the following arguments are required: --format")
     one_line_error(run_gpucal("profiles", "export", "h100sxm", "--format", "llm-analysis"),
                    "NAME: unknown profile 'h100sxm'; did you mean h100-sxm")
-    one_line_error(run_gpucal("profiles", "export", "seed-rtx4090", "--format", "llm-analysis"),
-                   "gpucal profiles: error: article/seed-rtx4090.json: devices[0].dense_flops.fp16_fp32acc: missing; "
-                   "needed by llm-analysis (peak_fp16_TFLOPS)")
+    one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "llm-analysis", "--flops-mode", "fp4"),
+                   "gpucal profiles: error: --flops-mode: datasheet/h100-sxm.json has no known FLOP/s entry 'fp4'")
+    one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "llm-analysis", "--gpus-per-node", "8"),
+                   "--gpus-per-node: only with --format aiconfigurator")
+    one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "aiconfigurator", "--gpus-per-node", "0"),
+                   "--gpus-per-node")
     data = json.loads(FIXTURE.read_text())
-    data["devices"][0]["dense_flops"].pop("bf16_fp32acc")
+    data["devices"][0]["dense_flops"].pop("bf16_fp32acc")  # with no fp16 rate either: nothing to export
+    data["devices"][0]["dense_flops"].pop("fp16_fp32acc")
     no_bf16 = tmp_path / "no-bf16.json"
     no_bf16.write_text(json.dumps(data))
     one_line_error(run_gpucal("profiles", "export", str(no_bf16), "--format", "aiconfigurator", "-o", str(tmp_path)),
@@ -100,7 +104,7 @@ def test_bad_input_is_one_line_naming_the_flag_file_or_field(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-bf16.json"]  # nothing written
     one_line_error(run_gpucal("profiles", "export", str(tmp_path / "none.json"), "--format", "llm-analysis"),
                    "cannot read")
-    one_line_error(run_gpucal("profiles", "export", str(no_bf16), "--format", "llm-analysis", "-o", str(no_bf16)),
+    one_line_error(run_gpucal("profiles", "export", str(FIXTURE), "--format", "llm-analysis", "-o", str(no_bf16)),
                    f"-o: {no_bf16}: not a folder")
 
 
@@ -119,7 +123,7 @@ def test_the_doc_maps_every_exported_key():
     for key in ex.LLM_ANALYSIS_KEYS:
         assert f"| `{key}` |" in DOC, key
     spec = ex.to_aiconfigurator(profile.load_builtin("profile", "h100-sxm"))
-    for section in ("gpu", "node"):
+    for section in ("gpu", "node", "misc"):
         for key in spec[section]:
             assert f"| `{section}.{key}` |" in DOC, f"{section}.{key}"
     assert "| `data_dir` |" in DOC

@@ -139,19 +139,39 @@ def _aiconfigurator_spec(doc, **kwargs):
 
 def test_aiconfigurator_datasheet_profile():
     spec = _aiconfigurator_spec(builtin("h100-sxm"))
-    assert list(spec) == ["data_dir", "gpu", "node", "gpucal"] and spec["data_dir"] == "data/h100-sxm"
+    assert list(spec) == ["data_dir", "gpu", "node", "misc", "gpucal"] and spec["data_dir"] == "data/h100-sxm"
     gpu, node = spec["gpu"], spec["node"]
     assert gpu["mem_bw"] == 3.35e12 and gpu["mem_bw_empirical_scaling_factor"] == 1.0
     assert gpu["mem_empirical_constant_latency"] == 3e-6
     assert gpu["mem_capacity"] == 80 * GiB and type(gpu["mem_capacity"]) is int
-    assert gpu["float16_tc_flops"] == 989.4e12 and gpu["bfloat16_tc_flops"] == 989.4e12
+    # aiconfigurator 0.12.0 reads bfloat16_tc_flops for fp16 and bf16 alike, float16_tc_flops nowhere
+    assert "float16_tc_flops" not in gpu and gpu["bfloat16_tc_flops"] == 989.4e12
     assert gpu["int8_tc_flops"] == 1978.9e12 and gpu["fp8_tc_flops"] == 1978.9e12 and gpu["sm_version"] == 90
-    assert node == {"num_gpus_per_node": 1, "inter_node_bw": 25e9, "intra_node_bw": 450e9,
+    # one card of a datasheet: the 8-card server aiconfigurator's own files describe, so TP 8 stays in the node
+    assert node == {"num_gpus_per_node": 8, "inter_node_bw": 25e9, "intra_node_bw": 450e9,
                     "pcie_bw": pytest.approx(32e9 * 16 * 128 / 130 / 8, **EXACT), "p2p_latency": 3e-6}
     about = spec["gpucal"]
     assert about["profile"] == "h100-sxm" and about["source"] == "datasheet" and about["created"] == "2026-11-28"
-    assert about["sources"]["gpu.float16_tc_flops"] == "devices[0].dense_flops.fp16_fp32acc: datasheet (hopper-whitepaper)"
-    assert set(about["sources"]) >= {f"gpu.{k}" for k in gpu} | {f"node.{k}" for k in node}
+    assert about["sources"]["gpu.bfloat16_tc_flops"] == "devices[0].dense_flops.bf16_fp32acc: datasheet (hopper-whitepaper)"
+    assert set(about["sources"]) >= {f"gpu.{k}" for k in gpu} | {f"node.{k}" for k in node} | {
+        f"misc.{k}" for k in spec["misc"]}
+    # aiconfigurator's memory model reads misc in every mode: nccl_mem per TP size, other_mem, nccl_version
+    assert spec["misc"] == {"nccl_mem": ex.AIC_NCCL_MEM_BYTES, "other_mem": ex.AIC_OTHER_MEM_BYTES,
+                            "nccl_version": ex.AIC_NCCL_VERSION}
+    assert about["sources"]["misc.nccl_mem"].startswith("estimate") and "SOL" in about["not_measured"]
+
+
+def test_aiconfigurator_node_size_flops_mode_and_fp8_from_the_datasheet():
+    doc = builtin("h100-sxm")
+    assert _aiconfigurator_spec(doc, gpus_per_node=4)["node"]["num_gpus_per_node"] == 4
+    sparse = ex.to_aiconfigurator(doc, flops_mode="sparse:bf16_fp32acc")["gpu"]["bfloat16_tc_flops"]
+    assert sparse == 1979e12
+    article = ex.to_aiconfigurator(builtin("seed-rtx4090"))  # no bf16 entry: its fp16 rate, said so
+    assert article["gpu"]["bfloat16_tc_flops"] == 330e12
+    assert "no bf16 rate" in article["gpucal"]["sources"]["gpu.bfloat16_tc_flops"]
+    measured = ex.to_aiconfigurator(fixture())  # a calibrated card without an fp8 figure: its datasheet's
+    assert measured["gpu"]["fp8_tc_flops"] == 330.3e12
+    assert "not measured" in measured["gpucal"]["sources"]["gpu.fp8_tc_flops"]
 
 
 def test_aiconfigurator_no_fp8_key_where_the_card_has_none():
@@ -167,8 +187,8 @@ def test_aiconfigurator_measured_profile_scales_the_datasheet_and_uses_the_measu
     assert gpu["mem_bw"] == 1.008e12  # the rtx4090 datasheet profile's rate
     assert gpu["mem_bw_empirical_scaling_factor"] == pytest.approx(measured_Bps / 1.008e12, rel=1e-11)
     assert gpu["mem_bw"] * gpu["mem_bw_empirical_scaling_factor"] == pytest.approx(measured_Bps, rel=1e-11)
-    assert gpu["float16_tc_flops"] == 165.1e12 and gpu["bfloat16_tc_flops"] == 165.2e12
-    assert "fp8_tc_flops" not in gpu and gpu["sm_version"] == 89
+    assert "float16_tc_flops" not in gpu and gpu["bfloat16_tc_flops"] == 165.2e12
+    assert gpu["fp8_tc_flops"] == 330.3e12 and gpu["sm_version"] == 89  # the datasheet's: not measured
     # a PCIe box without P2P: the measured host-staged link, never an NVLink figure
     assert node == {"num_gpus_per_node": 2, "inter_node_bw": 25e9, "intra_node_bw": 26.15e9,
                     "pcie_bw": 26.15e9, "p2p_latency": 20e-6}
@@ -200,9 +220,14 @@ def test_link_and_net_overrides_and_network_entries():
 
 
 def test_refuses_a_missing_or_null_flops_entry_naming_the_field():
+    # the article's card names its fp16 rate (plan_flops_mode: fp16_fp16acc), as gpucal plan uses it
+    assert ex.to_llm_analysis(builtin("seed-rtx4090"))["peak_fp16_TFLOPS"] == 330.0
+
+    def no_fp16(d):
+        d["devices"][0]["dense_flops"].pop("fp16_fp32acc")
     with pytest.raises(InputError) as err:
-        ex.to_llm_analysis(builtin("seed-rtx4090"))
-    assert str(err.value) == ("article/seed-rtx4090.json: devices[0].dense_flops.fp16_fp32acc: missing; "
+        ex.to_llm_analysis(edited("h100-sxm", no_fp16, origin="h100-nofp16.json"))
+    assert str(err.value) == ("h100-nofp16.json: devices[0].dense_flops.fp16_fp32acc: missing; "
                               "needed by llm-analysis (peak_fp16_TFLOPS)")
 
     def no_bf16(d):

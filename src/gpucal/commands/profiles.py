@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpucal import profiles, render
-from gpucal.commands.options import nonempty
+from gpucal import limits, profiles, render
+from gpucal.commands.options import int_in, nonempty
 from gpucal.errors import InputError, ProfileError
 from gpucal.plan.models import PRESETS
 from gpucal.profiles import export as exporters
@@ -49,6 +49,11 @@ def add_arguments(p) -> None:
                      help="link between cards (default: the profile's measured link, else its plan_defaults.link)")
     exp.add_argument("--net", metavar="NAME|FILE|alpha=..,beta=..", type=nonempty,
                      help=f"link between hosts (default: the profile's network entry, else {exporters.DEFAULT_NET})")
+    exp.add_argument("--gpus-per-node", type=int_in(1, limits.MAX_DEVICES), metavar="N",
+                     help="aiconfigurator: GPUs per node (default: the profile's devices; 8 for a datasheet profile)")
+    exp.add_argument("--flops-mode", type=nonempty, metavar="MODE",
+                     help="the FLOP/s entry exported, as gpucal plan --flops-mode (default: the profile's "
+                          "plan_flops_mode, else fp16_fp32acc / bf16_fp32acc)")
     exp.add_argument("--json", action="store_true", help="print a JSON object describing the export")
     exp.set_defaults(run=run_export)
 
@@ -237,7 +242,17 @@ def run_export(args) -> int:
     doc = _load_profile(args.name)
     link = resolve_link(args.link, "--link") if args.link else None
     net = resolve_link(args.net, "--net") if args.net else None
-    result = exporters.export(doc, args.format, link=link, net=net)
+    if args.gpus_per_node is not None and args.format != "aiconfigurator":
+        raise InputError("--gpus-per-node: only with --format aiconfigurator (llm-analysis has no node size)")
+    if args.flops_mode is not None:
+        device = doc.profile.devices[0]
+        entry = device.flops(args.flops_mode)
+        if entry is None or not entry.known:
+            have = ", ".join(sorted(device.dense_flops)) or "none"
+            raise InputError(f"--flops-mode: {doc.origin} has no known FLOP/s entry {args.flops_mode!r} "
+                             f"(dense entries: {have})")
+    result = exporters.export(doc, args.format, link=link, net=net, gpus_per_node=args.gpus_per_node,
+                              flops_mode=args.flops_mode)
     text = result.text
     path = None
     if args.output_dir is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from gpucal.profiles.names import profile_reference
 from gpucal.profiles.queries import (
     DEFAULT_FLOPS_MODE,
     LinkChoice,
+    plan_flops_mode,
     planner_link,
     profile_link,
     profile_network,
@@ -55,9 +57,15 @@ LLM_ANALYSIS_KEYS = ("name", "mem_per_GPU_in_GB", "hbm_bandwidth_in_GB_per_sec",
 DEFAULT_NET = "ib200g"  # the link preset used between hosts when neither --net nor network[] gives one
 # aiconfigurator's memory-op constant (its shipped files' 3 us); gpucal does not measure one.
 MEM_CONSTANT_LATENCY_S = 3e-6
+# aiconfigurator's memory model reads misc (a KeyError in every mode without it); gpucal measures none of these:
+# the values of aiconfigurator 0.12.0's own files (systems/h200_sxm.yaml, l40s.yaml), marked estimates.
+AIC_NCCL_MEM_BYTES = {1: 0, 2: 358612992, 4: 411041792, 8: 411041792}
+AIC_OTHER_MEM_BYTES = 3758096384
+AIC_NCCL_VERSION = "2.27.3"  # the version most of aiconfigurator 0.12.0's system files name
+# GPUs per node of a datasheet profile (one card): the 8-card server every aiconfigurator 0.12.0 file describes
+# (HGX boards and 8-card PCIe servers alike); --gpus-per-node overrides it.
+DATASHEET_GPUS_PER_NODE = 8
 _DIGITS = 12
-_FP16_MODE = DEFAULT_FLOPS_MODE["fp16"]
-_BF16_MODE = DEFAULT_FLOPS_MODE["bf16"]
 _FP8_MODE = DEFAULT_FLOPS_MODE["fp8"]
 
 
@@ -145,6 +153,11 @@ class _Reader:
     def flops(self, mode: str, key: str) -> float:
         return self.quantity(f"devices[0].dense_flops.{mode}", self.device.dense_flops.get(mode), key)
 
+    def flops_entry(self, mode: str, key: str) -> float:
+        """The FLOP/s entry ``mode`` (``sparse:`` names a 2:4-sparse one), as ``flops``."""
+        where = f"devices[0].{'sparse' if mode.startswith('sparse:') else 'dense'}_flops.{mode.removeprefix('sparse:')}"
+        return self.quantity(where, self.device.flops(mode), key)
+
     def compute_capability(self) -> tuple[tuple[int, int] | None, str]:
         """The card's compute capability, from the profile or else the datasheet profile of its name."""
         device, where = self.device, "devices[0].compute_capability"
@@ -202,13 +215,14 @@ class _Reader:
         return preset.spec.beta_Bps
 
 
-def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
+def _llm_analysis(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None,
+                  flops_mode: str | None = None) -> tuple[dict, dict]:
     r = _Reader(doc, "llm-analysis")
     device = r.device
     memory_bytes = r.quantity("devices[0].memory_bytes", device.memory_bytes, "mem_per_GPU_in_GB")
     memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.memory_bandwidth_Bps,
                             "hbm_bandwidth_in_GB_per_sec")
-    fp16 = r.flops(_FP16_MODE, "peak_fp16_TFLOPS")
+    fp16 = r.flops_entry(flops_mode or plan_flops_mode(device, "fp16"), "peak_fp16_TFLOPS")
     chosen = r.link(link, ("intra_node_bandwidth_in_GB_per_sec", "intra_node_min_message_latency"))
     int8, int4 = r.int_rates("peak_i8_TFLOPS", "peak_i4_TFLOPS")
     net_Bps = r.network_Bps(net, "inter_node_bandwidth_in_GB_per_sec")
@@ -246,7 +260,66 @@ def _pcie_Bps(r: _Reader, key: str) -> float:
     return pcie_Bps(int(generation), int(width))
 
 
-def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None) -> tuple[dict, dict]:
+def _tc_flops(r: _Reader, dtype: str, flops_mode: str | None, key: str) -> float:
+    """The tensor-core rate aiconfigurator uses for ``dtype`` weights: ``flops_mode`` (--flops-mode), else the
+    profile's ``plan_flops_mode`` for the dtype, else gpucal's default mode; for bf16 on a card whose profile has
+    no bf16 entry (the article's cards), its fp16 rate, said so."""
+    mode = flops_mode or plan_flops_mode(r.device, dtype)
+    entry = r.device.flops(mode)
+    if entry is None and dtype == "bf16" and flops_mode is None:
+        fp16 = plan_flops_mode(r.device, "fp16")
+        if r.device.flops(fp16) is not None:
+            value = r.flops_entry(fp16, key)
+            r.sources[key] += " (the profile has no bf16 rate: its fp16 one)"
+            return value
+    return r.flops_entry(mode, key)
+
+
+def _fp8_flops(r: _Reader, key: str) -> float | None:
+    """fp8: the profile's; else, for a calibrated profile, its card's datasheet rate (said so); else none (the
+    card has no fp8, as aiconfigurator reads a missing key)."""
+    entry = r.device.dense_flops.get(_FP8_MODE)
+    if entry is not None and entry.known:
+        return r.flops(_FP8_MODE, key)
+    sheet = profiles.datasheet_for(r.device.name)
+    sheet_entry = sheet.profile.devices[0].dense_flops.get(_FP8_MODE) if sheet is not None else None
+    if sheet_entry is not None and sheet_entry.known and sheet.name != r.doc.name:
+        r.sources[key] = (f"datasheet profile {sheet.name}: devices[0].dense_flops.{_FP8_MODE} "
+                          f"({sheet_entry.cited}); not measured here")
+        return float(sheet_entry.value)
+    r.sources[key] = "left out: the card has no fp8 rate (aiconfigurator reads a missing key as no fp8)"
+    return None
+
+
+def _nccl_version(profile: Profile) -> tuple[str, str]:
+    for entry in profile.collectives or []:
+        library = entry.library or ""
+        found = re.search(r"NCCL\D*(\d+\.\d+(?:\.\d+)?)", library)
+        if found:
+            return found[1], f"collectives[]: {library}"
+    return AIC_NCCL_VERSION, f"estimate: the version most of aiconfigurator 0.12.0's files name ({AIC_NCCL_VERSION})"
+
+
+def _gpus_per_node(r: _Reader, gpus_per_node: int | None) -> int:
+    key = "node.num_gpus_per_node"
+    if gpus_per_node is not None:
+        r.sources[key] = "--gpus-per-node"
+        return gpus_per_node
+    if r.profile.cards_per_host is not None:
+        r.sources[key] = "cluster profile: the smallest host's cards (cluster.hosts[].devices)"
+        return r.profile.cards_per_host
+    if r.profile.source in ("measured", "simulated"):
+        entries = len(r.profile.devices)
+        r.sources[key] = f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
+        return r.profile.device_count
+    kind = r.device.peer_link.kind if r.device.peer_link is not None else "none"
+    r.sources[key] = (f"default for a {r.profile.source} profile ({kind} between cards): a server of "
+                      f"{DATASHEET_GPUS_PER_NODE}, as aiconfigurator's own files (give --gpus-per-node)")
+    return DATASHEET_GPUS_PER_NODE
+
+
+def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None,
+                    gpus_per_node: int | None = None, flops_mode: str | None = None) -> tuple[dict, dict]:
     r = _Reader(doc, "aiconfigurator")
     device, source = r.device, r.profile.source
     memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.memory_bandwidth_Bps, "gpu.mem_bw")
@@ -269,28 +342,21 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
         "mem_bw_empirical_scaling_factor": _round(factor),
         "mem_empirical_constant_latency": MEM_CONSTANT_LATENCY_S,
         "mem_capacity": int(r.quantity("devices[0].memory_bytes", device.memory_bytes, "gpu.mem_capacity")),
-        "float16_tc_flops": _round(r.flops(_FP16_MODE, "gpu.float16_tc_flops")),
-        "bfloat16_tc_flops": _round(r.flops(_BF16_MODE, "gpu.bfloat16_tc_flops")),
+        # aiconfigurator 0.12.0 reads bfloat16_tc_flops for fp16 and bf16 GEMMs alike (float16_tc_flops nowhere)
+        "bfloat16_tc_flops": _round(_tc_flops(r, "bf16", flops_mode, "gpu.bfloat16_tc_flops")),
     }
     r.sources["gpu.mem_empirical_constant_latency"] = "estimate: aiconfigurator's own files' 3 us; gpucal does not measure it"
     int8, _ = r.int_rates("gpu.int8_tc_flops", None)
     gpu["int8_tc_flops"] = _round(int8)
-    fp8 = _value(device.dense_flops.get(_FP8_MODE))
+    fp8 = _fp8_flops(r, "gpu.fp8_tc_flops")
     if fp8:
-        gpu["fp8_tc_flops"] = _round(r.flops(_FP8_MODE, "gpu.fp8_tc_flops"))
+        gpu["fp8_tc_flops"] = _round(fp8)
     cc, cc_source = r.compute_capability()
     if cc is not None:
         gpu["sm_version"] = cc[0] * 10 + cc[1]
         r.sources["gpu.sm_version"] = f"compute capability {cc_source}"
     chosen = r.link(link, ("node.intra_node_bw", "node.p2p_latency"))
-    per_node = r.profile.cards_per_host
-    if per_node is not None:
-        r.sources["node.num_gpus_per_node"] = "cluster profile: the smallest host's cards (cluster.hosts[].devices)"
-    else:
-        per_node = r.profile.device_count
-        entries = len(r.profile.devices)
-        r.sources["node.num_gpus_per_node"] = \
-            f"the sum of devices[].count over {entries} entr{'y' if entries == 1 else 'ies'}"
+    per_node = _gpus_per_node(r, gpus_per_node)
     node = {
         "num_gpus_per_node": per_node,
         "inter_node_bw": _round(r.network_Bps(net, "node.inter_node_bw")),
@@ -308,7 +374,15 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
         "units": "bytes, B/s (per direction), FLOP/s, seconds",
         "sources": dict(sorted(r.sources.items())),
     }
-    data = {"data_dir": f"data/{doc.name}", "gpu": gpu, "node": node, "gpucal": provenance}
+    version, version_source = _nccl_version(r.profile)
+    misc = {"nccl_mem": dict(AIC_NCCL_MEM_BYTES), "other_mem": AIC_OTHER_MEM_BYTES, "nccl_version": version}
+    r.sources["misc.nccl_mem"] = "estimate: aiconfigurator 0.12.0's own files' values (gpucal does not measure it)"
+    r.sources["misc.other_mem"] = "estimate: aiconfigurator 0.12.0's own files' value (gpucal does not measure it)"
+    r.sources["misc.nccl_version"] = version_source
+    provenance["sources"] = dict(sorted(r.sources.items()))
+    provenance["not_measured"] = ("aiconfigurator's per-operation performance tables (its SILICON, EMPIRICAL and "
+                                  "HYBRID modes) are not written: SOL mode only (docs/exports.md)")
+    data = {"data_dir": f"data/{doc.name}", "gpu": gpu, "node": node, "misc": misc, "gpucal": provenance}
     return data, r.sources
 
 
@@ -331,14 +405,17 @@ class Export:
 
 
 def export(doc: profiles.Document, fmt: str, *, link: LinkChoice | None = None,
-           net: LinkChoice | None = None) -> Export:
+           net: LinkChoice | None = None, gpus_per_node: int | None = None, flops_mode: str | None = None) -> Export:
     """Profile ``doc`` in format ``fmt`` (a key of ``FORMATS``); ``link`` and ``net`` override the link
-    between cards and between hosts. Raises ``InputError`` naming the field a format needs and lacks."""
+    between cards and between hosts, ``gpus_per_node`` aiconfigurator's node size, ``flops_mode`` the FLOP/s entry
+    (as ``gpucal plan --flops-mode``). Raises ``InputError`` naming the field a format needs and lacks."""
     _check_format(fmt)
     if doc.kind != "profile":
         raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.model.schema_}), not a hardware profile")
-    build = _llm_analysis if fmt == "llm-analysis" else _aiconfigurator
-    data, sources = build(doc, link, net)
+    if fmt == "llm-analysis":
+        data, sources = _llm_analysis(doc, link, net, flops_mode)
+    else:
+        data, sources = _aiconfigurator(doc, link, net, gpus_per_node, flops_mode)
     return Export(format=fmt, profile=doc.name, data=data, sources=dict(sorted(sources.items())))
 
 
@@ -348,10 +425,11 @@ def to_llm_analysis(doc: profiles.Document, *, link: LinkChoice | None = None, n
 
 
 def to_aiconfigurator(doc: profiles.Document, *, link: LinkChoice | None = None,
-                      net: LinkChoice | None = None) -> dict:
-    """aiconfigurator's system file (``systems/<name>.yaml``): ``data_dir``, ``gpu``, ``node``, and
+                      net: LinkChoice | None = None, gpus_per_node: int | None = None,
+                      flops_mode: str | None = None) -> dict:
+    """aiconfigurator's system file (``systems/<name>.yaml``): ``data_dir``, ``gpu``, ``node``, ``misc``, and
     gpucal's provenance under ``gpucal`` (its loader ignores keys it does not read)."""
-    return export(doc, "aiconfigurator", link=link, net=net).data
+    return export(doc, "aiconfigurator", link=link, net=net, gpus_per_node=gpus_per_node, flops_mode=flops_mode).data
 
 
 def dumps(fmt: str, data: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "flops_quantity",
     "gpu_of",
     "link_of_document",
+    "plan_flops_mode",
     "planner_link",
     "cards_per_host",
     "decode_inputs",
