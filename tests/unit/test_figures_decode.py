@@ -17,7 +17,7 @@ from gpucal.figures.common import BYTES_PER_GB, PlotSkipped
 from gpucal.figures.decode import allreduce_entries, allreduce_figure, decode_gemm_figure
 from gpucal.figures.files import write_plots
 from gpucal.profiles.model import validate
-from gpucal.profiles.queries import decode_terms
+from gpucal.profiles.decode_queries import decode_terms
 
 pytest.importorskip("matplotlib")
 

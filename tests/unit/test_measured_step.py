@@ -1,6 +1,6 @@
 """The measured step (``gpucal.plan.measured``): each kernel priced as the virtual machine prices the decode-layer
 probe's kernels of the same shard, the graphs and eager compositions, the stages of a pipeline, the fallbacks
-to the ideal terms; the profile's figures read into it (``gpucal.profiles.queries.decode_inputs``), the
+to the ideal terms; the profile's figures read into it (``gpucal.profiles.decode_queries.decode_inputs``), the
 published figures of the datasheet profiles included; and ``gpucal plan`` showing both steps."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gpucal.plan.step import evaluate
 from gpucal.probes.decode_layer import LayerShape, build_layer
 from gpucal.profiles import Document, load_builtin
 from gpucal.profiles.model import Profile, RateQuantity
-from gpucal.profiles.queries import decode_inputs, decode_terms, has_decode_terms
+from gpucal.profiles.decode_queries import decode_inputs, decode_terms, has_decode_terms
 
 CURVE = GemmCurve("bf16", (GemmRow(1, 5e-6, 0.9e12), GemmRow(4, 5.3e-6, 0.88e12), GemmRow(16, 6e-6, 0.8e12),
                            GemmRow(64, 8e-6, 0.55e12)))

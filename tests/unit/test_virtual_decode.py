@@ -17,7 +17,7 @@ from gpucal.plan.decode import AttentionFit, GemmCurve, GemmRow, LaunchCosts, at
 from gpucal.plan.equations import ring_collective_time_s
 from gpucal.profiles import load_builtin
 from gpucal.profiles.model import Profile
-from gpucal.profiles.queries import DecodeModel, decode_terms, host_allreduce
+from gpucal.profiles.decode_queries import DecodeModel, decode_terms, host_allreduce
 
 from gpucal.errors import GpucalError, InputError
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from gpucal.calibrate.verdict import pcie_load_of
 from gpucal.profiles import datasheet_for
 from gpucal.profiles.model import Device, HostLink, Profile, Quantity
-from gpucal.profiles.queries import decode_terms
+from gpucal.profiles.decode_queries import decode_terms
 from gpucal.standards import PCIE_GT_S, pcie_Bps
 from gpucal.units import size_label
 

@@ -20,7 +20,8 @@ from gpucal import profiles
 from gpucal.figures.common import (BYTES_PER_GB, bounded_legend, canvas_figure, fit_curves, fit_label, lacks,
                                    title)
 from gpucal.profiles.model import CollectiveEntry, Device
-from gpucal.profiles.queries import DTYPES, decode_terms
+from gpucal.profiles.decode_queries import decode_terms
+from gpucal.profiles.queries import DTYPES
 from gpucal.units import format_rate, size_label
 
 __all__ = ["DECODE_GEMM_BATCHES", "decode_gemm_device", "decode_gemm_series", "allreduce_entries",

@@ -18,7 +18,8 @@ from gpucal.figures.common import PlotSkipped, canvas_figure, title
 from gpucal.plan import Layout, evaluate, valid_tp
 from gpucal.plan.measured import measured_step
 from gpucal.plan.spec import NO_LINK, GpuSpec
-from gpucal.profiles.queries import DTYPES, decode_inputs, gpu_of, has_decode_terms, planner_link, resolve_model
+from gpucal.profiles.decode_queries import decode_inputs, has_decode_terms
+from gpucal.profiles.queries import DTYPES, gpu_of, planner_link, resolve_model
 
 __all__ = ["PLAN_BATCHES", "PLAN_STRATEGIES", "PlanCurves", "plan_curves", "plan_figure"]
 

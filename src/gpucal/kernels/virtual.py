@@ -28,7 +28,7 @@ bandwidth β):
   once). The launch costs are the profile's ``devices[0].decode.launch``, else the machine's assumptions
   (``EAGER_LAUNCH_S``, ``GRAPH_NODE_S``, ``SYNC_S`` in ``kernels/virtual_machine.py``);
 - an all-reduce over devices of this process (S bytes a device): alpha + S/beta of the profile's one-host
-  all-reduce over as many ranks (``profiles.queries.host_allreduce``; its ``graphs`` entry for a captured
+  all-reduce over as many ranks (``profiles.decode_queries.host_allreduce``; its ``graphs`` entry for a captured
   one), else the ring model (``plan.equations.ring_collective_time_s``) over the slowest link between the
   devices, as the virtual collectives price it; with a ``p2p=`` fault the links changed, so always the ring.
 Where the profile has measured α/β (``host_link.h2d``/``d2h``) they are used; otherwise β is the PCIe

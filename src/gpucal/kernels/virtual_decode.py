@@ -17,7 +17,7 @@ from gpucal.kernels.base import decode_gemm_mode
 from gpucal.kernels.dtypes import from_bf16_bits, to_storage
 from gpucal.plan.decode import attention_kv_bytes, kernel_time_s, repeated_time_s
 from gpucal.plan.equations import ring_collective_time_s
-from gpucal.profiles.queries import host_allreduce
+from gpucal.profiles.decode_queries import host_allreduce
 
 __all__ = ["VirtualLaunch", "VirtualDecode", "launches_of"]
 

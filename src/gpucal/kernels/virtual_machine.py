@@ -3,7 +3,7 @@ copy path (latency α, pipelined latency α_p, bandwidth β). Its ``virtual:`` s
 ``kernels/virtual_spec.py``.
 
 Each device also holds its decode-step figures (``DecodeModel``: the profile's ``devices[0].decode`` read by
-``gpucal.profiles.queries.decode_terms``) and its launch costs: the profile's where it has them, else
+``gpucal.profiles.decode_queries.decode_terms``) and its launch costs: the profile's where it has them, else
 ``EAGER_LAUNCH_S``, ``GRAPH_NODE_S`` and ``SYNC_S``, the virtual machine's assumptions (not measurements).
 
 See ``kernels/virtual.py`` (the backend) and docs/links.md (the model's numbers and where they come from).
@@ -21,7 +21,7 @@ from gpucal.kernels.virtual_spec import NUMA_MODES, P2P_MODES, Faults, parse_spe
 from gpucal.plan.decode import LaunchCosts
 from gpucal.profiles.model import LinkEntry, PeerLink, Profile, Quantity
 from gpucal.profiles.model.errors import describe
-from gpucal.profiles.queries import DecodeModel, decode_terms
+from gpucal.profiles.decode_queries import DecodeModel, decode_terms
 from gpucal.standards import PCIE_GT_S, pcie_Bps
 
 __all__ = ["VirtualMachine", "VirtualDevice", "PeerModel", "PathModel", "Faults", "parse_spec", "path_model",

@@ -1,6 +1,6 @@
 """The measured step: one decode step of a model on a layout of cards with every term as the decode really pays
 it, from figures measured on the card (or published for its model). Pure: numbers in, numbers out; the caller
-reads the figures from a profile (``gpucal.profiles.queries.decode_inputs``).
+reads the figures from a profile (``gpucal.profiles.decode_queries.decode_inputs``).
 
 The step runs what a server runs for one token of B sequences, on the card's shard at TP size tp (H/tp query
 heads, max(1, H_kv/tp) KV heads, F/tp of the FFN, V/tp of the vocabulary), as the decode-layer probe
@@ -44,11 +44,8 @@ from gpucal.plan.spec import GpuSpec, LinkSpec, check_positive
 from gpucal.plan.step import Step, evaluate
 
 __all__ = ["DecodeInputs", "Shard", "Kernel", "MeasuredStep", "shard_of", "layer_kernels", "step_kernels",
-           "measured_step", "TERMS"]
+           "measured_step"]
 
-# The measured step's terms, in the order the plan shows them (each in seconds, over the whole step).
-TERMS = ("gemm_time_s", "lm_head_time_s", "attention_time_s", "elementwise_time_s", "launch_time_s",
-         "sync_time_s", "tp_comm_time_s", "pp_comm_time_s")
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,7 @@ def step_kernels(shard: Shard, batch: int, layers: list[int], kv_layer_bytes: fl
 class MeasuredStep:
     """The measured step: ``step`` has the article's step's fields (the roofline's memory and compute terms and
     the memory per card as there; latency, throughput and communication as measured); ``terms`` the step's parts
-    (``TERMS``, seconds over the step), its counts, and ``layer_time_s``, one decoder layer among layers (as
+    (each term in seconds over the step), its counts, and ``layer_time_s``, one decoder layer among layers (as
     ``gpucal probe decode`` times one: its kernels' sum in a graph, max(n·eager_s, the sum) eagerly); ``sources`` and ``fallbacks`` say where each figure came
     from and which terms fell back to the ideal."""
 

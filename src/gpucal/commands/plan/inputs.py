@@ -11,10 +11,10 @@ from gpucal.errors import InputError
 from gpucal.plan import evaluate
 from gpucal.plan.measured import MeasuredStep, measured_step
 from gpucal.plan.spec import NO_LINK
+from gpucal.profiles.decode_queries import decode_inputs
 from gpucal.profiles.queries import (
     DTYPES,
     LinkChoice,
-    decode_inputs,
     planner_link,
     profile_network,
     resolve_gpu,

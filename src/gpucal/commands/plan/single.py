@@ -10,7 +10,8 @@ from gpucal.commands.plan.inputs import (PLAN_FORMAT, chosen_row, flag_error, in
 from gpucal.errors import InputError
 from gpucal.plan import Layout, LinkSpec, max_batch_for_target, nics_needed, required_beta_for_target
 from gpucal.plan.sweep import valid_tp
-from gpucal.profiles.queries import has_decode_terms, profile_collective
+from gpucal.profiles.decode_queries import has_decode_terms
+from gpucal.profiles.queries import profile_collective
 
 __all__ = ["build_plan"]
 

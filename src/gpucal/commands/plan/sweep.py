@@ -15,7 +15,7 @@ from gpucal.errors import InputError
 from gpucal.plan import sweep
 from gpucal.plan.measured import measured_step
 from gpucal.plan.spec import NO_LINK
-from gpucal.profiles.queries import has_decode_terms
+from gpucal.profiles.decode_queries import has_decode_terms
 from gpucal.units import format_time
 
 __all__ = ["build_sweep", "show_sweep", "sweep_ranges", "MAX_TABLE_ROWS"]

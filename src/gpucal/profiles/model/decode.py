@@ -1,6 +1,6 @@
 """What one decode step pays on a device, as measured: the decode-GEMM curve per dtype, decode attention per
 dtype and the host's fixed costs per kernel and per step (``devices[].decode``). ``gpucal.plan.decode``
-prices a step from them; ``gpucal.profiles.queries.decode_terms`` reads them into its types.
+prices a step from them; ``gpucal.profiles.decode_queries.decode_terms`` reads them into its types.
 """
 
 from __future__ import annotations
