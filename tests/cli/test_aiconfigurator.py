@@ -82,3 +82,69 @@ def test_a_calibrated_profiles_export_runs_in_aiconfigurator(tmp_path):
     plan = _plan(FIXTURE, 1, 8)
     assert tpot == pytest.approx(_streaming_s(plan), rel=0.03), (tpot, plan)
     assert _streaming_s(_plan(FIXTURE, 2, 8)) < _estimate(systems, name, 2, 8) < _plan(FIXTURE, 2, 8)["token_latency_s"]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> Path:
+    """A simulated two-H200 box calibrated as a user would: decode GEMMs, attention, the one-host all-reduce."""
+    path = tmp_path_factory.mktemp("cal") / "h200x2.json"
+    done = run_gpucal("calibrate", "--simulate", "h200-sxm:2", "--quick", "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def _silicon(systems: Path, system: str, tp: int, batch: int) -> tuple[float, str]:
+    done = subprocess.run([TOOL, "cli", "estimate", "--systems-paths", str(systems), "--system", system,
+                           "--model-path", "meta-llama/Meta-Llama-3.1-8B", "--database-mode", "SILICON",
+                           "--backend", "trtllm", "--batch-size", str(batch), "--isl", "1024", "--osl", "128",
+                           "--tp-size", str(tp), "--estimate-mode", "static_gen", "--detail", "time"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return float(re.search(r"TPOT:\s+([0-9.]+) ms", done.stdout)[1]) * 1e-3, done.stdout
+
+
+def _measured_plan(profile: Path, tp: int, batch: int) -> dict:
+    done = run_gpucal("plan", "--gpu", str(profile), "--model", "llama-3.1-8b", "--cards", str(tp), "--strategy",
+                      "tp", "--batch", str(batch), "--context", "1088", "--step", "measured", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _slower_gemms(profile: Path, out: Path, factor: float) -> Path:
+    """The same profile with every decode GEMM ``factor`` times slower (points, alpha and beta alike)."""
+    data = json.loads(profile.read_text())
+    for curve in data["devices"][0]["decode"]["gemm"].values():
+        for row in curve["rows"]:
+            row["alpha_s"] *= factor
+            row["beta_Bps"] /= factor
+            row["points"] = [[w, t * factor] for w, t in row["points"]]
+    data["name"] = out.stem
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_silicon_mode_runs_on_a_calibrated_profiles_own_tables_and_agrees_with_the_measured_step(
+        tmp_path, calibrated, tp):
+    """aiconfigurator's SILICON mode on the tables gpucal writes (decode GEMMs, decode attention, the one-host
+    all-reduce) gives the time per output token of gpucal's measured step within 5 %: the two price the same
+    measurements; they differ in the norms and activations (aiconfigurator: bytes over mem_bw plus its 3 us
+    constant; gpucal: a graph node plus bytes over the stream rate) and the context (its KV length per step; gpucal's
+    mean). The GEMM rows are read, not its speed of light: GEMMs made twice as slow move both alike."""
+    systems = _export(tmp_path, str(calibrated))
+    assert sorted(p.name for p in (systems / "data" / "h200x2").rglob("*.parquet")) == [
+        "custom_allreduce_perf.parquet", "gemm_perf.parquet", "generation_attention_perf.parquet"]
+    tpot, detail = _silicon(systems, "h200x2", tp, 8)
+    assert re.search(r"generation_gate_ffn1_gemm .*\[silicon\]", detail) and re.search(
+        r"generation_attention .*\[silicon\]", detail)
+    if tp > 1:
+        assert re.search(r"generation_ar_1 .*\[silicon\]", detail)
+    plan = _measured_plan(calibrated, tp, 8)
+    assert plan["step"] == "measured" and not plan["fallbacks"]
+    assert tpot == pytest.approx(plan["token_latency_s"], rel=0.05), (tpot, plan["token_latency_s"])
+    slow = _slower_gemms(calibrated, tmp_path / "h200x2-slow.json", 2.0)
+    slow_systems = _export(tmp_path / "slow", str(slow))
+    slow_tpot, _ = _silicon(slow_systems, "h200x2-slow", tp, 8)
+    slow_plan = _measured_plan(slow, tp, 8)
+    assert slow_tpot > 1.5 * tpot
+    assert slow_tpot == pytest.approx(slow_plan["token_latency_s"], rel=0.05), (slow_tpot, slow_plan)

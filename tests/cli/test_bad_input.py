@@ -143,6 +143,11 @@ FILES = {
     "hf-str.json": _text(json.dumps({"model_type": "llama", "hidden_size": "4096", "num_hidden_layers": 32,
                                      "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000})),
     "old.json": lambda p: _write(p, b"the user's own file\n"),
+    "nccl.txt": _text("# nThread 1 nGpus 2 minBytes 8 maxBytes 8 step: 2(factor) warmup iters: 5 iters: 20 agg iters: 1"
+                      " validation: 1 graph: 0\n#  Rank  0 Group  0 Pid  1 on box device  0 [0x01] NVIDIA GeForce RTX "
+                      "4090\n#  Rank  1 Group  0 Pid  1 on box device  1 [0x02] NVIDIA GeForce RTX 4090\n#  size count "
+                      "type redop root time algbw busbw #wrong\n  8  2  float  sum  -1  20.0  0.00  0.00  0  20.0  0.00  "
+                      "0.00  0\n  1048576  262144  float  sum  -1  60.0  17.48  17.48  0  60.0  17.48  17.48  0\n"),
     "plots": lambda p: (p.mkdir(), (p / "roofline.png").write_bytes(b"\x89PNG the user's old figure")),
     "zero-link.json": lambda p: os.symlink("/dev/zero", p),
     "gen9.json": lambda p: _write(p, _dumps(_profile(devices__0__host_link__pcie_generation__value=9))),
@@ -382,6 +387,34 @@ CASES += [
 ]
 CASES += _flag_cases("export", EXPORT, "--link", ("", "alpha=nan,beta=1GB/s", "nosuch"), "pcie4-x16",
                      writes=("exp",))
+IMPORT = ("profiles", "import", "nccl.txt", "--from", "nccl-tests", "--op", "all-reduce", "-o", "imp.json")
+# another tool's output, not a document: each bad file is named; one that reads is not that tool's output
+for _name, _named in BAD_DOCUMENTS.items():
+    _named = _name if _name.endswith(".json") and _named in ("memory", "name", "count", "title",
+                                                              "devices[0].name") else _named
+    CASES.append(Case(f"profiles import:{'long-name' if _name == LONG_NAME else _name.replace('/', '_')}",
+                      ("profiles", "import", _name, *IMPORT[3:]), (_named,),
+                      files=(_name,) if _name in _MADE else ()))
+_control(Case("control: profiles import:nccl.txt", IMPORT, (), code=0, files=("nccl.txt",), writes=("imp.json",)))
+CASES += [
+    Case("import --from unknown", ("profiles", "import", "nccl.txt", "--from", "nccltests", "-o", "imp.json"),
+         ("--from", "nccl-tests"), files=("nccl.txt",)),
+    Case("import --from the wrong tool", ("profiles", "import", "nccl.txt", "--from", "nvbandwidth", "-o", "imp.json"),
+         ("nccl.txt", "--from nccl-tests"), files=("nccl.txt",)),
+    Case("import --from twice for one file", (*IMPORT, "--from", "nvbandwidth"), ("--from",), files=("nccl.txt",)),
+    Case("import --op with nvbandwidth", ("profiles", "import", "nccl.txt", "--from", "nvbandwidth", "--op",
+                                          "all-reduce", "-o", "imp.json"), ("--op",), files=("nccl.txt",)),
+    Case("import -o an existing file", (*IMPORT[:-1], "old.json"), ("old.json", "--force"),
+         files=("nccl.txt", "old.json")),
+    Case("import -o a fifo", (*IMPORT[:-1], "fifo.json"), ("fifo.json",), files=("nccl.txt", "fifo.json")),
+    Case("import --card unknown", (*IMPORT, "--card", "rtx4900"), ("rtx4090",), files=("nccl.txt",)),
+    Case("import --card a link", (*IMPORT, "--card", "link.json"), ("link.json",), files=("nccl.txt", "link.json")),
+]
+_control(Case("control: import --card", (*IMPORT, "--card", "rtx4090"), (), code=0, files=("nccl.txt",),
+              writes=("imp.json",)))
+AIC_EXPORT = ("profiles", "export", "rtx4090", "--format", "aiconfigurator", "-o", "exp")
+CASES += _flag_cases("export", AIC_EXPORT, "--gpus-per-node", (*POSITIVE_INT_BAD, "65"), "4", writes=("exp",))
+CASES += _flag_cases("export", AIC_EXPORT, "--nics-per-node", (*POSITIVE_INT_BAD, "65"), "2", writes=("exp",))
 CASES += _flag_cases("plot", PLOT, "--cards", POSITIVE_INT_BAD, "2", writes=("figs",))
 CASES += _flag_cases("plot", PLOT, "--context", INT_BAD, "100", writes=("figs",))
 CASES += _flag_cases("plot", PLOT, "--only", ("", ",", "nosuch"), "roofline", writes=("figs",))

@@ -94,6 +94,10 @@ def test_bad_input_is_one_line_naming_the_flag_file_or_field(tmp_path):
                    "--gpus-per-node: only with --format aiconfigurator")
     one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "aiconfigurator", "--gpus-per-node", "0"),
                    "--gpus-per-node")
+    one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "llm-analysis", "--nics-per-node", "8"),
+                   "--nics-per-node: only with --format aiconfigurator")
+    one_line_error(run_gpucal("profiles", "export", "h100-sxm", "--format", "aiconfigurator", "--nics-per-node", "0"),
+                   "--nics-per-node")
     data = json.loads(FIXTURE.read_text())
     data["devices"][0]["dense_flops"].pop("bf16_fp32acc")  # with no fp16 rate either: nothing to export
     data["devices"][0]["dense_flops"].pop("fp16_fp32acc")

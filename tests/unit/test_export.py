@@ -164,6 +164,12 @@ def test_aiconfigurator_datasheet_profile():
 def test_aiconfigurator_node_size_flops_mode_and_fp8_from_the_datasheet():
     doc = builtin("h100-sxm")
     assert _aiconfigurator_spec(doc, gpus_per_node=4)["node"]["num_gpus_per_node"] == 4
+    # inter_node_bw is per GPU: one NIC's beta times the node's NICs over its GPUs (default: a NIC per GPU)
+    shared = ex.export(doc, "aiconfigurator", gpus_per_node=8, nics_per_node=2)
+    assert shared.data["node"]["inter_node_bw"] == pytest.approx(25e9 * 2 / 8, **EXACT)
+    assert "x 2 NICs / 8 GPUs a node (--nics-per-node)" in shared.sources["node.inter_node_bw"]
+    alone = ex.export(doc, "aiconfigurator", gpus_per_node=4)
+    assert alone.data["node"]["inter_node_bw"] == 25e9 and "a NIC per GPU" in alone.sources["node.inter_node_bw"]
     sparse = ex.to_aiconfigurator(doc, flops_mode="sparse:bf16_fp32acc")["gpu"]["bfloat16_tc_flops"]
     assert sparse == 1979e12
     article = ex.to_aiconfigurator(builtin("seed-rtx4090"))  # no bf16 entry: its fp16 rate, said so
@@ -268,18 +274,21 @@ def test_refuses_unknown_formats_and_other_documents():
 
 
 def test_write_is_atomic_and_never_replaces_a_file_without_force(tmp_path):
-    target = tmp_path / "new" / "deeper" / "h100-sxm.json"
-    assert ex.write(target, "first\n") == target and target.read_text() == "first\n"
+    folder = tmp_path / "new" / "deeper"
+    target = folder / "h100-sxm.json"
+    first = ex.export(builtin("h100-sxm"), "llm-analysis")
+    assert ex.write(first, folder) == [target] and target.read_text() == first.text
+    second = ex.export(builtin("h100-sxm"), "llm-analysis", flops_mode="fp8_fp32acc")
     with pytest.raises(ProfileExistsError, match=r"h100-sxm.json: exists; pass --force to overwrite it"):
-        ex.write(target, "second\n")
-    assert target.read_text() == "first\n"
-    ex.write(target, "third\n", force=True)
-    assert target.read_text() == "third\n"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["h100-sxm.json"]  # no temporary file left
+        ex.write(second, folder)
+    assert target.read_text() == first.text
+    ex.write(second, folder, force=True)
+    assert target.read_text() == second.text
+    assert sorted(p.name for p in folder.iterdir()) == ["h100-sxm.json"]  # no temporary file left
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="not a folder"):
-        ex.write(blocker / "h100-sxm.json", "x")
+        ex.write(first, blocker)
 
 
 def test_llm_analysis_loads_the_exported_files(tmp_path):
@@ -288,8 +297,7 @@ def test_llm_analysis_loads_the_exported_files(tmp_path):
     config = pytest.importorskip("llm_analysis.config")
     names = sorted(LLM_ANALYSIS_EXPECTED)
     for name in names:
-        result = ex.export(_doc(name), "llm-analysis")
-        ex.write(tmp_path / result.filename, result.text)
+        ex.write(ex.export(_doc(name), "llm-analysis"), tmp_path)
     loaded = config.read_configs(str(tmp_path), type="gpu")
     assert sorted(loaded) == names
     for name in names:

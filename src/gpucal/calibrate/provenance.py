@@ -13,7 +13,7 @@ from importlib import metadata
 
 from gpucal import limits
 
-__all__ = ["provenance", "iso", "LIBRARIES"]
+__all__ = ["provenance", "command_text", "iso", "LIBRARIES"]
 
 LIBRARIES = ("gpucal", "numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy-cuda12x", "nvidia-ml-py", "mpi4py")
 
@@ -104,6 +104,11 @@ def _printable(text: str) -> str:
     line may quote anything."""
     return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                             else f"\\u{ord(m.group()):04x}", text)
+
+
+def command_text(argv: list[str]) -> str:
+    """The command line ``gpucal ARGV`` as a profile records it (shell-quoted, control characters escaped)."""
+    return _printable(shlex.join(["gpucal", *argv]))
 
 
 def provenance(cal, argv: list[str] | None) -> dict:

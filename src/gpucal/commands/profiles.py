@@ -3,13 +3,20 @@ exports of a profile to other planners' formats (``gpucal.profiles.export``)."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from gpucal import limits, profiles, render
+from gpucal import __version__, limits, profiles, render
+from gpucal.calibrate import imports
+from gpucal.calibrate.imports.nccltests import OPS as _NCCL_OPS
+from gpucal.calibrate.provenance import command_text, iso
 from gpucal.commands.options import int_in, nonempty
 from gpucal.errors import InputError, ProfileError
+from gpucal.files import check_output, make_folder
 from gpucal.plan.models import PRESETS
 from gpucal.profiles import export as exporters
 from gpucal.profiles.model import AlphaBeta, LinkPreset, Profile, Quantity
@@ -17,7 +24,7 @@ from gpucal.profiles.names import ambiguity_note, profile_reference, resolve_doc
 from gpucal.profiles.queries import resolve_link
 from gpucal.units import format_bytes, format_flops, format_rate, format_time
 
-__all__ = ["DESCRIPTION", "add_arguments", "run_export", "run_list", "run_show", "run_validate"]
+__all__ = ["DESCRIPTION", "add_arguments", "run_export", "run_import", "run_list", "run_show", "run_validate"]
 
 DESCRIPTION = "Built-in GPU profiles (datasheet, the article's), link presets and model presets."
 
@@ -51,11 +58,31 @@ def add_arguments(p) -> None:
                      help=f"link between hosts (default: the profile's network entry, else {exporters.DEFAULT_NET})")
     exp.add_argument("--gpus-per-node", type=int_in(1, limits.MAX_DEVICES), metavar="N",
                      help="aiconfigurator: GPUs per node (default: the profile's devices; 8 for a datasheet profile)")
+    exp.add_argument("--nics-per-node", type=int_in(1, limits.MAX_DEVICES), metavar="N",
+                     help="aiconfigurator: NICs per node, shared by its GPUs (default: one per GPU)")
     exp.add_argument("--flops-mode", type=nonempty, metavar="MODE",
                      help="the FLOP/s entry exported, as gpucal plan --flops-mode (default: the profile's "
                           "plan_flops_mode, else fp16_fp32acc / bf16_fp32acc)")
     exp.add_argument("--json", action="store_true", help="print a JSON object describing the export")
     exp.set_defaults(run=run_export)
+    imp = verbs.add_parser("import", help="another tool's output as a profile (nvbandwidth, nccl-tests, "
+                                          "p2pBandwidthLatencyTest)",
+                           description="Turn nvbandwidth's JSON (-j) or text, cuda-samples' p2pBandwidthLatencyTest "
+                           "text, or nccl-tests' text into a gpucal profile for gpucal plan --gpu; docs/imports.md "
+                           "says what is taken from each and how it is converted.")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="the tool's output, one run per file")
+    imp.add_argument("--from", dest="tools", action="append", required=True, metavar="TOOL",
+                     choices=tuple(imports.TOOLS), help="the tool that wrote FILE: once for all files, or once per "
+                     "file in order (" + ", ".join(imports.TOOLS) + ")")
+    imp.add_argument("-o", "--output", required=True, metavar="FILE", type=nonempty, help="the profile to write")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    imp.add_argument("--card", metavar="NAME|FILE", type=nonempty,
+                     help="the card's datasheet profile, for its memory and FLOP/s (default: by the name in FILE)")
+    imp.add_argument("--op", choices=tuple(nccltests_ops()), help="nccl-tests: the collective, where the output "
+                     "does not name it")
+    imp.add_argument("--name", type=nonempty, metavar="NAME", help="the profile's name (default: from -o)")
+    imp.add_argument("--json", action="store_true", help="print a JSON object describing the profile written")
+    imp.set_defaults(run=run_import)
 
 
 def _catalog() -> dict[str, list[dict[str, Any]]]:
@@ -244,6 +271,9 @@ def run_export(args) -> int:
     net = resolve_link(args.net, "--net") if args.net else None
     if args.gpus_per_node is not None and args.format != "aiconfigurator":
         raise InputError("--gpus-per-node: only with --format aiconfigurator (llm-analysis has no node size)")
+    if args.nics_per_node is not None and args.format != "aiconfigurator":
+        raise InputError("--nics-per-node: only with --format aiconfigurator (llm-analysis takes one link's "
+                         "bandwidth between hosts)")
     if args.flops_mode is not None:
         device = doc.profile.devices[0]
         entry = device.flops(args.flops_mode)
@@ -252,17 +282,70 @@ def run_export(args) -> int:
             raise InputError(f"--flops-mode: {doc.origin} has no known FLOP/s entry {args.flops_mode!r} "
                              f"(dense entries: {have})")
     result = exporters.export(doc, args.format, link=link, net=net, gpus_per_node=args.gpus_per_node,
-                              flops_mode=args.flops_mode)
+                              flops_mode=args.flops_mode, nics_per_node=args.nics_per_node)
     text = result.text
-    path = None
+    written: list[Path] = []
     if args.output_dir is not None:
-        path = exporters.write(Path(args.output_dir) / result.filename, text, force=args.force)
+        written = exporters.write(result, args.output_dir, force=args.force)
     if args.json:
         render.print_json({"format": result.format, "profile": doc.name, "from": doc.origin,
-                           "file": str(path) if path else None, "bytes": len(text.encode("utf-8")),
-                           "data": result.data, "sources": result.sources})
-    elif path is None:
+                           "file": str(written[0]) if written else None, "bytes": len(text.encode("utf-8")),
+                           "tables": [str(p) for p in written[1:]], "data": result.data, "sources": result.sources})
+    elif not written:
         sys.stdout.write(text)
     else:
-        render.line(f"wrote {path} ({result.format}, from the {doc.profile.source} profile {doc.name})")
+        render.line(f"wrote {written[0]} ({result.format}, from the {doc.profile.source} profile {doc.name})")
+        if result.tables:
+            rows = sum(t.rows for t in result.tables)
+            render.line(f"wrote {len(result.tables)} performance tables ({rows:,} rows) under "
+                        f"{Path(args.output_dir) / result.data_dir}: "
+                        + ", ".join(t.stem for t in result.tables))
+    return 0
+
+
+def nccltests_ops() -> list[str]:
+    return list(_NCCL_OPS.values())
+
+
+def _profile_name(args) -> str:
+    if args.name:
+        return args.name
+    stem = re.sub(r"[^a-z0-9._-]+", "-", os.path.basename(args.output).removesuffix(".json").lower()).strip("-._")
+    return stem[:100] or "imported"
+
+
+def run_import(args) -> int:
+    """Other tools' outputs as one profile, validated and written atomically to ``-o``."""
+    if len(args.tools) not in (1, len(args.files)):
+        raise InputError(f"--from: given {len(args.tools)} times for {len(args.files)} files (once for all, or once "
+                         "per file)")
+    check_output(args.output, force=args.force, flag="-o")
+    tools = args.tools * len(args.files) if len(args.tools) == 1 else args.tools
+    if args.op is not None and "nccl-tests" not in tools:
+        raise InputError("--op: only with --from nccl-tests")
+    runs = [imports.read_run(path, tool, args.op if tool == "nccl-tests" else None)
+            for path, tool in zip(args.files, tools)]
+    if args.card is not None:
+        sheet = _load_profile(args.card)
+    else:
+        named = next((r.devices[0] for r in runs if r.devices), None)
+        sheet = profiles.datasheet_for(named) if named else None
+    data = imports.build_profile(runs, sheet=sheet, name=_profile_name(args), created=iso(time.time()),
+                                 version=__version__, command=command_text(args.argv))
+    make_folder(Path(args.output).parent, flag="-o")
+    path = profiles.save(data, args.output, force=args.force)
+    doc = profiles.load(str(path))
+    links = doc.profile.links or []
+    summary = {"file": str(path), "name": doc.name, "devices": doc.profile.device_count,
+               "links": len(links), "verdicts": sorted({l.verdict for l in links}),
+               "collectives": len(doc.profile.collectives or []), "card": sheet.name if sheet else None,
+               "from": [{"tool": r.tool, "version": r.version, "file": r.origin} for r in runs]}
+    if args.json:
+        render.print_json(summary)
+    else:
+        what = ", ".join(f"{n} {w}" for n, w in ((summary["links"], "links"), (summary["collectives"], "collectives"))
+                         if n)
+        render.line(f"wrote {path} ({summary['devices']} x {doc.profile.devices[0].name}; {what or 'devices only'}"
+                    + (f"; verdicts {', '.join(summary['verdicts'])}" if summary["verdicts"] else "")
+                    + f"; memory and FLOP/s from {summary['card']})")
     return 0

@@ -31,7 +31,8 @@ import yaml
 
 from gpucal import __version__, profiles
 from gpucal.errors import GpucalError, InputError, ProfileExistsError
-from gpucal.files import make_folder, write_atomic
+from gpucal.files import make_folder, write_all_atomic
+from gpucal.profiles import aic_tables
 from gpucal.profiles.model import Device, Profile, Quantity
 from gpucal.profiles.names import profile_reference
 from gpucal.profiles.queries import (
@@ -318,8 +319,22 @@ def _gpus_per_node(r: _Reader, gpus_per_node: int | None) -> int:
     return DATASHEET_GPUS_PER_NODE
 
 
+def _inter_node_Bps(r: _Reader, net: LinkChoice | None, per_node: int, nics_per_node: int | None) -> float:
+    """aiconfigurator's ``node.inter_node_bw``: bytes/s per GPU, from one NIC's beta (the link between hosts, per
+    direction) times the NICs of a node, shared by its GPUs."""
+    key = "node.inter_node_bw"
+    nic_Bps = r.network_Bps(net, key)
+    if nics_per_node is None:
+        nics, how = per_node, "default: a NIC per GPU, as on an HGX node (give --nics-per-node)"
+    else:
+        nics, how = nics_per_node, "--nics-per-node"
+    r.sources[key] += f"; per GPU: x {nics} NICs / {per_node} GPUs a node ({how})"
+    return nic_Bps * nics / per_node
+
+
 def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkChoice | None,
-                    gpus_per_node: int | None = None, flops_mode: str | None = None) -> tuple[dict, dict]:
+                    gpus_per_node: int | None = None, flops_mode: str | None = None,
+                    nics_per_node: int | None = None) -> tuple[dict, dict, list]:
     r = _Reader(doc, "aiconfigurator")
     device, source = r.device, r.profile.source
     memory_Bps = r.quantity("devices[0].memory_bandwidth_Bps", device.memory_bandwidth_Bps, "gpu.mem_bw")
@@ -359,7 +374,7 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
     per_node = _gpus_per_node(r, gpus_per_node)
     node = {
         "num_gpus_per_node": per_node,
-        "inter_node_bw": _round(r.network_Bps(net, "node.inter_node_bw")),
+        "inter_node_bw": _round(_inter_node_Bps(r, net, per_node, nics_per_node)),
         "intra_node_bw": _round(chosen.spec.beta_Bps),
         "pcie_bw": _round(_pcie_Bps(r, "node.pcie_bw")),
         "p2p_latency": _round(chosen.spec.alpha_s),
@@ -380,10 +395,17 @@ def _aiconfigurator(doc: profiles.Document, link: LinkChoice | None, net: LinkCh
     r.sources["misc.other_mem"] = "estimate: aiconfigurator 0.12.0's own files' value (gpucal does not measure it)"
     r.sources["misc.nccl_version"] = version_source
     provenance["sources"] = dict(sorted(r.sources.items()))
-    provenance["not_measured"] = ("aiconfigurator's per-operation performance tables (its SILICON, EMPIRICAL and "
-                                  "HYBRID modes) are not written: SOL mode only (docs/exports.md)")
+    tables, missing = aic_tables.tables(doc)
+    if tables:
+        provenance["tables"] = {f"{t.folder}/{t.stem}.parquet": f"{t.rows} rows; {t.source}" for t in tables}
+        provenance["not_measured"] = ("tables gpucal does not write: " + "; ".join(missing)
+                                      + " (docs/exports.md)")
+    else:
+        provenance["not_measured"] = ("aiconfigurator's per-operation performance tables (its SILICON, EMPIRICAL "
+                                      "and HYBRID modes): the profile holds no decode measurements (gpucal "
+                                      "calibrate measures them), so SOL mode only (docs/exports.md)")
     data = {"data_dir": f"data/{doc.name}", "gpu": gpu, "node": node, "misc": misc, "gpucal": provenance}
-    return data, r.sources
+    return data, r.sources, tables
 
 
 @dataclass(frozen=True)
@@ -394,6 +416,12 @@ class Export:
     profile: str
     data: dict[str, Any]
     sources: dict[str, str]
+    tables: tuple = ()  # aiconfigurator: its performance tables (``aic_tables.Table``), written under data_dir
+
+    @property
+    def data_dir(self) -> str:
+        """aiconfigurator's data_dir: where its performance tables go, relative to the system file's folder."""
+        return f"data/{self.profile}"
 
     @property
     def filename(self) -> str:
@@ -405,18 +433,22 @@ class Export:
 
 
 def export(doc: profiles.Document, fmt: str, *, link: LinkChoice | None = None,
-           net: LinkChoice | None = None, gpus_per_node: int | None = None, flops_mode: str | None = None) -> Export:
+           net: LinkChoice | None = None, gpus_per_node: int | None = None, flops_mode: str | None = None,
+           nics_per_node: int | None = None) -> Export:
     """Profile ``doc`` in format ``fmt`` (a key of ``FORMATS``); ``link`` and ``net`` override the link
-    between cards and between hosts, ``gpus_per_node`` aiconfigurator's node size, ``flops_mode`` the FLOP/s entry
-    (as ``gpucal plan --flops-mode``). Raises ``InputError`` naming the field a format needs and lacks."""
+    between cards and between hosts (one NIC's), ``gpus_per_node`` and ``nics_per_node`` aiconfigurator's node,
+    ``flops_mode`` the FLOP/s entry (as ``gpucal plan --flops-mode``). Raises ``InputError`` naming the field a
+    format needs and lacks."""
     _check_format(fmt)
     if doc.kind != "profile":
         raise InputError(f"{doc.origin}: is a {doc.kind} document ({doc.model.schema_}), not a hardware profile")
+    tables: list = []
     if fmt == "llm-analysis":
         data, sources = _llm_analysis(doc, link, net, flops_mode)
     else:
-        data, sources = _aiconfigurator(doc, link, net, gpus_per_node, flops_mode)
-    return Export(format=fmt, profile=doc.name, data=data, sources=dict(sorted(sources.items())))
+        data, sources, tables = _aiconfigurator(doc, link, net, gpus_per_node, flops_mode, nics_per_node)
+    return Export(format=fmt, profile=doc.name, data=data, sources=dict(sorted(sources.items())),
+                  tables=tuple(tables))
 
 
 def to_llm_analysis(doc: profiles.Document, *, link: LinkChoice | None = None, net: LinkChoice | None = None) -> dict:
@@ -446,15 +478,33 @@ def dumps(fmt: str, data: dict[str, Any]) -> str:
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
 
 
-def write(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically (``gpucal.files.write_atomic``: a temporary file in the same folder,
-    then a link or rename), creating the folder. Without ``force`` an existing file is never replaced
-    (``ProfileExistsError``); only a regular file is ever replaced. A bad path is an ``InputError`` naming
-    ``-o``; a failure while writing (disk full) a ``GpucalError``, the old file intact either way."""
-    target = Path(path)
-    make_folder(target.parent if str(target.parent) else Path("."), flag="-o")
+def files(result: Export, folder: str | os.PathLike) -> list[tuple[Path, bytes]]:
+    """Every file of ``result`` under ``folder``: the planner's file, and for aiconfigurator its tables under
+    ``data_dir`` (``<data_dir>/<family>/<backend>/<version>/<table>.parquet`` and a ``collection_meta.yaml`` per
+    version folder)."""
+    root = Path(folder)
+    out = [(root / result.filename, result.text.encode("utf-8"))]
+    by_folder: dict[str, list] = {}
+    for table in result.tables:
+        by_folder.setdefault(table.folder, []).append(table)
+    exported_by = f"gpucal {__version__} from the profile {result.profile}"
+    for sub, group in by_folder.items():
+        where = root / result.data_dir / sub
+        out.extend((where / f"{t.stem}.parquet", aic_tables.table_bytes(t)) for t in group)
+        out.append((where / "collection_meta.yaml", aic_tables.meta_text(group, exported_by).encode("utf-8")))
+    return out
+
+
+def write(result: Export, folder: str | os.PathLike, *, force: bool = False) -> list[Path]:
+    """Write every file of ``result`` (``files``) under ``folder``, all or none, each atomically (a temporary
+    file in the same folder, then a link or rename), creating the folders. Without ``force`` an existing file is
+    never replaced (``ProfileExistsError``); only a regular file is ever replaced. A bad path is an
+    ``InputError`` naming ``-o``; a failure while writing (disk full) a ``GpucalError``, the old files intact."""
+    items = files(result, folder)
+    for folder_path in sorted({p.parent for p, _ in items}):
+        make_folder(folder_path, flag="-o")
     try:
-        return write_atomic(target, text, force=force)
+        return write_all_atomic(items, force=force)
     except ProfileExistsError:
         raise
     except InputError as exc:

@@ -1,0 +1,304 @@
+"""``gpucal profiles import``: other tools' outputs into profiles the planner takes, each figure converted to gpucal's
+units and byte conventions. The outputs here are written in each tool's own format (the layouts of their real
+outputs: nvbandwidth's JSON and text, p2pBandwidthLatencyTest's matrices, nccl-tests' table) with figures of the
+test's choosing; real outputs from public threads, kept beside the project (``../shared/fixtures/imports``, its
+SOURCES.md naming each), are read too where that folder is present."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_gpucal
+
+from gpucal.calibrate import imports
+from gpucal.calibrate.imports.build import NVLINK_ABOVE_BPS, link_verdict
+from gpucal.errors import InputError
+
+SHARED = Path(os.environ.get("GPUCAL_IMPORT_FIXTURES", Path(__file__).parents[3] / "shared" / "fixtures" / "imports"))
+
+
+def _matrix_text(title: str, rows: list[list[float]], label: str = "D\\D") -> str:
+    n = len(rows)
+    out = [title, f"   {label}" + "".join(f"{j:7d}" for j in range(n))]
+    out += [f"{i:6d} " + " ".join(f"{v:6.2f}" for v in row) for i, row in enumerate(rows)]
+    return "\n".join(out) + "\n"
+
+
+def p2plat_text(names, can, uni_off, uni_on, bi_off, bi_on, lat_off, lat_on) -> str:
+    """p2pBandwidthLatencyTest's output, as cuda-samples prints it, with these figures."""
+    n = len(names)
+    text = "[P2P (Peer-to-Peer) GPU Bandwidth Latency Test]\n"
+    text += "".join(f"Device: {i}, {name}, pciBusID: {i + 1}, pciDeviceID: 0, pciDomainID:0\n"
+                    for i, name in enumerate(names))
+    text += "".join(f"Device={i} {'CAN' if can else 'CANNOT'} Access Peer Device={j}\n"
+                    for i in range(n) for j in range(n) if i != j)
+    text += "\nP2P Connectivity Matrix\n"
+    text += _matrix_text("Unidirectional P2P=Disabled Bandwidth Matrix (GB/s)", uni_off)
+    text += _matrix_text("Unidirectional P2P=Enabled Bandwidth (P2P Writes) Matrix (GB/s)", uni_on)
+    text += _matrix_text("Bidirectional P2P=Disabled Bandwidth Matrix (GB/s)", bi_off)
+    text += _matrix_text("Bidirectional P2P=Enabled Bandwidth Matrix (GB/s)", bi_on)
+    text += _matrix_text("P2P=Disabled Latency Matrix (us)", lat_off, "GPU") + "\n"
+    text += _matrix_text("P2P=Enabled Latency (P2P Writes) Matrix (us)", lat_on, "GPU")
+    return text + "\nNOTE: The CUDA Samples are not meant for performance measurements.\n"
+
+
+def nvbandwidth_json(names, cases: dict, version: str = "v0.8") -> str:
+    """nvbandwidth -j's output: every matrix as strings, N/A where a figure is absent, waived tests bare."""
+    testcases = []
+    for name, (description, rows) in cases.items():
+        if rows is None:
+            testcases.append({"name": name, "status": "Waived"})
+            continue
+        cells = [["N/A" if v is None else f"{v:g}" for v in row] for row in rows]
+        testcases.append({"bandwidth_description": description, "bandwidth_matrix": cells, "name": name,
+                          "status": "Passed", "sum": sum(v or 0 for row in rows for v in row)})
+    return json.dumps({"nvbandwidth": {"CUDA Runtime Version": 12080, "Driver Version": "570.86.16",
+                                       "GPU Device list": [f"{i}: {n} (00000000:{i:02x}:00): (box)"
+                                                           for i, n in enumerate(names)],
+                                       "git_version": version, "testcases": testcases, "version": version}}, indent=1)
+
+
+def nvbandwidth_text(cases: dict, version: str = "v0.10.0") -> str:
+    """nvbandwidth's text output of the same test cases."""
+    text = f"nvbandwidth Version: {version}\nBuilt from Git version: {version}\n\n"
+    for name, (description, rows) in cases.items():
+        text += f"Running {name}.\n"
+        if rows is None:
+            continue
+        width = len(rows[0])
+        text += description + "\n" + "".join(f"{j:10d}" for j in range(width)) + "\n"
+        text += "".join(f"{i:2d}" + "".join(f"{'N/A' if v is None else f'{v:.2f}':>10}" for v in row) + "\n"
+                        for i, row in enumerate(rows))
+        text += f"\nSUM {name} {sum(v or 0 for row in rows for v in row):.2f}\n\n"
+    return text
+
+
+def nccl_text(card: str, hosts: dict[str, int], rows, one_process: bool, graph: int = 0) -> str:
+    """nccl-tests all_reduce_perf's output: rows of (size B, time us, #wrong) in float, out of place and in place."""
+    text = (f"# nThread 1 nGpus {max(hosts.values()) if one_process else 1} minBytes {rows[0][0]} maxBytes "
+            f"{rows[-1][0]} step: 2(factor) warmup iters: 5 iters: 20 agg iters: 1 validation: 1 graph: {graph}\n#\n"
+            "# Using devices\n")
+    rank = 0
+    for h, (host, count) in enumerate(hosts.items()):
+        for d in range(count):
+            pid = 1000 + h if one_process else 1000 + rank
+            text += f"#  Rank {rank:2d} Group  0 Pid {pid:6d} on {host:>10} device {d:2d} [0x{d + 1:02x}] {card}\n"
+            rank += 1
+    n = rank
+    text += ("#\n#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw"
+             "   busbw #wrong\n")
+    for size, time_us, wrong in rows:
+        algbw = size / (time_us * 1e-6) / 1e9
+        busbw = algbw * 2 * (n - 1) / n
+        text += (f"{size:12d}  {size // 4:12d}     float     sum      -1  {time_us:7.1f}  {algbw:6.2f}  {busbw:6.2f}  "
+                 f"{wrong:>5}  {time_us:7.1f}  {algbw:6.2f}  {busbw:6.2f}  {wrong:>5}\n")
+    return text + "# Out of bounds values : 0 OK\n# Avg bus bandwidth    : 1.0\n#\n"
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _sweep(alpha_us: float, beta_GBps: float, wrong=0):
+    return [(2**k, alpha_us + 2**k / (beta_GBps * 1e3), wrong) for k in range(3, 28, 2)]
+
+
+def _import(tmp_path, *argv) -> dict:
+    out = tmp_path / "imported.json"
+    done = run_gpucal("profiles", "import", *argv, "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["file"] == str(out)
+    return json.loads(out.read_text())
+
+
+def _link(doc: dict, src: int, dst: int) -> dict:
+    return next(l for l in doc["links"] if (l["src"], l["dst"]) == (src, dst))
+
+
+RTX4090, H100 = "NVIDIA GeForce RTX 4090", "NVIDIA H100 80GB HBM3"
+NO_P2P = dict(uni_off=[[909.49, 21.73], [22.61, 921.83]], uni_on=[[902.14, 20.91], [22.36, 922.92]],
+              bi_off=[[918.48, 29.84], [28.81, 924.56]], bi_on=[[918.22, 29.73], [28.90, 924.20]],
+              lat_off=[[1.33, 12.84], [11.44, 1.31]], lat_on=[[1.33, 13.10], [11.59, 1.30]])
+
+
+def _nvlink_box(n=4, p2p=375.0, off=37.0):
+    def m(diag, other):
+        return [[diag if i == j else other + 0.5 * i + 0.1 * j for j in range(n)] for i in range(n)]
+    return dict(uni_off=m(2500.0, off), uni_on=m(2490.0, p2p), bi_off=m(2510.0, 2 * off), bi_on=m(2500.0, 2 * p2p),
+                lat_off=m(2.0, 14.0), lat_on=m(2.0, 2.5))
+
+
+def test_a_4090_pair_without_p2p_is_host_staged_at_the_rates_with_p2p_off(tmp_path):
+    path = _write(tmp_path, "p2p.txt", p2plat_text([RTX4090] * 2, False, **NO_P2P))
+    doc = _import(tmp_path, str(path), "--from", "p2pbandwidthlatencytest")
+    assert doc["source"] == "measured" and [d["name"] for d in doc["devices"]] == [RTX4090] * 2
+    there, back = _link(doc, 0, 1), _link(doc, 1, 0)
+    # rows are the source: 0 -> 1 at 21.73 GB/s, 1 -> 0 at 22.61 (P2P=Disabled); P2P=Enabled is staged too here
+    assert there["verdict"] == there["path"] == "host-staged" and there["p2p"]["supported"] is False
+    assert there["beta_Bps"]["value"] == pytest.approx(21.73e9) and back["beta_Bps"]["value"] == pytest.approx(22.61e9)
+    assert there["alpha_s"]["value"] == pytest.approx(12.84e-6) and back["alpha_s"]["value"] == pytest.approx(11.44e-6)
+    assert there["bidirectional"]["sum_Bps"] == pytest.approx((29.84e9 + 28.81e9) / 2)
+    assert "p2pBandwidthLatencyTest" in there["beta_Bps"]["method"]
+    # the sample counts a local copy twice, as gpucal's DRAM traffic: the diagonal as printed
+    bandwidth = doc["devices"][0]["memory_bandwidth_Bps"]
+    assert bandwidth["value"] == pytest.approx(909.49e9) and bandwidth["byte_convention"].startswith("dram_Bps = 2n/t")
+    assert doc["devices"][1]["memory_bandwidth_Bps"]["value"] == pytest.approx(921.83e9)
+    assert doc["devices"][0]["memory_bytes"]["source"] == "datasheet"  # the tools measure no memory size
+    assert doc["devices"][0]["peer_link"]["kind"] == "none"
+    plan = run_gpucal("plan", "--gpu", str(tmp_path / "imported.json"), "--model", "llama-3.1-8b", "--cards", "2",
+                      "--strategy", "pp", "--batch", "1", "--step", "seed", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["inputs"]["link"]["beta_Bps"] == pytest.approx(21.73e9)  # the slowest hop
+
+
+def test_an_nvlink_box_is_nvlink_and_the_planner_takes_its_slowest_link(tmp_path):
+    path = _write(tmp_path, "p2p.txt", p2plat_text([H100] * 4, True, **_nvlink_box()))
+    doc = _import(tmp_path, str(path), "--from", "p2pbandwidthlatencytest")
+    assert len(doc["devices"]) == 4 and len(doc["links"]) == 12
+    assert {l["verdict"] for l in doc["links"]} == {"nvlink"} and doc["devices"][0]["peer_link"]["kind"] == "nvlink"
+    assert _link(doc, 0, 1)["beta_Bps"]["value"] == pytest.approx(375.1e9)
+    assert _link(doc, 0, 1)["alpha_s"]["value"] == pytest.approx(2.6e-6)  # the P2P=Enabled latency
+    plan = run_gpucal("plan", "--gpu", str(tmp_path / "imported.json"), "--model", "llama-3.1-70b", "--cards", "4",
+                      "--strategy", "tp", "--batch", "8", "--step", "seed", "--json")
+    assert plan.returncode == 0, plan.stderr
+    slowest = min(doc["links"], key=lambda l: l["beta_Bps"]["value"])
+    assert json.loads(plan.stdout)["inputs"]["link"]["beta_Bps"] == pytest.approx(slowest["beta_Bps"]["value"])
+
+
+def test_p2p_slower_than_staging_is_said_and_staging_is_the_path(tmp_path):
+    box = _nvlink_box(2, p2p=12.0, off=42.0)
+    path = _write(tmp_path, "p2p.txt", p2plat_text([RTX4090] * 2, True, **box))
+    link = _link(_import(tmp_path, str(path), "--from", "p2pbandwidthlatencytest"), 0, 1)
+    assert link["verdict"] == "p2p-slower-than-staged" and link["path"] == "host-staged"
+    assert link["beta_Bps"]["value"] == pytest.approx(42.1e9) and link["alpha_s"]["value"] == pytest.approx(14.1e-6)
+
+
+H2D = "memcpy CE CPU(row) -> GPU(column) bandwidth (GB/s)"
+D2H = "memcpy CE CPU(row) <- GPU(column) bandwidth (GB/s)"
+LOCAL = "memcpy local GPU(column) bandwidth (GB/s)"
+WRITE = "memcpy CE GPU(row) <- GPU(column) bandwidth (GB/s)"
+
+
+def test_nvbandwidth_without_p2p_derives_the_staged_rate_from_the_host_copies(tmp_path):
+    cases = {"host_to_device_memcpy_ce": (H2D, [[56.3829, 56.3762, 56.3944, 56.3959]]),
+             "device_to_host_memcpy_ce": (D2H, [[57.004, 56.9175, 56.9681, 56.9794]]),
+             "device_to_device_memcpy_write_ce": ("", None),
+             "device_local_copy": (LOCAL, [[760.777, 761.047, 761.047, 760.912]])}
+    path = _write(tmp_path, "nvb.json", nvbandwidth_json(["NVIDIA GeForce RTX 5090"] * 4, cases))
+    doc = _import(tmp_path, str(path), "--from", "nvbandwidth")
+    assert doc["devices"][0]["name"] == "NVIDIA GeForce RTX 5090" and len(doc["devices"]) == 4
+    link = _link(doc, 0, 1)
+    assert link["verdict"] == "host-staged" and link["p2p"]["supported"] is False
+    # the slower of device 0's device-to-host (57.004) and device 1's host-to-device (56.3762) copies
+    assert link["beta_Bps"]["source"] == "derived" and link["beta_Bps"]["value"] == pytest.approx(56.3762e9)
+    host = doc["devices"][1]["host_link"]
+    assert host["h2d"]["beta_Bps"]["value"] == pytest.approx(56.3762e9)
+    assert host["d2h"]["beta_Bps"]["value"] == pytest.approx(56.9175e9)
+    # nvbandwidth counts a local copy once (n/t): its DRAM traffic is twice that
+    assert doc["devices"][0]["memory_bandwidth_Bps"]["value"] == pytest.approx(2 * 760.777e9)
+    assert doc["host"]["imported"][0]["version"] == "v0.8"
+
+
+def test_nvbandwidth_json_and_text_of_one_box_give_the_same_links(tmp_path):
+    rows = [[None if i == j else 276.0 + i + 0.1 * j for j in range(4)] for i in range(4)]
+    cases = {"device_to_device_memcpy_write_ce": (WRITE, rows)}
+    doc_json = _import(tmp_path / "j", str(_write(tmp_path, "nvb.json", nvbandwidth_json([H100] * 4, cases))),
+                       "--from", "nvbandwidth")
+    doc_text = _import(tmp_path / "t", str(_write(tmp_path, "nvb.txt", nvbandwidth_text(cases))), "--from",
+                       "nvbandwidth", "--card", "h100-sxm")
+    assert len(doc_json["links"]) == len(doc_text["links"]) == 12
+    for a in doc_json["links"]:
+        assert a["beta_Bps"]["value"] == pytest.approx(_link(doc_text, a["src"], a["dst"])["beta_Bps"]["value"],
+                                                       rel=1e-3)
+    # "GPU(row) <- GPU(column)": the column is the source
+    assert _link(doc_json, 1, 0)["beta_Bps"]["value"] == pytest.approx(276.1e9)
+    assert {l["verdict"] for l in doc_json["links"]} == {"nvlink"}
+
+
+def test_nccl_tests_over_two_hosts_is_an_all_reduce_fit_over_its_sweep(tmp_path):
+    path = _write(tmp_path, "ar.txt", nccl_text(H100, {"a": 8, "b": 8}, _sweep(120.0, 180.0), one_process=False))
+    doc = _import(tmp_path, str(path), "--from", "nccl-tests", "--op", "all-reduce")
+    (entry,) = doc["collectives"]
+    assert (entry["op"], entry["nranks"], entry["hosts"], entry["ranks_per_host"]) == ("all-reduce", 16, 2, 8)
+    assert entry["single_process"] is False and entry["graphs"] is False and entry["verified"] is True
+    assert entry["busbw_factor"] == pytest.approx(2 * 15 / 16)
+    assert len(entry["points"]) == 13 and entry["points"][0][0] == 8
+    assert entry["alpha_s"]["value"] == pytest.approx(120e-6, rel=0.01)
+    assert entry["beta_Bps"]["value"] == pytest.approx(180e9, rel=0.01)
+    assert "mean time over 20 iterations" in entry["alpha_s"]["method"]
+
+
+def test_one_host_in_one_process_gives_the_measured_step_its_all_reduce(tmp_path):
+    path = _write(tmp_path, "ar.txt", nccl_text(H100, {"box": 8}, _sweep(30.0, 350.0), one_process=True, graph=1))
+    doc = _import(tmp_path, str(path), "--from", "nccl-tests", "--op", "all-reduce")
+    (entry,) = doc["collectives"]
+    assert entry["single_process"] is True and entry["graphs"] is True and len(doc["devices"]) == 8
+    plan = run_gpucal("plan", "--gpu", str(tmp_path / "imported.json"), "--model", "llama-3.1-70b", "--cards", "8",
+                      "--strategy", "tp", "--batch", "8", "--step", "measured", "--json")
+    assert plan.returncode == 0, plan.stderr
+    sources = json.dumps(json.loads(plan.stdout)["sources"])
+    assert "all-reduce" in sources and "tp_comm" not in json.loads(plan.stdout)["fallbacks"]
+
+
+def test_wrong_elements_unverify_the_entry_and_leave_those_sizes_out(tmp_path):
+    rows = _sweep(30.0, 350.0)
+    rows[-1] = (rows[-1][0], rows[-1][1], 7)
+    path = _write(tmp_path, "ar.txt", nccl_text(H100, {"box": 2}, rows, one_process=True))
+    (entry,) = _import(tmp_path, str(path), "--from", "nccl-tests", "--op", "all-reduce")["collectives"]
+    assert entry["verified"] is False and "wrong elements" in entry["reason"] and len(entry["points"]) == 12
+
+
+def test_links_and_collectives_of_one_machine_in_one_profile(tmp_path):
+    p2p = _write(tmp_path, "p2p.txt", p2plat_text([RTX4090] * 2, False, **NO_P2P))
+    ar = _write(tmp_path, "ar.txt", nccl_text(RTX4090, {"box": 2}, _sweep(40.0, 10.0), one_process=True))
+    doc = _import(tmp_path, str(p2p), str(ar), "--from", "p2pbandwidthlatencytest", "--from", "nccl-tests",
+                  "--op", "all-reduce")
+    assert len(doc["links"]) == 2 and len(doc["collectives"]) == 1 and len(doc["devices"]) == 2
+    assert [i["tool"] for i in doc["host"]["imported"]] == ["p2pBandwidthLatencyTest", "nccl-tests"]
+
+
+def test_files_of_different_cards_or_two_copy_tools_are_refused(tmp_path):
+    p2p = _write(tmp_path, "p2p.txt", p2plat_text([RTX4090] * 2, False, **NO_P2P))
+    ar = _write(tmp_path, "ar.txt", nccl_text(H100, {"box": 2}, _sweep(40.0, 10.0), one_process=True))
+    out = tmp_path / "x.json"
+    done = run_gpucal("profiles", "import", str(p2p), str(ar), "--from", "p2pbandwidthlatencytest", "--from",
+                      "nccl-tests", "--op", "all-reduce", "-o", str(out))
+    assert done.returncode == 2 and "different cards" in done.stderr and not out.exists()
+    done = run_gpucal("profiles", "import", str(p2p), str(p2p), "--from", "p2pbandwidthlatencytest", "-o", str(out))
+    assert done.returncode == 2 and "both measure copies" in done.stderr
+    b300 = _write(tmp_path, "b300.txt", p2plat_text(["NVIDIA B300 SXM6 AC"] * 2, False, **NO_P2P))
+    done = run_gpucal("profiles", "import", str(b300), "--from", "p2pbandwidthlatencytest", "-o", str(out))
+    assert done.returncode == 2 and "NVIDIA B300 SXM6 AC" in done.stderr and "--card" in done.stderr
+    done = run_gpucal("profiles", "import", str(ar), "--from", "nccl-tests", "-o", str(out))
+    assert done.returncode == 2 and "--op" in done.stderr and not out.exists()
+
+
+def test_the_verdict_from_a_tools_figures():
+    assert link_verdict(False, None, 20e9)[0] == "host-staged"
+    assert link_verdict(None, None, 20e9)[0] == "host-staged"
+    assert link_verdict(True, 12e9, 42e9)[0] == "p2p-slower-than-staged"
+    assert link_verdict(True, 50e9, 20e9)[0] == "p2p-pcie"
+    assert link_verdict(True, 300e9, 20e9)[0] == "nvlink"
+    assert link_verdict(True, NVLINK_ABOVE_BPS, None)[0] == "p2p-pcie"
+
+
+REAL = sorted(p for p in SHARED.rglob("*") if p.suffix in (".json", ".txt")) if SHARED.is_dir() else []
+TOOL_OF = {"nvbandwidth": "nvbandwidth", "p2pBandwidthLatencyTest": "p2pbandwidthlatencytest",
+           "nccl-tests": "nccl-tests"}
+
+
+@pytest.mark.skipif(not REAL, reason=f"no real outputs at {SHARED} (GPUCAL_IMPORT_FIXTURES)")
+@pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
+def test_real_outputs_parse_with_their_tool(path, tmp_path):
+    tool = TOOL_OF[path.name.split("_")[0]]
+    if "truncated" in path.name:  # its author cut the rank lines: how many ranks ran is unknown
+        with pytest.raises(InputError, match="the number of ranks is unknown"):
+            imports.read_run(str(path), tool, "all-reduce")
+        return
+    run = imports.read_run(str(path), tool, "all-reduce" if tool == "nccl-tests" else None)
+    assert run.matrices or run.collectives, path.name
