@@ -11,9 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Matrix", "CollectiveRun", "ToolRun"]
+__all__ = ["Matrix", "CollectiveRun", "ToolRun", "positive_number"]
 
 Pair = tuple[int, int]
+
+
+def positive_number(cell: str) -> float | None:
+    """A table cell as a number; ``None`` for N/A, waived, or a figure of zero (a tool's diagonal)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 
-from gpucal.calibrate.imports.figures import Matrix, ToolRun
+from gpucal.calibrate.imports.figures import Matrix, ToolRun, positive_number
 from gpucal.errors import InputError
 
 __all__ = ["parse", "looks_like"]
@@ -35,13 +35,6 @@ def looks_like(text: str) -> bool:
     return ('"nvbandwidth"' in text[:2000] or "nvbandwidth Version" in text[:2000]
             or re.search(r"^(Running \w+_(ce|sm)\.|memcpy (CE|SM) .*\((GB/s|ns)\))\s*$", text, re.M) is not None)
 
-
-def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if value > 0 else None
 
 
 def _oriented(description: str, rows: list[list[float | None]]) -> dict[tuple[int, int], float | None]:
@@ -94,7 +87,7 @@ def _from_json(data: dict, origin: str) -> tuple[_Tests, str | None, list[str], 
         if not isinstance(case, dict) or case.get("status") != "Passed" or "bandwidth_matrix" not in case:
             continue
         name, description = str(case.get("name")), str(case.get("bandwidth_description", ""))
-        rows = [[_number(str(c)) for c in row] for row in case["bandwidth_matrix"] if isinstance(row, list)]
+        rows = [[positive_number(str(c)) for c in row] for row in case["bandwidth_matrix"] if isinstance(row, list)]
         if "bidirectional" in name and rows and len(rows) > len(rows[0]):
             n = len(rows[0])
             if len(rows) % n:
@@ -124,7 +117,7 @@ def _from_text(text: str, origin: str) -> tuple[_Tests, str | None, list[str], l
             description, rows = line, []
             i += 2  # the column header
             while i < len(lines) and re.match(r"^\s*\d+\s+", lines[i]):
-                rows.append([_number(c) for c in lines[i].split()[1:]])
+                rows.append([positive_number(c) for c in lines[i].split()[1:]])
                 i += 1
             after = next((m for m in (re.match(r"SUM (\S+)", x.strip()) for x in lines[i:i + 3]) if m), None)
             name = current or (after[1] if after else None)  # a run whose "Running" lines were cut

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from gpucal.calibrate.imports.figures import Matrix, ToolRun
+from gpucal.calibrate.imports.figures import Matrix, ToolRun, positive_number
 from gpucal.errors import InputError
 
 __all__ = ["parse", "looks_like"]
@@ -48,20 +48,13 @@ def _tables(text: str) -> dict[str, list[list[float | None]]]:
                 rows, i = [], i + 2
                 while i < len(lines) and re.match(r"^\s*\d+\s+", lines[i]):
                     cells = lines[i].split()[1:]
-                    rows.append([_number(c) for c in cells])
+                    rows.append([positive_number(c) for c in cells])
                     i += 1
                 out[title] = rows
                 continue
         i += 1
     return out
 
-
-def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if value > 0 else None
 
 
 def _find(tables: dict, *words: str) -> tuple[str, list] | None:
