@@ -98,6 +98,33 @@ def nccl_text(card: str, hosts: dict[str, int], rows, one_process: bool, graph: 
     return text + "# Out of bounds values : 0 OK\n# Avg bus bandwidth    : 1.0\n#\n"
 
 
+def nccl_json(card: str, hosts: dict[str, int], rows, one_process: bool, graph: int = 0) -> str:
+    """nccl-tests -J's file (its version 3 layout, as src/util.cu writes it) of the same run as ``nccl_text``."""
+    devices, rank = [], 0
+    for h, (host, count) in enumerate(hosts.items()):
+        for d in range(count):
+            devices.append({"rank": rank, "group": 0, "pid": 1000 + h if one_process else 1000 + rank,
+                            "hostname": host, "device": d, "device_hex": f"0000:{d + 1:02x}:00", "device_info": card})
+            rank += 1
+    results = []
+    for size, time_us, wrong in rows:
+        algbw = size / (time_us * 1e-6) / 1e9
+        half = {"time": time_us, "alg_bw": algbw, "bus_bw": algbw * 2 * (rank - 1) / rank, "nwrong": wrong}
+        results.append({"size": size, "count": size // 4, "type": "float", "redop": "sum", "root": "    -1",
+                        "out_of_place": half, "in_place": dict(half), "actual_iterations": 20, "experiment_name": ""})
+    return json.dumps({"version": 3, "start_time": "2026-12-01 10:00:00",
+                       "args": ["./build/all_reduce_perf", "-b", "8", "-e", "128M", "-f", "2", "-J", "out.json"],
+                       "env": ["PATH=/usr/bin"], "nccl_version": 22809,
+                       "config": {"nthreads": 1, "ngpus": max(hosts.values()) if one_process else 1,
+                                  "minimum_bytes": rows[0][0], "maximum_bytes": rows[-1][0], "step_factor": 2,
+                                  "warmup_iters": 5, "iterations": 20, "aggregated_iterations": 1, "validation": 1,
+                                  "graph": graph, "blocking_collectives": "false", "per_iter_timing": "false",
+                                  "per_iter_skip": 0, "parallel_init": "false", "devices": devices},
+                       "results": results, "out_of_bounds": {"count": 0, "okay": "true"},
+                       "average_bus_bandwidth": {"bandwidth": 1.0, "okay": "true"}, "errors": [],
+                       "end_time": "2026-12-01 10:00:05"})
+
+
 def _write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -243,6 +270,22 @@ def test_one_host_in_one_process_gives_the_measured_step_its_all_reduce(tmp_path
     assert plan.returncode == 0, plan.stderr
     sources = json.dumps(json.loads(plan.stdout)["sources"])
     assert "all-reduce" in sources and "tp_comm" not in json.loads(plan.stdout)["fallbacks"]
+
+
+def test_nccl_tests_json_gives_what_its_text_gives(tmp_path):
+    rows = _sweep(30.0, 350.0)
+    text = _write(tmp_path, "ar.txt", nccl_text(H100, {"box": 8}, rows, one_process=True))
+    data = _write(tmp_path, "ar.json", nccl_json(H100, {"box": 8}, rows, one_process=True))
+    (a,) = _import(tmp_path / "t", str(text), "--from", "nccl-tests", "--op", "all-reduce")["collectives"]
+    doc = _import(tmp_path / "j", str(data), "--from", "nccl-tests")  # the op from args[0]: all_reduce_perf
+    (b,) = doc["collectives"]
+    assert (b["op"], b["nranks"], b["single_process"], b["library"]) == ("all-reduce", 8, True, "NCCL 2.28.9")
+    assert b["alpha_s"]["value"] == pytest.approx(a["alpha_s"]["value"], rel=1e-3)
+    assert b["beta_Bps"]["value"] == pytest.approx(a["beta_Bps"]["value"], rel=1e-3)
+    assert doc["devices"][0]["name"] == H100 and len(doc["devices"]) == 8
+    done = run_gpucal("profiles", "import", str(data), "--from", "nccl-tests", "--op", "all-gather",
+                      "-o", str(tmp_path / "x.json"))
+    assert done.returncode == 2 and "--op" in done.stderr and "all-reduce" in done.stderr
 
 
 def test_wrong_elements_unverify_the_entry_and_leave_those_sizes_out(tmp_path):
