@@ -305,3 +305,36 @@ def test_llm_analysis_loads_the_exported_files(tmp_path):
         assert isinstance(gpu, config.GPUConfig)
         for key, want in LLM_ANALYSIS_EXPECTED[name].items():
             assert getattr(gpu, key) == pytest.approx(want, **EXACT), (name, key)
+
+
+LLM_ANALYSIS_MODEL = dict(name="llama-shape", num_layers=32, n_head=32, hidden_dim=4096, vocab_size=128256,
+                          num_key_value_heads=8, ffn_embed_dim=16384, model_type="llama")
+
+
+@pytest.mark.parametrize("name, path", [("h200-sxm", "h200-sxm"), ("sample-rtx4090x2", str(FIXTURE))])
+@pytest.mark.parametrize("batch", [1, 32])
+def test_llm_analysis_estimates_decode_as_gpucal_plans_it(tmp_path, name, path, batch):
+    """llm-analysis's own estimate (``LLMAnalysis.inference``) on the exported GPU config, for a Llama shape it can
+    express (its FFN must be a multiple of the hidden size) and gpucal's article step for the same parameters
+    (``--params``: what llm-analysis counts, two MLP matrices), both at full efficiency: its decode latency is
+    gpucal's memory time plus one more read of the KV cache (llm-analysis reads it twice a step, at the context
+    after the last token), within 2 % (docs/exports.md)."""
+    config = pytest.importorskip("llm_analysis.config")
+    analysis = pytest.importorskip("llm_analysis.analysis")
+    from conftest import run_gpucal
+
+    ex.write(ex.export(_doc(name) if name != "sample-rtx4090x2" else fixture(), "llm-analysis"), tmp_path)
+    gpu = config.read_configs(str(tmp_path), type="gpu")[name]
+    model = config.ModelConfig(**LLM_ANALYSIS_MODEL)
+    estimate = analysis.LLMAnalysis(model, gpu, hbm_memory_efficiency=1.0, flops_efficiency=1.0).inference(
+        batch_size_per_gpu=batch, seq_len=1024, num_tokens_to_generate=128)
+    params = estimate["weight_memory_per_gpu"] / 2
+    context = 1024 + 128
+    done = run_gpucal("plan", "--gpu", path, "--model", "llama-3.1-8b", "--params", str(params), "--cards", "1",
+                      "--strategy", "tp", "--batch", str(batch), "--context", str(context), "--step", "seed", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    bandwidth = plan["inputs"]["gpu"]["memory_bandwidth_Bps"]
+    assert gpu.hbm_bandwidth_in_GB_per_sec * 1e9 == pytest.approx(bandwidth, rel=1e-9)
+    second_kv_read_s = batch * context * 2 * 32 * 8 * 128 * 2 / bandwidth
+    assert estimate["decode_latency"] == pytest.approx(plan["memory_time_s"] + second_kv_read_s, rel=0.02)
