@@ -110,17 +110,33 @@ def _measured_plan(profile: Path, tp: int, batch: int) -> dict:
     return json.loads(done.stdout)
 
 
-def _slower_gemms(profile: Path, out: Path, factor: float) -> Path:
-    """The same profile with every decode GEMM ``factor`` times slower (points, alpha and beta alike)."""
+def _slower(profile: Path, out: Path, factor: float) -> Path:
+    """The same profile with every decode GEMM, decode attention and one-host all-reduce ``factor`` times slower
+    (points, alpha and beta alike)."""
     data = json.loads(profile.read_text())
-    for curve in data["devices"][0]["decode"]["gemm"].values():
+    decode = data["devices"][0]["decode"]
+    for curve in decode["gemm"].values():
         for row in curve["rows"]:
             row["alpha_s"] *= factor
             row["beta_Bps"] /= factor
             row["points"] = [[w, t * factor] for w, t in row["points"]]
+    for fit in decode["attention"].values():
+        fit["alpha_s"]["value"] *= factor
+        fit["beta_Bps"]["value"] /= factor
+    for entry in data["collectives"]:
+        entry["alpha_s"]["value"] *= factor
+        entry["beta_Bps"]["value"] /= factor
+        for piece in entry.get("pieces") or []:
+            piece["alpha_s"] *= factor
+            piece["beta_Bps"] /= factor
     data["name"] = out.stem
     out.write_text(json.dumps(data))
     return out
+
+
+def _op_ms(detail: str, op: str) -> float:
+    """An op's time in aiconfigurator's --detail time table (its first column, ms over the whole run)."""
+    return float(re.search(rf"^\s*{op}\s+([0-9.]+) ms", detail, re.M)[1])
 
 
 @pytest.mark.parametrize("tp", [1, 2])
@@ -142,9 +158,15 @@ def test_silicon_mode_runs_on_a_calibrated_profiles_own_tables_and_agrees_with_t
     plan = _measured_plan(calibrated, tp, 8)
     assert plan["step"] == "measured" and not plan["fallbacks"]
     assert tpot == pytest.approx(plan["token_latency_s"], rel=0.05), (tpot, plan["token_latency_s"])
-    slow = _slower_gemms(calibrated, tmp_path / "h200x2-slow.json", 2.0)
+    slow = _slower(calibrated, tmp_path / "h200x2-slow.json", 2.0)
     slow_systems = _export(tmp_path / "slow", str(slow))
-    slow_tpot, _ = _silicon(slow_systems, "h200x2-slow", tp, 8)
+    slow_tpot, slow_detail = _silicon(slow_systems, "h200x2-slow", tp, 8)
     slow_plan = _measured_plan(slow, tp, 8)
     assert slow_tpot > 1.5 * tpot
     assert slow_tpot == pytest.approx(slow_plan["token_latency_s"], rel=0.05), (slow_tpot, slow_plan)
+    # each table is read: its ops take twice as long, the ops priced from the system file alone do not
+    ops = ["generation_gate_ffn1_gemm", "generation_ffn2_gemm", "generation_attention"] + (
+        ["generation_ar_1"] if tp > 1 else [])
+    for op in ops:
+        assert _op_ms(slow_detail, op) == pytest.approx(2 * _op_ms(detail, op), rel=0.05), op
+    assert _op_ms(slow_detail, "generation_add_norm_1") == pytest.approx(_op_ms(detail, "generation_add_norm_1"))

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_gpucal
 
 from gpucal import profiles
-from gpucal.errors import ProfileExistsError
+from gpucal.errors import InputError, ProfileExistsError
 from gpucal.profiles import aic_tables
 from gpucal.profiles import export as ex
 from gpucal.profiles.decode_queries import decode_terms
@@ -111,3 +111,22 @@ def test_the_cli_says_what_it_wrote(doc, tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert len(out["tables"]) == 6 and all(Path(p).is_file() for p in out["tables"])  # 3 tables + 3 meta files
+
+
+def test_a_table_left_by_an_earlier_export_is_refused_and_a_refusal_makes_no_folder(doc, tmp_path):
+    ex.write(ex.export(doc, "aiconfigurator"), tmp_path)
+    data = json.loads(Path(doc.origin).read_text())
+    data["collectives"] = []  # the same profile without its all-reduce: no all-reduce table
+    fewer = tmp_path / "h200x2.json"
+    fewer.write_text(json.dumps(data))
+    result = ex.export(profiles.load(str(fewer)), "aiconfigurator")
+    assert {t.stem for t in result.tables} == {"gemm_perf", "generation_attention_perf"}
+    with pytest.raises(InputError, match="custom_allreduce_perf.parquet is left from an earlier export"):
+        ex.write(result, tmp_path, force=True)
+    assert (tmp_path / "data/h200x2/comm").is_dir()  # kept, not removed
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / "h200x2.yaml").write_text("the user's file\n")
+    with pytest.raises(ProfileExistsError):
+        ex.write(result, elsewhere)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["h200x2.yaml"]  # no data/ folder made

@@ -14,7 +14,8 @@ import pytest
 from conftest import run_gpucal
 
 from gpucal.calibrate import imports
-from gpucal.calibrate.imports.build import NVLINK_ABOVE_BPS, link_verdict
+from gpucal import profiles
+from gpucal.calibrate.imports.build import NVLINK_ABOVE_BPS, link_verdict, pcie_limit
 from gpucal.errors import InputError
 
 SHARED = Path(os.environ.get("GPUCAL_IMPORT_FIXTURES", Path(__file__).parents[3] / "shared" / "fixtures" / "imports"))
@@ -242,8 +243,14 @@ def test_nvbandwidth_json_and_text_of_one_box_give_the_same_links(tmp_path):
     for a in doc_json["links"]:
         assert a["beta_Bps"]["value"] == pytest.approx(_link(doc_text, a["src"], a["dst"])["beta_Bps"]["value"],
                                                        rel=1e-3)
-    # "GPU(row) <- GPU(column)": the column is the source
-    assert _link(doc_json, 1, 0)["beta_Bps"]["value"] == pytest.approx(276.1e9)
+    # a write test copies from the row's device to the column's, whatever arrow its description prints
+    assert _link(doc_json, 0, 1)["beta_Bps"]["value"] == pytest.approx(276.1e9)
+    assert _link(doc_json, 1, 0)["beta_Bps"]["value"] == pytest.approx(277.0e9)
+    read = {"device_to_device_memcpy_read_ce": ("memcpy CE GPU(row) -> GPU(column) bandwidth (GB/s)", rows)}
+    doc_read = _import(tmp_path / "r", str(_write(tmp_path, "read.json", nvbandwidth_json([H100] * 4, read))),
+                       "--from", "nvbandwidth")
+    # a read test's row device reads from the column's: the column is the source
+    assert _link(doc_read, 1, 0)["beta_Bps"]["value"] == pytest.approx(276.1e9)
     assert {l["verdict"] for l in doc_json["links"]} == {"nvlink"}
 
 
@@ -345,3 +352,143 @@ def test_real_outputs_parse_with_their_tool(path, tmp_path):
         return
     run = imports.read_run(str(path), tool, "all-reduce" if tool == "nccl-tests" else None)
     assert run.matrices or run.collectives, path.name
+
+
+def test_a_waived_p2p_test_is_no_peer_access_and_an_absent_one_is_no_link(tmp_path):
+    host = {"host_to_device_memcpy_ce": (H2D, [[25.0, 25.0]]), "device_to_host_memcpy_ce": (D2H, [[26.0, 26.0]])}
+    waived = _import(tmp_path / "w", str(_write(tmp_path, "w.json", nvbandwidth_json(
+        [RTX4090] * 2, {**host, "device_to_device_memcpy_write_ce": ("", None)}))), "--from", "nvbandwidth")
+    assert {l["verdict"] for l in waived["links"]} == {"host-staged"}
+    absent = _import(tmp_path / "a", str(_write(tmp_path, "a.json", nvbandwidth_json([RTX4090] * 2, host))),
+                     "--from", "nvbandwidth")
+    assert absent["links"] == [] and absent["plan_defaults"]["link"]
+    assert any("ran no device-to-device copy test" in n for n in absent["notes"])
+    # in text, a waived test prints its name and no matrix
+    text = _write(tmp_path, "w.txt", nvbandwidth_text({**host, "device_to_device_memcpy_write_ce": ("", None)}))
+    staged = _import(tmp_path / "t", str(text), "--from", "nvbandwidth", "--card", "rtx4090")
+    assert {l["verdict"] for l in staged["links"]} == {"host-staged"}
+
+
+def test_nvbandwidths_bidirectional_total_is_both_directions(tmp_path):
+    one_way = [[None, 300.0], [300.0, None]]
+    per_direction = [[None, 290.0], [290.0, None]]
+    total = [[None, 580.0], [580.0, None]]
+    new = {"device_to_device_memcpy_write_ce": (WRITE, one_way),
+           "device_to_device_bidirectional_memcpy_write_ce": (
+               "memcpy CE GPU(row) <-> GPU(column) Total bandwidth (GB/s)", per_direction + per_direction + total)}
+    doc = _import(tmp_path / "n", str(_write(tmp_path, "n.json", nvbandwidth_json([H100] * 2, new))),
+                  "--from", "nvbandwidth")
+    assert _link(doc, 0, 1)["bidirectional"]["sum_Bps"] == pytest.approx(580e9)
+    old = {"device_to_device_memcpy_write_ce": (WRITE, one_way),  # before 0.6: one matrix, per direction
+           "device_to_device_bidirectional_memcpy_write_ce": (
+               "memcpy CE GPU(row) <-> GPU(column) bandwidth (GB/s)", per_direction)}
+    doc = _import(tmp_path / "o", str(_write(tmp_path, "o.json", nvbandwidth_json([H100] * 2, old, "v0.5"))),
+                  "--from", "nvbandwidth")
+    assert _link(doc, 0, 1)["bidirectional"]["sum_Bps"] == pytest.approx(580e9)
+
+
+def test_the_nvlink_verdict_is_against_the_cards_own_pcie_link(tmp_path):
+    box = _nvlink_box(2, p2p=50.0, off=20.0)  # 50 GB/s one way: past a 4090's PCIe Gen4 x16 (31.5 GB/s)
+    doc = _import(tmp_path, str(_write(tmp_path, "p.txt", p2plat_text([RTX4090] * 2, True, **box))),
+                  "--from", "p2pbandwidthlatencytest")
+    link = _link(doc, 0, 1)
+    assert link["verdict"] == "nvlink" and "PCIe Gen4 x16 (the card's datasheet)" in " ".join(link["reasons"])
+    assert link_verdict(True, 50e9, 20e9, *pcie_limit(profiles.load_builtin("profile", "h100-sxm"), None))[0] == \
+        "p2p-pcie"  # within a Gen5 x16 link: P2P over PCIe
+    # the datasheet's PCIe link rides along, so the export to aiconfigurator finds it
+    exported = run_gpucal("profiles", "export", str(tmp_path / "imported.json"), "--format", "aiconfigurator")
+    assert exported.returncode == 0, exported.stderr
+    assert doc["devices"][0]["host_link"]["pcie_generation"]["source"] == "datasheet"
+
+
+def test_without_a_word_on_peer_access_the_same_rate_on_and_off_is_staging():
+    assert link_verdict(None, 21.0e9, 22.0e9)[0] == "host-staged"
+    assert link_verdict(True, 21.0e9, 22.0e9)[0] == "p2p-slower-than-staged"
+
+
+@pytest.mark.parametrize("name, text, named", [
+    ("matrix-number.json", '{"nvbandwidth": {"testcases": [{"name": "device_local_copy", "status": "Passed", '
+                           '"bandwidth_description": "memcpy local GPU(column) bandwidth (GB/s)", "bandwidth_matrix": 5}]}}',
+     "bandwidth_matrix"),
+    ("list-null.json", '{"nvbandwidth": {"GPU Device list": null, "testcases": [{"name": "device_local_copy", '
+                       '"status": "Passed", "bandwidth_description": "memcpy local GPU(column) bandwidth (GB/s)", '
+                       '"bandwidth_matrix": [["760"]]}]}}', None),
+    ("empty-rows.json", '{"nvbandwidth": {"testcases": [{"name": "device_to_device_bidirectional_memcpy_write_ce", '
+                        '"status": "Passed", "bandwidth_description": "x (GB/s)", "bandwidth_matrix": [[],[],[]]}]}}',
+     "empty-rows.json"),
+    ("deep.json", "{" + '"a":[' * 100000, "deep.json"),
+    ("inf.json", '{"nvbandwidth": {"testcases": [{"name": "device_local_copy", "status": "Passed", '
+                 '"bandwidth_description": "memcpy local GPU(column) bandwidth (GB/s)", "bandwidth_matrix": '
+                 '[["inf"]]}]}}', "inf"),
+])
+def test_a_broken_nvbandwidth_file_is_one_line(tmp_path, name, text, named):
+    path = _write(tmp_path, name, text)
+    done = run_gpucal("profiles", "import", str(path), "--from", "nvbandwidth", "--card", "h100-sxm",
+                      "-o", str(tmp_path / "out.json"))
+    if named is None:  # a null device list is no names: the card comes from --card
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_broken_or_mixed_nccl_tests_files_are_one_line(tmp_path):
+    good = nccl_text(H100, {"box": 2}, _sweep(30.0, 100.0), one_process=True)
+    cases = {
+        "bogus.txt": (good.replace("      0  ", "  bogus  "), "no nccl-tests size row"),
+        "huge.txt": (good.replace("     8             2", "10000000000000000000000  2"), "out of range"),
+        "twice.txt": (good + good, "listed twice"),
+        "cards.txt": (good.replace(f"device  1 [0x02] {H100}", "device  1 [0x02] NVIDIA A100-SXM4-80GB"),
+                      "different cards"),
+    }
+    for name, (text, named) in cases.items():
+        path = _write(tmp_path, name, text)
+        done = run_gpucal("profiles", "import", str(path), "--from", "nccl-tests", "--op", "all-reduce",
+                          "-o", str(tmp_path / "out.json"))
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (name, done.stderr)
+        assert named in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)
+
+
+def test_two_hosts_give_one_hosts_devices_and_dash_d_all_takes_the_first_type(tmp_path):
+    doc = _import(tmp_path / "h", str(_write(tmp_path, "two.txt", nccl_text(H100, {"a": 8, "b": 8}, _sweep(
+        120.0, 180.0), one_process=False))), "--from", "nccl-tests", "--op", "all-reduce")
+    assert len(doc["devices"]) == 8
+    text = nccl_text(H100, {"box": 2}, _sweep(30.0, 100.0), one_process=True)
+    half = text.replace("     float     sum", "      half     sum")
+    rows = [line for line in half.splitlines() if "half" in line]
+    mixed = text.replace("# Out of bounds", "\n".join(r.replace("30.", "90.") for r in rows) + "\n# Out of bounds")
+    (entry,) = _import(tmp_path / "d", str(_write(tmp_path, "all.txt", mixed)), "--from", "nccl-tests", "--op",
+                       "all-reduce")["collectives"]
+    assert entry["dtype"] == "float" and len(entry["points"]) == 13
+
+
+def test_a_card_other_than_the_files_is_said(tmp_path):
+    doc = _import(tmp_path, str(_write(tmp_path, "b.txt", p2plat_text(["NVIDIA B300 SXM6 AC"] * 2, True,
+                                                                      **_nvlink_box(2)))),
+                  "--from", "p2pbandwidthlatencytest", "--card", "h200-sxm")
+    assert any("memory size and FLOP/s are those of NVIDIA H200, as --card gives" in n for n in doc["notes"])
+    assert doc["devices"][0]["name"] == "NVIDIA B300 SXM6 AC"
+
+
+REAL_FIGURES = {  # the figure each real output prints, as gpucal must read it (SOURCES.md names each file)
+    "nvbandwidth_v0.10.0_json-verbose_7xB300-SXM6_dcgm.json":
+        lambda run: run.local_dram_Bps.get(0, 0) == pytest.approx(2 * 3237.82e9) and run.p2p_Bps.get(0, 1) > 700e9,
+    "nvbandwidth_v0.8_json_4xRTX5090_pcie.json":
+        lambda run: run.h2d_Bps.get(1, 1) == pytest.approx(56.3762e9) and run.p2p_Bps is None and all(
+            v is False for v in run.can_access.values()),
+    "p2pBandwidthLatencyTest_7xB300-SXM6_nvswitch.txt":
+        lambda run: run.p2p_Bps.get(0, 1) > 500e9 and all(run.can_access.values()),
+    "nccl-tests_all_reduce_perf_16xH100-a3mega_2node_8B-8G.txt":
+        lambda run: (run.collectives[0].nranks, run.collectives[0].hosts, len(run.devices)) == (16, 2, 8)
+        and run.collectives[0].busbw_Bps[-1] == pytest.approx(338.82e9),
+}
+
+
+@pytest.mark.skipif(not REAL, reason=f"no real outputs at {SHARED} (GPUCAL_IMPORT_FIXTURES)")
+@pytest.mark.parametrize("name", sorted(REAL_FIGURES))
+def test_real_outputs_give_their_printed_figures(name):
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not at {SHARED}")
+    tool = TOOL_OF[name.split("_")[0]]
+    assert REAL_FIGURES[name](imports.read_run(str(path), tool, "all-reduce" if tool == "nccl-tests" else None))

@@ -32,7 +32,7 @@ import yaml
 
 from gpucal import __version__, profiles
 from gpucal.errors import GpucalError, InputError, ProfileExistsError
-from gpucal.files import make_folder, write_all_atomic
+from gpucal.files import check_output, check_output_folder, make_folder, write_all_atomic
 from gpucal.profiles import aic_tables
 from gpucal.profiles.export_aic import (
     AIC_NCCL_MEM_BYTES,
@@ -174,19 +174,41 @@ def files(result: Export, folder: str | os.PathLike) -> list[tuple[Path, bytes]]
     return out
 
 
+def _stale_tables(result: Export, root: Path, items: list[tuple[Path, bytes]]) -> list[Path]:
+    """Table files under the export's data_dir that this export does not write (left by an earlier export of a
+    profile of the same name): aiconfigurator would read them beside the new ones."""
+    folder = root / result.data_dir
+    if result.format != "aiconfigurator" or not folder.is_dir():
+        return []
+    written = {p for p, _ in items}
+    stale = [p for p in folder.rglob("*") if p.suffix in (".parquet", ".yaml") and p not in written]
+    return sorted(stale, key=lambda p: (p.suffix != ".parquet", p))  # the tables first
+
+
 def write(result: Export, folder: str | os.PathLike, *, force: bool = False) -> list[Path]:
     """Write every file of ``result`` (``files``) under ``folder``, all or none, each atomically (a temporary
-    file in the same folder, then a link or rename), creating the folders. Without ``force`` an existing file is
-    never replaced (``ProfileExistsError``); only a regular file is ever replaced. A bad path is an
-    ``InputError`` naming ``-o``; a failure while writing (disk full) a ``GpucalError``, the old files intact."""
+    file in the same folder, then a link or rename); every destination is checked before a folder is made.
+    Without ``force`` an existing file is never replaced (``ProfileExistsError``); only a regular file is ever
+    replaced; a table an earlier export left under data_dir that this one does not write is refused by name (it
+    would be read with the new ones), never removed. A bad path is an ``InputError`` naming ``-o``; a failure
+    while writing (disk full) a ``GpucalError``, the old files intact."""
     items = files(result, folder)
-    for folder_path in sorted({p.parent for p, _ in items}):
-        make_folder(folder_path, flag="-o")
     try:
+        check_output_folder(folder, flag="-o")
+        for path, _ in items:
+            check_output(path, force=force, flag=None)
+        stale = _stale_tables(result, Path(folder), items)
+        if stale:
+            raise InputError(f"-o: {stale[0]} is left from an earlier export and this profile has no such table: "
+                             f"remove it ({len(stale)} such file{'s' if len(stale) > 1 else ''} under "
+                             f"{Path(folder) / result.data_dir})")
+        for folder_path in sorted({p.parent for p, _ in items}):
+            make_folder(folder_path, flag="-o")
         return write_all_atomic(items, force=force)
     except ProfileExistsError:
         raise
     except InputError as exc:
-        raise InputError(f"-o: {exc}") from None
+        text = str(exc)
+        raise InputError(text if text.startswith("-o") else f"-o: {text}") from None
     except GpucalError as exc:
         raise GpucalError(f"-o: {exc}") from None

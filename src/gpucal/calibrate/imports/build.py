@@ -18,7 +18,6 @@ link preset (cited as such): the planner needs both, and a rate measured at one 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,13 @@ from gpucal.calibrate.entries import fit_quantity, quantity, reported
 from gpucal.calibrate.fit import FitError, fit_pieces
 from gpucal.calibrate.imports.figures import CollectiveRun, Matrix, ToolRun
 from gpucal.errors import InputError
-from gpucal.standards import pcie_Bps
+from gpucal.standards import PCIE_GT_S, pcie_Bps
 from gpucal.units import format_bytes, format_rate
 
-__all__ = ["NVLINK_ABOVE_BPS", "build_profile", "link_verdict"]
+__all__ = ["NVLINK_ABOVE_BPS", "build_profile", "link_verdict", "pcie_limit"]
 
-NVLINK_ABOVE_BPS = pcie_Bps(5, 16)  # no PCIe link of today moves more one way
+NVLINK_ABOVE_BPS = pcie_Bps(5, 16)  # where the card's PCIe link is unknown: no PCIe Gen5 link moves more one way
+SAME_RATE_FRAC = 0.10  # P2P on and off this close, with no word on peer access: one path, through the host
 BUSBW = {"all-reduce": lambda n: 2 * (n - 1) / n, "all-gather": lambda n: (n - 1) / n,
          "reduce-scatter": lambda n: (n - 1) / n, "broadcast": lambda n: 1.0, "send-recv": lambda n: 1.0}
 
@@ -51,22 +51,44 @@ def _figure(run: ToolRun, matrix: Matrix, value: float, convention: str | None =
                     byte_convention=convention or matrix.byte_convention)
 
 
-def link_verdict(can_access: bool | None, p2p_Bps: float | None, staged_Bps: float | None) -> tuple[str, list[str]]:
-    """The P2P verdict of one ordered pair from a tool's figures (see the module docstring), with its reasons."""
+def link_verdict(can_access: bool | None, p2p_Bps: float | None, staged_Bps: float | None,
+                 pcie_limit_Bps: float = NVLINK_ABOVE_BPS, pcie_what: str = "PCIe Gen5 x16") -> tuple[str, list[str]]:
+    """The P2P verdict of one ordered pair from a tool's figures (see the module docstring), with its reasons;
+    ``pcie_limit_Bps`` is the most the card's PCIe link moves one way (``pcie_what`` says which link that is)."""
     if can_access is False or (can_access is None and p2p_Bps is None):
         why = "the tool reports no peer access" if can_access is False else "the tool printed no P2P figure"
         return "host-staged", [f"no P2P: {why}; copies between these devices go through host memory"]
     if p2p_Bps is None:
         return "p2p-pcie", ["peer access possible, but the tool printed no P2P rate; the verdict rests on that word"]
     reasons = [f"P2P: {_gb(p2p_Bps)} one way" + (f", with P2P off {_gb(staged_Bps)}" if staged_Bps else "")]
+    if can_access is None and staged_Bps and abs(p2p_Bps / staged_Bps - 1) < SAME_RATE_FRAC:
+        reasons.append("the tool does not say whether the peer was reachable, and P2P on and off run at the same rate "
+                       f"(within {SAME_RATE_FRAC:.0%}): the copies went through host memory")
+        return "host-staged", reasons
     if staged_Bps and p2p_Bps < staged_Bps:
         reasons.append(f"P2P is slower than staging through the host ({_gb(p2p_Bps)} < {_gb(staged_Bps)})")
         return "p2p-slower-than-staged", reasons
-    if p2p_Bps > NVLINK_ABOVE_BPS:
-        reasons.append(f"above PCIe Gen5 x16's {_gb(NVLINK_ABOVE_BPS)}: NVLink (the tool does not name the path)")
+    if p2p_Bps > pcie_limit_Bps:
+        reasons.append(f"above {pcie_what}'s {_gb(pcie_limit_Bps)}: NVLink (the tool does not name the path)")
         return "nvlink", reasons
-    reasons.append(f"at or below PCIe Gen5 x16's {_gb(NVLINK_ABOVE_BPS)}: P2P over PCIe")
+    reasons.append(f"at or below {pcie_what}'s {_gb(pcie_limit_Bps)}: P2P over PCIe")
     return "p2p-pcie", reasons
+
+
+def pcie_limit(sheet: profiles.Document | None, run: ToolRun | None) -> tuple[float, str]:
+    """The most the card's PCIe link moves one way: its datasheet's generation and width at line rate (or the
+    faster of the measured host copies, where higher), else PCIe Gen5 x16's."""
+    host = sheet.profile.devices[0].host_link if sheet else None
+    gen = host.pcie_generation.value if host and host.pcie_generation.known else None
+    width = host.pcie_width.value if host and host.pcie_width.known else None
+    if gen is None or width is None or int(gen) not in PCIE_GT_S:
+        limit, what = NVLINK_ABOVE_BPS, "PCIe Gen5 x16"
+    else:
+        limit, what = pcie_Bps(int(gen), int(width)), f"PCIe Gen{int(gen)} x{int(width)} (the card's datasheet)"
+    measured = [v for m in ((run.h2d_Bps, run.d2h_Bps) if run else ()) if m for v in m.values.values() if v]
+    if measured and max(measured) > limit:
+        limit, what = max(measured), "the fastest measured host copy"
+    return limit, what
 
 
 def _preset_alpha(sheet: profiles.Document | None, path: str) -> tuple[dict, str] | None:
@@ -93,6 +115,7 @@ class _Links:
 
     def __init__(self, run: ToolRun, sheet: profiles.Document | None):
         self.run, self.sheet = run, sheet
+        self.pcie = pcie_limit(sheet, run)
         self.entries: list[dict] = []
         self.best_p2p: dict[int, tuple[float, dict]] = {}
         self.kinds: dict[int, set[str]] = {}
@@ -103,7 +126,7 @@ class _Links:
         p2p = run.p2p_Bps.get(i, j) if run.p2p_Bps else None
         staged = run.staged_Bps.get(i, j) if run.staged_Bps else None
         can = run.can_access.get((i, j))
-        verdict, reasons = link_verdict(can, p2p, staged)
+        verdict, reasons = link_verdict(can, p2p, staged, *self.pcie)
         direct = verdict in ("nvlink", "p2p-pcie") and p2p is not None
         matrix, rate = (run.p2p_Bps, p2p) if direct else (run.staged_Bps, staged)
         if rate is None and not direct:
@@ -175,9 +198,10 @@ class _Links:
         return peer
 
 
-def _host_link(run: ToolRun, d: int) -> dict | None:
+def _host_link(run: ToolRun | None, d: int, sheet: profiles.Document | None) -> dict | None:
+    """The datasheet's PCIe generation and width (cited: the tools report neither) and the measured copies."""
     out: dict[str, Any] = {}
-    for key, rates in (("h2d", run.h2d_Bps), ("d2h", run.d2h_Bps)):
+    for key, rates in (("h2d", run.h2d_Bps if run else None), ("d2h", run.d2h_Bps if run else None)):
         rate = rates.get(d, d) if rates else None
         if rate is None:
             continue
@@ -185,10 +209,15 @@ def _host_link(run: ToolRun, d: int) -> dict | None:
         alpha = (_figure(run, run.h2d_latency_s, lat) if lat is not None
                  else quantity(None, "estimate", reason=f"not measured: {run.tool} times no latency of this copy"))
         out[key] = {"alpha_s": alpha, "beta_Bps": _figure(run, rates, rate, LINK_CONVENTION)}
-    if not out:
-        return None
-    why = f"{run.tool} does not report it"
-    return {"pcie_generation": reported(None, reason=why), "pcie_width": reported(None, reason=why), **out}
+    host = sheet.profile.devices[0].host_link if sheet else None
+    if host is not None:
+        sheet_link = host.to_json()
+        cited = {k: sheet_link[k] for k in ("pcie_generation", "pcie_width", "pcie_generation_max",
+                                            "pcie_width_max") if k in sheet_link}
+    else:
+        why = "the tool does not report it"
+        cited = {"pcie_generation": reported(None, reason=why), "pcie_width": reported(None, reason=why)}
+    return {**cited, **out} if (out or host is not None) else None
 
 
 def _collective(run: ToolRun, c: CollectiveRun) -> dict:
@@ -226,13 +255,6 @@ def _collective(run: ToolRun, c: CollectiveRun) -> dict:
                                                                        "transport", "reason")}
 
 
-def _sha256(path: str) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def _device(run: ToolRun | None, d: int, name: str, sheet: profiles.Document | None, links: _Links | None) -> dict:
     base = sheet.profile.devices[0].to_json() if sheet else {}
     entry: dict[str, Any] = {"index": d, "name": name, "uuid": None, "count": 1}
@@ -247,7 +269,7 @@ def _device(run: ToolRun | None, d: int, name: str, sheet: profiles.Document | N
         if sheet_Bps:
             entry["memory_bandwidth_Bps"]["note"] = (f"{100 * local / sheet_Bps:.0f} % of the datasheet's "
                                                      f"{format_rate(sheet_Bps)}; a copy's read and write traffic")
-    host = _host_link(run, d) if run else None
+    host = _host_link(run, d, sheet)
     if host:
         entry["host_link"] = host
     peer = links.peer_link(d) if links else None
@@ -263,6 +285,10 @@ def build_profile(runs: list[ToolRun], *, sheet: profiles.Document | None, name:
     """The profile of what ``runs`` measured (one tool's output each); ``sheet`` the card's datasheet profile
     (memory, FLOP/s, and the link preset's alpha where a tool timed no latency). Raises ``InputError`` where
     the runs disagree or say nothing a profile can hold."""
+    for r in runs:
+        if len(set(r.devices)) > 1:
+            raise InputError(f"{r.origin}: the devices are different cards ({', '.join(sorted(set(r.devices)))}): "
+                             "gpucal imports one card model")
     link_runs = [r for r in runs if r.p2p_Bps or r.staged_Bps or r.h2d_Bps or r.d2h_Bps or r.local_dram_Bps]
     if len(link_runs) > 1:
         raise InputError(f"{link_runs[0].origin} and {link_runs[1].origin} both measure copies: import one of "
@@ -281,14 +307,14 @@ def build_profile(runs: list[ToolRun], *, sheet: profiles.Document | None, name:
                          "(a datasheet profile: memory and FLOP/s come from it)")
     if count < 1:
         raise InputError(f"{runs[0].origin}: holds no figure gpucal can import")
-    links = _Links(link_run, sheet) if link_run else None
+    links = _Links(link_run, sheet) if link_run and not link_run.no_links else None
     if links:
         for i in range(count):
             for j in range(count):
                 if i != j:
                     links.pair(i, j)
     devices = [_device(link_run, d, names[d] if d < len(names) else card, sheet, links) for d in range(count)]
-    imported = [{"tool": r.tool, "version": r.version, "file": r.origin, "sha256": _sha256(r.origin)} for r in runs]
+    imported = [{"tool": r.tool, "version": r.version, "file": r.origin, "sha256": r.sha256} for r in runs]
     what = ", ".join(f"{r.tool} {r.version or ''}".strip() + f" ({Path(r.origin).name})" for r in runs)
     notes = [f"imported from {what}: every figure marked measured is the tool's, converted to gpucal's units and "
              "byte conventions (each method says how)",
@@ -298,6 +324,9 @@ def build_profile(runs: list[ToolRun], *, sheet: profiles.Document | None, name:
     if links is None and sheet.profile.default_link:
         notes.append(f"no link between devices was imported: the planner uses the link preset "
                      f"{sheet.profile.default_link} of the datasheet profile {sheet.name}")
+    sheet_card = sheet.profile.devices[0].name
+    if card != sheet_card:
+        notes.append(f"the files name {card}; memory size and FLOP/s are those of {sheet_card}, as --card gives")
     for r in runs:
         notes.extend(r.notes)
     hostnames = sorted({h for r in runs for h in r.hostnames})

@@ -9,19 +9,30 @@ its tool's convention and says which it was (``Matrix.byte_convention``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-__all__ = ["Matrix", "CollectiveRun", "ToolRun", "positive_number"]
+from gpucal.errors import InputError
+
+__all__ = ["Matrix", "CollectiveRun", "ToolRun", "CellError", "positive_number"]
 
 Pair = tuple[int, int]
+CELL_MAX = 1e12  # the largest figure a cell may hold, in the tool's unit (GB/s, us, ns)
+
+
+class CellError(InputError):
+    """A cell of a tool's table that holds no figure gpucal can take (the reader adds the file's name)."""
 
 
 def positive_number(cell: str) -> float | None:
-    """A table cell as a number; ``None`` for N/A, waived, or a figure of zero (a tool's diagonal)."""
+    """A table cell as a number; ``None`` for N/A, waived, or a figure of zero (a tool's diagonal). A figure that
+    is not finite or beyond any physical one (1e12 of the tool's unit: GB/s, us) is refused."""
     try:
         value = float(cell)
     except ValueError:
         return None
+    if not math.isfinite(value) or abs(value) > CELL_MAX:
+        raise CellError(f"the figure {cell[:24]!r} is not a finite rate or time")
     return value if value > 0 else None
 
 
@@ -85,12 +96,20 @@ class ToolRun:
     hostnames: list[str] = field(default_factory=list)
     collectives: list[CollectiveRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sha256: str | None = None  # of the bytes parsed
+    no_links: bool = False  # the tool ran no copy between devices: say nothing of their links
 
     @property
     def device_count(self) -> int:
         seen = {i for m in self.matrices for pair in m.values for i in pair}
         return max(len(self.devices), max(seen, default=-1) + 1,
                    max((c.nranks for c in self.collectives if c.single_process or c.hosts == 1), default=0))
+
+    def named_matrices(self) -> dict[str, Matrix]:
+        """Every matrix the run holds, by its field's name (``_Bps``: rates; ``_s``: times)."""
+        names = ("p2p_Bps", "staged_Bps", "p2p_bidir_Bps", "staged_bidir_Bps", "p2p_latency_s", "staged_latency_s",
+                 "h2d_Bps", "d2h_Bps", "h2d_latency_s", "local_dram_Bps")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def matrices(self) -> list[Matrix]:

@@ -29,7 +29,7 @@ __all__ = ["parse", "looks_like", "OPS"]
 # nccl-tests' binaries -> gpucal's op names
 OPS = {"all_reduce": "all-reduce", "all_gather": "all-gather", "reduce_scatter": "reduce-scatter",
        "broadcast": "broadcast", "sendrecv": "send-recv"}
-_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+(\S+)")
+_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\w+)\s+(\w+)\s+(-?\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+|N/A)(?:\s|$)")
 _RANK = re.compile(r"^#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+(\d+)\s+on\s+(\S+)\s+device\s+(\d+)\s+\[[^\]]*\]\s+(.+?)\s*$")
 
 
@@ -87,10 +87,21 @@ def _from_json(text: str, origin: str, op: str | None) -> ToolRun:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{origin}: results: a size without a number where one belongs ({exc})") from None
     ranks = [(str(d.get("hostname")), str(d.get("pid")), str(d.get("device_info", "")).strip()) for d in devices]
+    _one_run([d.get("rank") for d in devices], origin)
     library = _version(data.get("nccl_version"))
     return _tool_run(origin, the_op, ranks, timed, str(first.get("type")), iters, graphs,
                      f"NCCL {library}" if library else None, None,
                      ["nccl-tests' JSON: file version " + str(data.get("version"))])
+
+
+def _one_run(ranks: list, origin: str) -> None:
+    """A file of one run: each rank once (two runs in one log repeat rank 0)."""
+    seen = set()
+    for rank in ranks:
+        if rank in seen:
+            raise InputError(f"{origin}: rank {rank} is listed twice: the file holds more than one run (give each "
+                             "run its own file)")
+        seen.add(rank)
 
 
 def _tool_run(origin, the_op, ranks, timed, dtype, iters, graphs, library, version, notes) -> ToolRun:
@@ -109,10 +120,10 @@ def _tool_run(origin, the_op, ranks, timed, dtype, iters, graphs, library, versi
         algbw_Bps=tuple(t[2] * 1e9 for t in timed), busbw_Bps=tuple(t[3] * 1e9 for t in timed),
         wrong=tuple(t[4] for t in timed),
         method=(f"{'_'.join(the_op.split('-'))}_perf, out of place, {dtype}, {len(ranks)} ranks on {len(hosts)} "
-                f"host(s){', CUDA graphs' if graphs else ''}: the mean time over {iters} iterations per size"),
-        statistic="mean", n=iters)
-    tool = ToolRun("nccl-tests", version, origin, devices=names[:max(per_host.values())] if len(hosts) == 1 else
-                   names[:1], hostnames=hosts, collectives=[run], notes=list(notes))
+                f"host(s){', CUDA graphs' if graphs else ''}: the mean time over {iters} iterations per size (one timed loop)"),
+        statistic="mean", n=1)
+    tool = ToolRun("nccl-tests", version, origin, devices=names[:max(per_host.values())], hostnames=hosts,
+                   collectives=[run], notes=list(notes))
     if len(hosts) > 1:
         tool.notes.append(f"nccl-tests over {len(hosts)} hosts ({', '.join(hosts)}): the collective spans them; the "
                           "profile's devices are one host's")
@@ -138,7 +149,9 @@ def parse(text: str, origin: str, op: str | None = None) -> ToolRun:
     graphs = bool(int(header[4])) if header else False
     version = re.search(r"nccl-tests version (\S+)", text)
     library = re.search(r"NCCL version (\d+\.\d+\.\d+)", text)
-    timed = [(int(r[1]), float(r[6]), float(r[7]), float(r[8]), None if r[9] == "N/A" else int(float(r[9])))
-             for r in rows]
+    _one_run([int(m[1]) for m in ranks], origin)
+    first = (rows[0][3], rows[0][4])  # with -d all or -o all, the first type and reduction
+    timed = [(int(r[1]), float(r[6]), float(r[7]), float(r[8]), None if r[9] == "N/A" else int(r[9]))
+             for r in rows if (r[3], r[4]) == first]
     return _tool_run(origin, the_op, [(m[3], m[2], m[5]) for m in ranks], timed, rows[0][3], iters, graphs,
                      f"NCCL {library[1]}" if library else None, version[1] if version else None, [])
