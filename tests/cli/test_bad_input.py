@@ -143,6 +143,7 @@ FILES = {
     "hf-str.json": _text(json.dumps({"model_type": "llama", "hidden_size": "4096", "num_hidden_layers": 32,
                                      "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000})),
     "old.json": lambda p: _write(p, b"the user's own file\n"),
+    "old.html": lambda p: _write(p, b"<p>the user's own page</p>\n"),
     "nccl.txt": _text("# nThread 1 nGpus 2 minBytes 8 maxBytes 8 step: 2(factor) warmup iters: 5 iters: 20 agg iters: 1"
                       " validation: 1 graph: 0\n#  Rank  0 Group  0 Pid  1 on box device  0 [0x01] NVIDIA GeForce RTX "
                       "4090\n#  Rank  1 Group  0 Pid  1 on box device  1 [0x02] NVIDIA GeForce RTX 4090\n#  size count "
@@ -412,6 +413,20 @@ CASES += [
 ]
 _control(Case("control: import --card", (*IMPORT, "--card", "rtx4090"), (), code=0, files=("nccl.txt",),
               writes=("imp.json",)))
+REPORT = ("report", "rtx4090", "-o", "page.html")
+CASES += _doc_cases("report", ("report", "{}", "-o", "page.html"), None, "good.json", writes=("page.html",))
+CASES += _flag_cases("report", REPORT, "--cards", POSITIVE_INT_BAD, "2", writes=("page.html",))
+CASES += _flag_cases("report", REPORT, "--model", ("", "nosuch", "hf-huge.json"), "llama-3.1-8b",
+                     writes=("page.html",))
+CASES += [
+    Case("report -o not html", ("report", "rtx4090", "-o", "page.txt"), ("-o", "FILE.html")),
+    Case("report -o an existing file", ("report", "rtx4090", "-o", "old.html"), ("old.html", "--force"),
+         files=("old.html",)),
+    Case("report --strategy bad", (*REPORT, "--strategy", "dp"), ("--strategy",)),
+    Case("calibrate --report not html", (*CALIBRATE, "--report", "r.txt"), ("--report", "FILE.html")),
+    Case("calibrate --report an existing file", (*CALIBRATE, "--report", "old.html"), ("--report", "old.html"),
+         files=("old.html",)),
+]
 AIC_EXPORT = ("profiles", "export", "rtx4090", "--format", "aiconfigurator", "-o", "exp")
 CASES += _flag_cases("export", AIC_EXPORT, "--gpus-per-node", (*POSITIVE_INT_BAD, "65"), "4", writes=("exp",))
 CASES += _flag_cases("export", AIC_EXPORT, "--nics-per-node", (*POSITIVE_INT_BAD, "65"), "2", writes=("exp",))

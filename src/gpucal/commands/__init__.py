@@ -48,6 +48,8 @@ COMMANDS: dict[str, CommandInfo] = registry((
     ("compare", CommandInfo("gpucal.commands.compare", "two profiles side by side, with the ratio B/A per field")),
     ("plot", CommandInfo("gpucal.commands.plot",
                          "draw a profile's figures as PNG: copy bandwidth, P2P verdicts, roofline, plan, network")),
+    ("report", CommandInfo("gpucal.commands.report",
+                           "one self-contained HTML page of a profile, to look at and share")),
 ))
 
 

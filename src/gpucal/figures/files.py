@@ -25,7 +25,7 @@ from gpucal.figures.roofline import roofline_figure
 from gpucal.files import check_output, check_output_folder, make_folder, write_all_atomic
 from gpucal.profiles.queries import resolve_model
 
-__all__ = ["check_plots_output", "write_plots"]
+__all__ = ["check_plots_output", "draw_figures", "write_plots"]
 
 
 def _check_arguments(names, cards, strategy) -> None:
@@ -90,6 +90,29 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
     doc.profile  # the figures read the typed profile: one that does not validate is refused here, in one line
     canvas_figure((1, 1))  # matplotlib is there, before anything is written
     check_plots_output(out_dir, which=names, force=force, flag=flag)
+    out = Path(out_dir)
+    results: list[tuple[str, Path | None, str | None]] = []
+    drawn: list[tuple[Path, bytes]] = []
+    for name, png, why in draw_figures(doc, names, model=spec, cards=cards, strategy=strategy,
+                                       context_tokens=context_tokens):
+        if png is None:
+            results.append((name, None, why))
+            continue
+        path = out / f"{name}.png"
+        drawn.append((path, png))
+        results.append((name, path, None))
+    if drawn:
+        make_folder(out, flag=flag)
+        write_all_atomic(drawn, force=force, flag=flag)
+    return results
+
+
+def draw_figures(doc: profiles.Document, names, *, model, cards: int | None = None, strategy: str | None = None,
+                 context_tokens: int = 0) -> list[tuple[str, bytes | None, str | None]]:
+    """Each figure of ``names`` (in ``FIGURES``' order) drawn in memory: (name, PNG bytes, None), or (name, None,
+    why) for one the profile cannot show. ``model`` is a resolved ``ModelSpec``."""
+    _check_arguments(list(names), cards, strategy)
+    spec = model
     makers = {
         "bandwidth": lambda: bandwidth_figure(doc),
         "p2p": lambda: p2p_figure(doc),
@@ -100,19 +123,10 @@ def write_plots(doc: profiles.Document, out_dir, *, model="llama-3.1-8b", cards:
         "decode-gemm": lambda: decode_gemm_figure(doc),
         "allreduce": lambda: allreduce_figure(doc),
     }
-    out = Path(out_dir)
-    results: list[tuple[str, Path | None, str | None]] = []
-    drawn: list[tuple[Path, bytes]] = []
+    out: list[tuple[str, bytes | None, str | None]] = []
     for name in (n for n in FIGURES if n in names):
         try:
-            png = _drawn(makers[name])
+            out.append((name, _drawn(makers[name]), None))
         except PlotSkipped as skipped:
-            results.append((name, None, skipped.reason))
-            continue
-        path = out / f"{name}.png"
-        drawn.append((path, png))
-        results.append((name, path, None))
-    if drawn:
-        make_folder(out, flag=flag)
-        write_all_atomic(drawn, force=force, flag=flag)
-    return results
+            out.append((name, None, skipped.reason))
+    return out

@@ -49,6 +49,9 @@ class PlanCurves:
     step: str = "seed"  # the step drawn: "measured" (the article's beside it) or "seed"
     seed_token_latency_s: np.ndarray | None = None
     seed_aggregate_tokens_per_s: np.ndarray | None = None
+    measured_terms: tuple = ()  # the measured step's terms per batch (``gpucal.plan.measured.MeasuredStep.terms``)
+    measured_sources: dict | None = None  # where each of its terms came from
+    measured_fallbacks: tuple | list = ()  # the terms priced ideally, for want of a figure
 
 
 def _card(doc: profiles.Document) -> GpuSpec:
@@ -101,9 +104,11 @@ def plan_curves(doc: profiles.Document, *, model="llama-3.1-8b", cards: int | No
     extra = {}
     if has_decode_terms(doc):  # as gpucal plan: the measured step where the profile has its figures
         decode = decode_inputs(doc, dtype="fp16", tp=layout.tp, cards_per_host=n, graphs=True)
-        rows = [measured_step(spec, gpu, decode, batch=b, tp=layout.tp, pp=layout.pp, **options).step.row()
-                for b in batches]
-        extra = {"step": "measured", "seed_token_latency_s": latency, "seed_aggregate_tokens_per_s": aggregate}
+        steps = [measured_step(spec, gpu, decode, batch=b, tp=layout.tp, pp=layout.pp, **options) for b in batches]
+        rows = [m.step.row() for m in steps]
+        extra = {"step": "measured", "seed_token_latency_s": latency, "seed_aggregate_tokens_per_s": aggregate,
+                 "measured_terms": tuple(m.terms for m in steps), "measured_sources": steps[0].sources,
+                 "measured_fallbacks": steps[0].fallbacks}
         latency = np.array([r["token_latency_s"] for r in rows])
         aggregate = np.array([r["aggregate_tokens_per_s"] for r in rows])
     return PlanCurves(model=spec.name, gpu=gpu.name, flops_mode=gpu.flops_mode, link=link.spec.name if link else None,

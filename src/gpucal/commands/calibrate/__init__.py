@@ -44,6 +44,7 @@ def add_arguments(p) -> None:
     p.add_argument("--budget", type=budget, metavar="S", help="seconds of sampling per case at most")
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--plots", metavar="DIR", help="also write the plots (gpucal plot) into DIR")
+    p.add_argument("--report", metavar="FILE.html", help="also write the report (gpucal report): one HTML page")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) instead of tables")
     cluster = p.add_argument_group("cluster (mpiexec -n N gpucal calibrate --cluster -o FILE)")
     cluster.add_argument("--cluster", action="store_true",

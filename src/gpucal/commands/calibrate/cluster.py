@@ -261,9 +261,12 @@ def _report(args, world, doc: dict, profile: Profile, network, collectives, insi
             # the entries as written, in the file's own key order (the JSON this command built)
             "mpi": world.library, "summary": rows, "network": doc["network"], "collectives": doc["collectives"],
             "collectives_waived": coll_note, "anomalies": doc["host"]["anomalies"], "failed_hosts": failed_hosts,
-            "plots": [{"name": n, "path": str(p) if p else None, "skipped": why} for n, p, why in plots]})
+            "plots": [{"name": n, "path": str(p) if p else None, "skipped": why} for n, p, why in plots],
+            "report": args.report})
         return 1 if failed else 0
     _print(profile, rows, world, net_note, coll_note, failed_hosts, failed_cases, str(written), plots)
+    if args.report is not None:
+        render.line(f"wrote {args.report} (gpucal report)")
     return 1 if failed else 0
 
 

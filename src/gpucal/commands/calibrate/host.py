@@ -77,7 +77,8 @@ def _progress(show_bar: bool, quiet: bool):
 def check_flags(args) -> None:
     """The checks of calibrate's flags that need no device (the same on every rank under MPI)."""
     for flag, value, what in (("-o", args.output, "a file name"), ("--simulate", args.simulate, "PROFILE[:N]"),
-                              ("--plots", args.plots, "a folder"), ("--simulate-net", args.simulate_net, "a link")):
+                              ("--plots", args.plots, "a folder"), ("--report", args.report, "a file name"),
+                              ("--simulate-net", args.simulate_net, "a link")):
         if value is not None and not value.strip():  # an empty value is not the flag's absence
             raise InputError(f"{flag}: an empty value; give {what}")
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):

@@ -54,9 +54,12 @@ def _report(args, profile: Profile, cal, found, failed, backend, name, written, 
                            "summary": rows, "anomalies": found,
                            "verdicts": [v.to_dict() for v in cal.verdicts], "simulator_check": cal.simulator_check,
                            "plots": [{"name": n, "path": str(p) if p else None, "skipped": why}
-                                     for n, p, why in plots]})
+                                     for n, p, why in plots],
+            "report": args.report})
         return 1 if failed else 0
     _print(profile, rows, cal, str(written), plots)
+    if args.report is not None:
+        render.line(f"wrote {args.report} (gpucal report)")
     return 1 if failed else 0
 
 

@@ -11,6 +11,7 @@ import statistics
 from gpucal import profiles, render
 from gpucal.errors import GpucalError, ProfileError, ProfileExistsError
 from gpucal.figures.files import check_plots_output, write_plots
+from gpucal.figures.report import check_report_output, write_report
 from gpucal.files import check_output as check_output_path
 from gpucal.files import deferred_signals, make_folder, write_atomic
 from gpucal.profiles.model import Profile
@@ -34,6 +35,8 @@ def check_outputs(args) -> None:
         check_output(args.output, args.force)
     if args.plots is not None:
         check_plots_output(args.plots, force=args.force, flag="--plots")
+    if getattr(args, "report", None) is not None:
+        check_report_output(args.report, force=args.force, flag="--report")
 
 
 def name_of(path: str | None) -> str | None:
@@ -54,8 +57,9 @@ def after_writing(written, plots_dir, plots) -> str:
 
 
 def write_outputs(args, doc: dict, path: str, done: dict):
-    """Write the profile and then (``--plots``) its figures, noting in ``done`` what is written (``profile``:
-    its path, ``plots``: the figures, None until written), so that an interruption can say it. A signal while
+    """Write the profile and then (``--plots``) its figures and (``--report``) its page, noting in ``done`` what is
+    written (``profile``: its path, ``plots``: the figures, None until written; ``report``: the page's path), so
+    that an interruption can say it. A signal while
     the profile is written is held until it is complete (``gpucal.files.deferred_signals``). Returns (the
     profile's path, the plots or [], the typed profile as written)."""
     with deferred_signals():
@@ -65,6 +69,8 @@ def write_outputs(args, doc: dict, path: str, done: dict):
     if args.plots is not None:
         done["plots"] = None
         done["plots"] = write_plots(written, args.plots, force=args.force, flag="--plots")
+    if getattr(args, "report", None) is not None:
+        done["report"] = write_report(written, args.report, force=args.force, flag="--report")
     return done["profile"], done["plots"], written.profile
 
 

@@ -1,0 +1,115 @@
+"""``gpucal report``: one self-contained HTML page of a profile (``gpucal.figures.report``). Its structure, its
+escaping of every text a profile holds, the default model, and the command's outputs; tests/cli/test_report_browser.py
+renders it in headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import run_gpucal
+
+from gpucal import profiles
+from gpucal.figures.report import SECTIONS, default_model, report_html
+from gpucal.plan.models import PRESETS
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
+TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "span", "b", "section", "table",
+        "tr", "th", "td", "ul", "li", "br", "figure", "img", "figcaption"}
+HOSTILE = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
+
+
+class _Page(HTMLParser):
+    """Every element of a page, with its attributes, and the text."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def hostile_profile(tmp_path: Path) -> Path:
+    """The calibrated fixture with markup and script in every text a profile lets it hold."""
+    data = json.loads(FIXTURE.read_text())
+    data["title"] = "T " + HOSTILE
+    data["notes"] = ["N " + HOSTILE]
+    data["devices"][0]["name"] = "D " + HOSTILE
+    data["host"]["hostname"] = "H " + HOSTILE
+    data["host"]["anomalies"] = [{"kind": "K " + HOSTILE, "text": "A " + HOSTILE}]
+    data["links"][0]["reasons"] = ["R " + HOSTILE]
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(data))
+    profiles.load(str(path))  # a valid profile: the schema allows this text
+    return path
+
+
+def test_the_page_has_every_section_and_needs_nothing_outside_itself():
+    text = report_html(profiles.load(str(FIXTURE)))
+    page = parse(text)
+    ids = [a.get("id") for tag, a in page.elements if tag == "section"]
+    assert ids == list(SECTIONS)
+    assert {tag for tag, _ in page.elements} <= TAGS  # no script, no iframe, no link, no object
+    images = [a["src"] for tag, a in page.elements if tag == "img"]
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)
+    policy = next(a["content"] for tag, a in page.elements if tag == "meta" and a.get("http-equiv"))
+    assert "default-src 'none'" in policy and "script" not in policy
+    title = next(t for t in page.text if "gpucal report" in t)
+    assert "simulated" in title  # measured or simulated, in the title itself
+    body = " ".join(page.text)
+    assert "host-staged" in body and "no figure here is a measurement" in body
+    assert "the article's step" in body and "measured step" in body  # the plan, both steps
+
+
+def test_a_profiles_markup_is_shown_as_text_never_as_markup(tmp_path):
+    text = report_html(profiles.load(str(hostile_profile(tmp_path))))
+    page = parse(text)
+    assert {tag for tag, _ in page.elements} <= TAGS
+    assert not any(tag == "script" for tag, _ in page.elements)
+    assert not any(any(k.startswith("on") for k in a) for _, a in page.elements)
+    assert not any(tag == "img" and a.get("src") == "x" for tag, a in page.elements)
+    shown = " ".join(page.text)
+    for marker in ("T ", "N ", "D ", "H ", "K ", "A ", "R "):
+        assert marker + HOSTILE in shown, marker  # the text itself, visible
+
+
+def test_the_default_model_is_the_largest_preset_whose_weights_fit():
+    one = profiles.load_builtin("profile", "rtx4090")
+    chosen = default_model(one)
+    memory = one.profile.devices[0].memory_bytes.value
+    assert 2 * chosen.params <= 0.9 * memory
+    assert all(2 * m.params > 0.9 * memory or m.params <= chosen.params for m in PRESETS.values())
+    assert default_model(profiles.load(str(FIXTURE))).params > chosen.params  # two cards hold a larger one
+
+
+def test_the_command_writes_once_and_keeps_a_file_without_force(tmp_path):
+    out = tmp_path / "box.html"
+    done = run_gpucal("report", str(FIXTURE), "-o", str(out), "--model", "llama-3.1-8b", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["file"] == str(out) and summary["model"] == "llama-3.1-8b" and summary["sections"] == list(SECTIONS)
+    first = out.read_bytes()
+    again = run_gpucal("report", str(FIXTURE), "-o", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr and out.read_bytes() == first
+    assert run_gpucal("report", str(FIXTURE), "-o", str(out), "--force").returncode == 0
+    wrong = run_gpucal("report", str(FIXTURE), "-o", str(tmp_path / "box.txt"))
+    assert wrong.returncode == 2 and "FILE.html" in wrong.stderr
+    default = run_gpucal("report", "h100-sxm", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "h100-sxm.html").is_file()
