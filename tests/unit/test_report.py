@@ -113,3 +113,22 @@ def test_the_command_writes_once_and_keeps_a_file_without_force(tmp_path):
     default = run_gpucal("report", "h100-sxm", cwd=tmp_path)
     assert default.returncode == 0, default.stderr
     assert (tmp_path / "h100-sxm.html").is_file()
+
+
+def test_the_roofline_shows_the_decode_gemms_at_their_intensity(tmp_path):
+    out = tmp_path / "h200.json"
+    done = run_gpucal("calibrate", "--simulate", "h200-sxm:1", "--quick", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    from gpucal.figures.roofline import decode_points, roofline_figure
+
+    device = profiles.load(str(out)).profile.devices[0]
+    points = decode_points(device)
+    curve = device.decode.gemm["bf16"]
+    assert len([p for p in points if p[2] == "bf16"]) == sum(len(r.points) for r in curve.rows)
+    row = curve.rows[-1]
+    weight_bytes, seconds = row.points[0]
+    (n, k), = [s for s in curve.shapes if s[0] * s[1] * 2 == weight_bytes]
+    flop = 2 * row.m * n * k
+    assert (flop / (weight_bytes + row.m * (n + k) * 2), flop / seconds, "bf16") in points
+    labels = roofline_figure(profiles.load(str(out))).axes[0].get_legend_handles_labels()[1]
+    assert any(label.startswith("decode GEMM bf16") for label in labels)

@@ -1,4 +1,6 @@
-"""``roofline.png``: the roofline of the profile's first device, with its GEMV, GEMM and stream kernels."""
+"""``roofline.png``: the roofline of the profile's first device, with its GEMV, GEMM and stream kernels, and the
+decode GEMMs of its decode-GEMM curve (``devices[].decode.gemm``: each measured point at m, n, k, with FLOP 2mnk
+over the weight bytes and the activations, m·(n + k) elements, read and written)."""
 
 from __future__ import annotations
 
@@ -57,8 +59,39 @@ def _draw_kernels(ax, kernels: list[KernelEntry], points: list[KernelEntry], int
                         ha="center" if below else "left", fontsize=7)
 
 
+_ITEM_BYTES = {"fp16": 2, "bf16": 2, "fp8": 1, "fp32": 4}
+
+
+def decode_points(device: Device) -> list[tuple[float, float, str]]:
+    """(intensity FLOP/B, achieved FLOP/s, dtype) of every measured decode-GEMM point of ``device``."""
+    out = []
+    for dtype, curve in ((device.decode.gemm or {}) if device.decode else {}).items():
+        item = _ITEM_BYTES[dtype]
+        shapes = {n * k * item: (n, k) for n, k in curve.shapes}
+        for row in curve.rows:
+            for weight_bytes, seconds in row.points:
+                shape = shapes.get(int(weight_bytes))
+                if shape is None or seconds <= 0:
+                    continue
+                n, k = shape
+                flop = 2.0 * row.m * n * k
+                moved = weight_bytes + row.m * (n + k) * item
+                out.append((flop / moved, flop / seconds, dtype))
+    return out
+
+
+def _draw_decode(ax, device: Device) -> list[float]:
+    points = decode_points(device)
+    for dtype in sorted({d for _, _, d in points}):
+        mine = [(x, y) for x, y, d in points if d == dtype]
+        ax.plot([x for x, _ in mine], [y for _, y in mine], "^", color="C2" if dtype == "bf16" else "C4",
+                markersize=5, alpha=0.8, linestyle="none", label=f"decode GEMM {dtype} (m = 1 …)")
+    return [x for x, _, _ in points]
+
+
 def roofline_figure(doc: profiles.Document):
-    """min(F, BW·I) for the first device's memory bandwidth and FLOP/s modes; its GEMV and GEMM cases."""
+    """min(F, BW·I) for the first device's memory bandwidth and FLOP/s modes; its GEMV and GEMM cases and its
+    decode GEMMs."""
     profile = doc.profile
     device = profile.devices[0]
     index = 0 if device.index is None else device.index
@@ -70,7 +103,7 @@ def roofline_figure(doc: profiles.Document):
     if not roofs:
         raise PlotSkipped(f"{doc.name}: devices[0] has no FLOP/s for fp16 or for the kernels' dtypes")
     points = [k for k in kernels if k.flop > 0 and k.bytes > 0]
-    intensity = [k.flop / k.bytes for k in points]
+    intensity = [k.flop / k.bytes for k in points] + [x for x, _, _ in decode_points(device)]
     ridges = [f / bw_Bps for _, f in roofs]
     lo = min([0.1] + [i / 3 for i in intensity])
     hi = max([r * 30 for r in ridges] + [i * 3 for i in intensity])
@@ -84,8 +117,9 @@ def roofline_figure(doc: profiles.Document):
         ax.plot([ridge], [flops], "D", color=colour, markersize=7)
         ax.annotate(f"ridge {ridge:.3g} FLOP/B", (ridge, flops), textcoords="offset points", xytext=(6, -14),
                     fontsize=8, color=colour)
-    _draw_kernels(ax, kernels, points, intensity, grid, max(f for _, f in roofs))
-    if not points:
+    _draw_kernels(ax, kernels, points, intensity[:len(points)], grid, max(f for _, f in roofs))
+    decoded = _draw_decode(ax, device)
+    if not points and not decoded:
         ax.text(0.02, 0.97, "no kernel measurements in this profile: the roof only", transform=ax.transAxes,
                 va="top", fontsize=9)
     ax.set_xscale("log")
