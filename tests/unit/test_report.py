@@ -19,7 +19,7 @@ from gpucal.plan.models import PRESETS
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "profile-simulated-rtx4090x2.json"
 TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "span", "b", "section", "table",
-        "tr", "th", "td", "ul", "li", "br", "figure", "img", "figcaption"}
+        "tr", "th", "td", "ul", "li", "br", "figure", "img", "figcaption", "details", "summary", "pre"}
 HOSTILE = "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"
 
 
@@ -132,3 +132,71 @@ def test_the_roofline_shows_the_decode_gemms_at_their_intensity(tmp_path):
     assert (flop / (weight_bytes + row.m * (n + k) * 2), flop / seconds, "bf16") in points
     labels = roofline_figure(profiles.load(str(out))).axes[0].get_legend_handles_labels()[1]
     assert any(label.startswith("decode GEMM bf16") for label in labels)
+
+
+def test_calibrate_writes_the_report_at_the_end_of_a_run_and_says_when_it_could_not(tmp_path):
+    profile, page = tmp_path / "box.json", tmp_path / "box.html"
+    done = run_gpucal("calibrate", "--simulate", "rtx4090:2", "--quick", "--no-kernel-check", "-o", str(profile),
+                      "--report", str(page))
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {page} (gpucal report)" in done.stdout
+    text = page.read_text()
+    assert "box" in text and all(f'<section id="{s}">' in text for s in SECTIONS)
+    same = run_gpucal("calibrate", "--simulate", "rtx4090:2", "--quick", "-o", str(tmp_path / "p.html"),
+                      "--report", str(tmp_path / "p.html"), "--force")
+    assert same.returncode == 2 and "the profile's own file" in same.stderr
+    assert not (tmp_path / "p.html").exists()
+
+
+def test_a_report_that_fails_after_the_profile_keeps_the_summary(tmp_path, monkeypatch):
+    from gpucal.commands.calibrate import outputs
+
+    def fail(*args, **kwargs):
+        raise outputs.GpucalError("--report: the disk is full")
+
+    monkeypatch.setattr(outputs, "write_report", fail)
+    from gpucal.cli import main
+
+    code = main(["calibrate", "--simulate", "rtx4090:1", "--quick", "--no-kernel-check", "-o",
+                 str(tmp_path / "one.json"), "--report", str(tmp_path / "one.html")])
+    assert code == 1 and (tmp_path / "one.json").is_file() and not (tmp_path / "one.html").exists()
+
+
+def _rows(text: str, section: str) -> list[list[str]]:
+    """The table rows (cell texts) of one section of the page."""
+    part = text.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", part, re.S):
+        rows.append([re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, re.S)])
+    return rows
+
+
+def test_the_plan_is_gpucal_plans_and_the_terms_say_their_sources():
+    from gpucal.units import format_time
+
+    doc = profiles.load(str(FIXTURE))
+    text = report_html(doc, model="llama-3.1-8b")
+    done = run_gpucal("plan", "--gpu", str(FIXTURE), "--model", "llama-3.1-8b", "--cards", "2", "--strategy", "tp",
+                      "--batch", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    row = next(r for r in _rows(text, "plan") if r[0] == "8")
+    assert row[1] == format_time(plan["token_latency_s"])  # the measured step, as gpucal plan gives it
+    assert row[3] == format_time(plan["seed"]["token_latency_s"])  # the article's beside it
+    terms = {r[0]: r for r in _rows(text, "decode")}
+    assert terms["tp comm time"][-1] == "the ideal term (no figure: see below)"  # no all-reduce measured here
+
+
+def test_a_measured_all_reduce_is_the_tp_terms_source(tmp_path):
+    out = tmp_path / "h200x2.json"
+    assert run_gpucal("calibrate", "--simulate", "h200-sxm:2", "--quick", "-o", str(out)).returncode == 0
+    terms = {r[0]: r for r in _rows(report_html(profiles.load(str(out)), model="llama-3.1-8b"), "decode")}
+    assert terms["tp comm time"][-1].startswith("allreduce:"), terms["tp comm time"]
+    assert terms["gemm time"][-1].startswith("gemm:") and terms["attention time"][-1].startswith("attention:")
+
+
+def test_a_profile_without_a_datasheet_is_not_set_beside_itself_and_what_does_not_fit_is_said():
+    text = report_html(profiles.load_builtin("profile", "seed-h100"))
+    assert "Against the datasheet profile" not in text
+    big = report_html(profiles.load_builtin("profile", "rtx4090"), model="llama-3.1-70b")
+    assert all(r[-1].startswith("no") for r in _rows(big, "plan")[1:])  # 140 GB of weights on one 24 GB card

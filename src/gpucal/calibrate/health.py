@@ -22,6 +22,8 @@ are grouped per series (or kernel), with their count and the first reason.
 
 from __future__ import annotations
 
+import statistics
+
 from gpucal.calibrate.verdict import pcie_load_of
 from gpucal.profiles import datasheet_for
 from gpucal.profiles.model import Device, HostLink, Profile, Quantity
@@ -29,7 +31,7 @@ from gpucal.profiles.decode_queries import decode_terms
 from gpucal.standards import PCIE_GT_S, pcie_Bps
 from gpucal.units import size_label
 
-__all__ = ["anomalies", "summary_rows", "DECODE", "MEMBW_LOW_FRAC", "FLOPS_LOW_FRAC"]
+__all__ = ["anomalies", "summary_rows", "DECODE", "MEMBW_LOW_FRAC", "FLOPS_LOW_FRAC", "condensed_rows"]
 
 MEMBW_LOW_FRAC = 0.7  # healthy HBM/GDDR reaches 80-95 % of the datasheet in a read kernel
 FLOPS_LOW_FRAC = 0.5  # cuBLAS at the plateau reaches 60-90 % of the dense datasheet rate
@@ -283,3 +285,26 @@ def summary_rows(profile: Profile) -> list[dict]:
         rows.append(_row(f"link dev{link.src}->dev{link.dst} ({link.path})", link.src, _value(link.beta_Bps), "B/s",
                          peak, ref, {"alpha_s": _value(link.alpha_s), "verdict": link.verdict}))
     return rows + _allreduce_rows(profile)
+
+
+def condensed_rows(rows: list[dict]) -> list[dict]:
+    """One row per figure over every device (or every pair with the same path and verdict): the median
+    value, the range where the devices differ by more than 1 %, the peak and the median's efficiency."""
+    groups: dict = {}
+    for r in rows:
+        key = (f"link {r['verdict']}" if r.get("verdict") else r["figure"], r["unit"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (figure, unit), rs in groups.items():
+        values = [r["value"] for r in rs if r["value"]]
+        alphas = [r["alpha_s"] for r in rs if r.get("alpha_s") is not None]
+        value = statistics.median(values) if values else None
+        peak = rs[0]["peak"]
+        where = rs[0].get("where") or (f"{len(rs)} pair(s)" if rs[0].get("verdict") else
+                                       f"dev{rs[0]['device']}" if len(rs) == 1 else f"{len(rs)} devices")
+        spread = (max(values) - min(values)) / value if values and value else 0.0
+        out.append({"figure": figure, "where": where, "unit": unit, "value": value,
+                    "low": min(values) if spread > 0.01 else None, "high": max(values) if spread > 0.01 else None,
+                    "alpha_s": statistics.median(alphas) if alphas else None, "peak": peak,
+                    "peak_ref": rs[0]["peak_ref"], "efficiency_frac": value / peak if value and peak else None})
+    return out

@@ -40,7 +40,7 @@ def run(args) -> int:
     doc = resolve_document(args.profile, "PROFILE", "profile")
     path = args.output or f"{doc.name}.html"
     check_report_output(path, force=args.force, flag="-o")
-    model = resolve_model(args.model) if args.model else default_model(doc)
+    model = resolve_model(args.model) if args.model else default_model(doc, args.cards)
     written = write_report(doc, path, model=model, cards=args.cards, strategy=args.strategy, force=args.force)
     if args.json:
         render.print_json({"file": str(written), "profile": doc.origin, "source": doc.profile.source,

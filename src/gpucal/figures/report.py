@@ -26,6 +26,7 @@ from typing import Any
 
 from gpucal import __version__, profiles
 from gpucal.calibrate.compare import PlannerLink, compare
+from gpucal.calibrate.health import condensed_rows, summary_rows
 from gpucal.errors import InputError
 from gpucal.figures import FIGURES
 from gpucal.figures.common import PlotSkipped
@@ -40,6 +41,10 @@ __all__ = ["SECTIONS", "check_report_output", "default_model", "report_html", "w
 
 SECTIONS = ("machine", "summary", "p2p", "figures", "decode", "plan", "cluster")
 TERM_BATCHES = (1, 8, 64)
+# the measured step's terms -> the figures (``MeasuredStep.sources`` keys) each is priced from
+TERM_SOURCES = {"gemm_time_s": ("gemm",), "lm_head_time_s": ("gemm",), "attention_time_s": ("attention",),
+                "elementwise_time_s": ("stream", "launch"), "launch_time_s": ("launch",), "sync_time_s": ("launch",),
+                "tp_comm_time_s": ("allreduce",), "pp_comm_time_s": ("link",)}
 FIT_FRACTION = 0.9  # of the cards' memory the weights may take, for the default model
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -50,7 +55,7 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;f
 .simulated{background:#b35806}.measured{background:#1b7837}.datasheet,.article{background:#5e3c99}
 .v-nvlink{background:#d9f0d3}.v-p2p-pcie{background:#e7f1fa}.v-host-staged{background:#f7f7f7}
 .v-p2p-slower-than-staged{background:#fdd49e}.v-p2p-corrupt{background:#f4a582}
-img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+img{max-width:100%;border:1px solid #eee}pre{font-size:.8em;white-space:pre-wrap}summary{cursor:pointer}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 .note{color:#555;font-size:.9em}ul{margin:.3em 0}
 """
 
@@ -89,11 +94,11 @@ def _q(quantity) -> str:
     return "-" if quantity is None or not quantity.known else str(quantity.value)
 
 
-def default_model(doc: profiles.Document) -> ModelSpec:
-    """The largest model preset whose fp16 weights take at most 90 % of the profile's cards' memory (the
-    smallest preset where none does)."""
+def default_model(doc: profiles.Document, cards: int | None = None) -> ModelSpec:
+    """The largest model preset whose fp16 weights take at most 90 % of the memory of ``cards`` of the profile's
+    cards (default: all of them); the smallest preset where none does."""
     device = doc.profile.devices[0]
-    memory = (device.memory_bytes.value or 0) * max(1, doc.profile.device_count)
+    memory = (device.memory_bytes.value or 0) * max(1, cards or doc.profile.device_count)
     fitting = [m for m in PRESETS.values() if 2 * m.params <= FIT_FRACTION * memory]
     pool = fitting or [min(PRESETS.values(), key=lambda m: m.params)]
     return max(pool, key=lambda m: m.params)
@@ -112,14 +117,35 @@ def _machine(doc: profiles.Document) -> str:
                       "PCIe", "peer link"), rows)
     info = p.host.model_dump(exclude_none=True) if p.host else {}
     info.pop("anomalies", None)
-    host_rows = [(k, v if isinstance(v, (str, int, float, bool)) else json.dumps(v, ensure_ascii=False)[:1000])
-                 for k, v in info.items()]
+    topology = info.pop("topology", None)
+    scalars = [(k, v) for k, v in info.items() if isinstance(v, (str, int, float, bool))]
+    nested = [(k, v) for k, v in info.items() if not isinstance(v, (str, int, float, bool))]
     prov = [("profile", doc.name), ("title", p.title), ("source", p.source), ("created", p.created),
             ("gpucal", p.gpucal_version), ("file", doc.origin)]
     notes = "".join(f"<li>{_e(n)}</li>" for n in p.notes or [])
-    return (devices + "<h3>Provenance</h3>" + _table(("", ""), prov) + "<h3>Host</h3>"
-            + (_table(("field", "value"), host_rows) if host_rows else '<p class="note">no host recorded</p>')
-            + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else ""))
+    details = "".join(f"<details><summary>{_e(k)}</summary><pre>{_e(json.dumps(v, indent=1, ensure_ascii=False))}"
+                      "</pre></details>" for k, v in nested)
+    return (devices + "<h3>Provenance</h3>" + _table(("field", "value"), prov) + "<h3>Host</h3>"
+            + (_table(("field", "value"), scalars) if scalars else '<p class="note">no host recorded</p>')
+            + details + _topology(topology) + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else ""))
+
+
+def _topology(topology) -> str:
+    """The host's topology as the run read it (NVML): its devices and its pairs."""
+    if not isinstance(topology, dict):
+        return ""
+    head = f"<h3>Topology</h3><p>{_e(topology.get('source', ''))}: {_e(topology.get('reason', ''))}</p>"
+    devices = [d for d in topology.get("devices") or [] if isinstance(d, dict)]
+    pairs = [q for q in topology.get("pairs") or [] if isinstance(q, dict)]
+    keys = ("index", "name", "pci_bus_id", "numa_node", "cpu_affinity", "pcie_generation_max", "pcie_width_max",
+            "nvlinks_active")
+    out = head + (_table(keys, [tuple(d.get(k, "-") for k in keys) for d in devices]) if devices else "")
+    if pairs:
+        out += _table(("pair", "common ancestor", "NVLinks", "via", "P2P (NVML)"), [
+            (f"{q.get('src')} -> {q.get('dst')}", q.get("common_ancestor", "-"), q.get("nvlinks", "-"),
+             q.get("nvlink_via", "-"), ", ".join(f"{k} {v}" for k, v in (q.get("p2p") or {}).items()))
+            for q in pairs])
+    return out
 
 
 def _link_of(doc: profiles.Document) -> PlannerLink | None:
@@ -133,20 +159,38 @@ def _link_of(doc: profiles.Document) -> PlannerLink | None:
                        {"value": choice.spec.beta_Bps, "source": choice.source})
 
 
+def _peaks(rows: list[dict], group: str | None) -> str:
+    """``gpucal calibrate``'s summary rows (``calibrate.health``), one per figure over the devices, against
+    their peaks."""
+    table = []
+    for r in condensed_rows([r for r in rows if r.get("group") == group]):
+        unit = {"FLOP/s": "flops", "s": "s"}.get(r["unit"], "Bps")
+        value = _value(r["value"], unit) if r["value"] else "-"
+        if r["low"] is not None:
+            value += f" ({_value(r['low'], unit)} - {_value(r['high'], unit)})"
+        table.append((r["figure"], r["where"], value, _value(r.get("alpha_s"), "s") if r.get("alpha_s") else "",
+                      _value(r["peak"], unit) if r["peak"] else "-", r["peak_ref"] or "",
+                      f"{100 * r['efficiency_frac']:.1f} %" if r["efficiency_frac"] else "-"))
+    head = ("decode term" if group == "decode" else "figure", "where", "median", "alpha", "peak", "peak from",
+            "share")
+    return _table(head, table, numeric=(2, 3, 4, 6))
+
+
 def _summary(doc: profiles.Document) -> str:
+    rows = summary_rows(doc.profile)
+    parts = [_peaks(rows, None)]
+    if any(r.get("group") == "decode" for r in rows):
+        parts.append("<h3>The decode step's figures</h3>" + _peaks(rows, "decode"))
     sheet = profiles.datasheet_for(doc.profile.devices[0].name)
-    parts = []
-    if sheet is None:
-        parts.append(f'<p class="note">no datasheet profile for {_e(doc.profile.devices[0].name)}: the figures '
-                     "are shown without their peaks</p>")
-        base = doc
+    if sheet is None or sheet.name == doc.name:
+        parts.append(f'<p class="note">no datasheet profile for {_e(doc.profile.devices[0].name)} to set the '
+                     "figures beside</p>" if sheet is None else "")
     else:
-        base = sheet
-    result = compare(base, doc, _link_of(base), _link_of(doc))
-    rows = [(r.label, _value(r.b, r.unit), r.b_source or (r.b_reason or "-"), _value(r.a, r.unit),
-             "-" if r.ratio is None else f"{r.ratio:.3f}") for r in result.rows]
-    parts.append(_table(("figure", "this profile", "source", f"datasheet ({base.name})", "ratio"), rows,
-                        numeric=(1, 3, 4)))
+        result = compare(sheet, doc, _link_of(sheet), _link_of(doc))
+        table = [(r.label, _value(r.b, r.unit), r.b_source or (r.b_reason or "-"), _value(r.a, r.unit),
+                  "-" if r.ratio is None else f"{r.ratio:.3f}") for r in result.rows]
+        parts.append(f"<h3>Against the datasheet profile {_e(sheet.name)} (gpucal compare)</h3>"
+                     + _table(("figure", "this profile", "source", "datasheet", "ratio"), table, numeric=(1, 3, 4)))
     anomalies = doc.profile.host.anomalies if doc.profile.host and doc.profile.host.anomalies else []
     items = "".join(f"<li><b>{_e(a.kind)}</b>: {_e(a.text)}</li>" for a in anomalies)
     parts.append(f"<h3>Anomalies</h3><ul>{items}</ul>" if items else
@@ -208,29 +252,43 @@ def _plan(doc: profiles.Document, model: ModelSpec, cards, strategy) -> tuple[st
         return note, note
     layout = f"{curves.strategy} over {curves.cards} card(s) (TP {curves.tp}, PP {curves.pp})"
     head = (f"<p>{_e(curves.model)} on {_e(curves.gpu)} ({_e(curves.flops_mode)}), {_e(layout)}"
-            + (f", link {_e(curves.link)}" if curves.link else "") + "</p>")
+            + (f", link {_e(curves.link)}" if curves.link else "")
+            + f", context {_e(curves.context_tokens)} tokens per sequence (as gpucal plan's default)</p>")
+    fits = ["yes" if f else "no: does not fit in memory" for f in curves.fits]
     if curves.step == "measured":
-        rows = [(int(b), _value(float(t), "s"), f"{float(a):,.0f}", _value(float(st), "s"), f"{float(sa):,.0f}",
-                 f"{float(t) / float(st):.2f}")
-                for b, t, a, st, sa in zip(curves.batch, curves.token_latency_s, curves.aggregate_tokens_per_s,
-                                           curves.seed_token_latency_s, curves.seed_aggregate_tokens_per_s)]
+        rows = [(int(b), _value(float(t), "s"), _rate(a), _value(float(st), "s"), _rate(sa),
+                 f"{float(t) / float(st):.2f}", bound, fit)
+                for b, t, a, st, sa, bound, fit in zip(curves.batch, curves.token_latency_s,
+                                                       curves.aggregate_tokens_per_s, curves.seed_token_latency_s,
+                                                       curves.seed_aggregate_tokens_per_s, curves.bound, fits)]
         plan = head + _table(("batch", "measured step: token latency", "tokens/s", "the article's step: token "
-                              "latency", "tokens/s", "measured / article"), rows, numeric=(0, 1, 2, 3, 4, 5))
+                              "latency", "tokens/s", "measured / article", "bound (article)", "fits"), rows,
+                             numeric=(0, 1, 2, 3, 4, 5))
         decode = _decode(curves)
     else:
-        rows = [(int(b), _value(float(t), "s"), f"{float(a):,.0f}") for b, t, a in
-                zip(curves.batch, curves.token_latency_s, curves.aggregate_tokens_per_s)]
+        rows = [(int(b), _value(float(t), "s"), _rate(a), bound, fit) for b, t, a, bound, fit in
+                zip(curves.batch, curves.token_latency_s, curves.aggregate_tokens_per_s, curves.bound, fits)]
         plan = (head + '<p class="note">the profile holds no decode figures: the article\'s step alone</p>'
-                + _table(("batch", "the article's step: token latency", "tokens/s"), rows, numeric=(0, 1, 2)))
+                + _table(("batch", "the article's step: token latency", "tokens/s", "bound", "fits"), rows,
+                         numeric=(0, 1, 2)))
         decode = '<p class="note">no measured decode terms or published figures in this profile</p>'
     return plan, decode
 
 
+def _rate(tokens_per_s) -> str:
+    value = float(tokens_per_s)
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _decode(curves) -> str:
     wanted = [i for i, b in enumerate(curves.batch) if int(b) in TERM_BATCHES]
+    sources = curves.measured_sources or {}
     keys = [k for k, v in curves.measured_terms[0].items() if k.endswith("_s") and isinstance(v, (int, float))]
     rows = [(k.removesuffix("_s").replace("_", " "), *[_value(curves.measured_terms[i][k], "s") for i in wanted],
-             (curves.measured_sources or {}).get(k.removesuffix("_time_s"), "")) for k in keys]
+             "; ".join(f"{what}: {sources[what]}" for what in TERM_SOURCES.get(k, ()) if what in sources)
+             or ("the sum of the terms" if k in ("token_latency_s", "layer_time_s") else
+                 "the ideal term (no figure: see below)" if TERM_SOURCES.get(k) else ""))
+            for k in keys]
     table = _table(("term", *[f"batch {int(curves.batch[i])}" for i in wanted], "source"), rows,
                    numeric=tuple(range(1, len(wanted) + 1)))
     fallbacks = "".join(f"<li>{_e(f)}</li>" for f in curves.measured_fallbacks or [])
@@ -239,8 +297,8 @@ def _decode(curves) -> str:
 
 def _cluster(doc: profiles.Document) -> str:
     p = doc.profile
-    network = [e for e in p.network or [] if e.known]
-    collectives = [c for c in p.collectives or [] if c.known]
+    network = list(p.network or [])
+    collectives = list(p.collectives or [])
     if not network and not collectives:
         return '<p class="note">no network between hosts and no collective in this profile</p>'
     parts = []
@@ -248,13 +306,15 @@ def _cluster(doc: profiles.Document) -> str:
         hosts = [(i, h.hostname if hasattr(h, "hostname") else "", len(h.devices)) for i, h in enumerate(p.cluster.hosts)]
         parts.append(_table(("host", "hostname", "devices"), hosts))
     if network:
-        parts.append(_table(("ranks", "hosts", "same host", "alpha", "beta"), [
+        parts.append(_table(("ranks", "hosts", "same host", "alpha", "beta", "transport", "note"), [
             (f"{e.src_rank} - {e.dst_rank}", f"{e.src_host} - {e.dst_host}", _value(e.same_host, None),
-             _value(e.alpha_s.value, "s"), _value(e.beta_Bps.value, "Bps")) for e in network], numeric=(3, 4)))
+             _value(e.alpha_s.value, "s"), _value(e.beta_Bps.value, "Bps"), e.transport or "-",
+             e.reason or e.alpha_s.reason or e.beta_Bps.reason or "") for e in network], numeric=(3, 4)))
     if collectives:
-        parts.append(_table(("op", "ranks", "hosts", "graphs", "one process", "alpha", "beta", "library"), [
+        parts.append(_table(("op", "ranks", "hosts", "graphs", "one process", "alpha", "beta", "library", "note"), [
             (c.op, c.nranks, c.span_hosts, _value(bool(c.graphs), None), _value(bool(c.single_process), None),
-             _value(c.alpha_s.value, "s"), _value(c.beta_Bps.value, "Bps"), c.library or "-") for c in collectives],
+             _value(c.alpha_s.value, "s"), _value(c.beta_Bps.value, "Bps"), c.library or "-",
+             c.reason or c.alpha_s.reason or c.beta_Bps.reason or "") for c in collectives],
             numeric=(1, 2, 5, 6)))
     return "".join(parts)
 
@@ -264,11 +324,11 @@ def report_html(doc: profiles.Document, *, model: str | ModelSpec | None = None,
     """The page of ``doc`` (see the module docstring); ``model`` (default: ``default_model``), ``cards`` and
     ``strategy`` as ``gpucal plot``'s."""
     p = doc.profile
-    spec = default_model(doc) if model is None else (resolve_model(model) if isinstance(model, str) else model)
+    spec = default_model(doc, cards) if model is None else (resolve_model(model) if isinstance(model, str) else model)
     plan, decode = _plan(doc, spec, cards, strategy)
     sections = {
         "machine": ("The machine", _machine(doc)),
-        "summary": ("Figures against the datasheet", _summary(doc)),
+        "summary": ("Figures against their peaks", _summary(doc)),
         "p2p": ("P2P verdicts", _p2p(doc)),
         "figures": ("Figures", _figures(doc, spec, cards, strategy)),
         "decode": (f"The decode step's terms ({spec.name})", decode),
@@ -293,7 +353,7 @@ def report_html(doc: profiles.Document, *, model: str | ModelSpec | None = None,
 def check_report_output(path, *, force: bool, flag: str = "-o") -> Path:
     """Check, before anything is measured or drawn, that the page can be written to ``path``: a new name, or
     (with ``force``) a regular file, in a folder that is or can be made. ``InputError`` naming ``flag``."""
-    if not str(path).endswith((".html", ".htm")):
+    if not str(path).lower().endswith((".html", ".htm")):
         raise InputError(f"{flag}: {path}: a report is an HTML file: name it FILE.html")
     return check_output(path, force=force, flag=flag)
 

@@ -35,6 +35,7 @@ from gpucal.commands.calibrate.host import check_flags, measure_host, select_bac
 from gpucal.commands.calibrate.outputs import (
     ANOMALIES_SHOWN,
     after_writing,
+    report_outcome,
     check_output,
     check_outputs,
     print_figure_tables,
@@ -237,11 +238,13 @@ def _write(args, world, docs, gathered, network, collectives, started, version, 
     done: dict = {}
     try:
         written, plots, profile = write_outputs(args, doc, path, done)
-        return _report(args, world, doc, profile, network, collectives, inside_failed, failed_hosts, net_note,
+        code = _report(args, world, doc, profile, network, collectives, inside_failed, failed_hosts, net_note,
                        coll_note, name, written, plots)
+        return max(code, report_outcome(args, done, render.console()))
     except KeyboardInterrupt as exc:  # after the profile was written: say so
         if "profile" in done:
-            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"))
+            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"), args.report,
+                                       done.get("report"))
         raise
 
 
@@ -265,8 +268,6 @@ def _report(args, world, doc: dict, profile: Profile, network, collectives, insi
             "report": args.report})
         return 1 if failed else 0
     _print(profile, rows, world, net_note, coll_note, failed_hosts, failed_cases, str(written), plots)
-    if args.report is not None:
-        render.line(f"wrote {args.report} (gpucal report)")
     return 1 if failed else 0
 
 

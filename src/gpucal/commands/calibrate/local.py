@@ -11,6 +11,7 @@ from gpucal.calibrate.health import summary_rows
 from gpucal.commands.calibrate.host import check_flags, measure_host, select_backend
 from gpucal.commands.calibrate.outputs import (
     after_writing,
+    report_outcome,
     check_output,
     check_outputs,
     print_figure_tables,
@@ -38,10 +39,12 @@ def run_local(args) -> int:
     done: dict = {}
     try:
         written, plots, profile = write_outputs(args, doc, path, done)
-        return _report(args, profile, cal, found, failed, backend, name, written, plots)
+        code = _report(args, profile, cal, found, failed, backend, name, written, plots)
+        return max(code, report_outcome(args, done, render.console()))
     except KeyboardInterrupt as exc:  # after the profile was written: say so (exit 130, or 143 for SIGTERM)
         if "profile" in done:
-            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"))
+            exc.detail = after_writing(done["profile"], args.plots, done.get("plots"), args.report,
+                                       done.get("report"))
         raise
 
 
@@ -58,8 +61,6 @@ def _report(args, profile: Profile, cal, found, failed, backend, name, written, 
             "report": args.report})
         return 1 if failed else 0
     _print(profile, rows, cal, str(written), plots)
-    if args.report is not None:
-        render.line(f"wrote {args.report} (gpucal report)")
     return 1 if failed else 0
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 
 from gpucal import profiles, render
-from gpucal.errors import GpucalError, ProfileError, ProfileExistsError
+from gpucal.errors import GpucalError, InputError, ProfileError, ProfileExistsError
+from gpucal.calibrate.health import condensed_rows
 from gpucal.figures.files import check_plots_output, write_plots
 from gpucal.figures.report import check_report_output, write_report
 from gpucal.files import check_output as check_output_path
@@ -18,7 +18,7 @@ from gpucal.profiles.model import Profile
 from gpucal.profiles.model.documents import Anomaly
 from gpucal.units import format_flops, format_rate, format_time
 
-__all__ = ["ANOMALIES_SHOWN", "after_writing", "check_output", "check_outputs", "figure_table", "print_figure_tables",
+__all__ = ["ANOMALIES_SHOWN", "after_writing", "report_outcome", "check_output", "check_outputs", "figure_table", "print_figure_tables",
            "name_of", "print_anomalies", "validated", "write_outputs", "write_profile"]
 
 ANOMALIES_SHOWN = 20
@@ -37,6 +37,8 @@ def check_outputs(args) -> None:
         check_plots_output(args.plots, force=args.force, flag="--plots")
     if getattr(args, "report", None) is not None:
         check_report_output(args.report, force=args.force, flag="--report")
+        if args.output is not None and os.path.realpath(args.output) == os.path.realpath(args.report):
+            raise InputError(f"--report: {args.report} is the profile's own file (-o): name another")
 
 
 def name_of(path: str | None) -> str | None:
@@ -47,12 +49,14 @@ def name_of(path: str | None) -> str | None:
     return stem[:100] or None
 
 
-def after_writing(written, plots_dir, plots) -> str:
+def after_writing(written, plots_dir, plots, report=None, report_written=None) -> str:
     """What an interruption after the profile was written says: the file is complete; the plots, if asked for,
-    were written or not (they are written all at once)."""
+    were written or not (they are written all at once); so was the report."""
     text = f"after writing {written} (complete)"
     if plots_dir is not None:
         text += f"; the plots in {plots_dir} were " + ("written" if plots is not None else "not written")
+    if report is not None:
+        text += f"; the report {report} was " + ("written" if report_written is not None else "not written")
     return text
 
 
@@ -70,8 +74,26 @@ def write_outputs(args, doc: dict, path: str, done: dict):
         done["plots"] = None
         done["plots"] = write_plots(written, args.plots, force=args.force, flag="--plots")
     if getattr(args, "report", None) is not None:
-        done["report"] = write_report(written, args.report, force=args.force, flag="--report")
+        done["report"] = None
+        try:
+            done["report"] = write_report(written, args.report, force=args.force, flag="--report")
+        except GpucalError as exc:  # the measurement is written: the summary still prints, then this (exit 1)
+            done["report_error"] = str(exc)
     return done["profile"], done["plots"], written.profile
+
+
+def report_outcome(args, done: dict, console) -> int:
+    """Say what became of ``--report`` after the summary: the page written, or why not (exit code 1: the
+    profile is written and complete, the page is not); 0 where there is nothing to say against it."""
+    if getattr(args, "report", None) is None:
+        return 0
+    if done.get("report") is not None:
+        if not getattr(args, "json", False):  # the JSON summary names it ("report")
+            render.line(f"wrote {done['report']} (gpucal report)", console)
+        return 0
+    render.line(f"gpucal calibrate: the profile {done['profile']} is written and complete; the report was not: "
+                f"{done.get('report_error', 'not written')}", render.console(stderr=True))
+    return 1
 
 
 def _keep_aside(path: str, text: str):
@@ -110,34 +132,11 @@ def write_profile(doc: dict, path: str, force: bool):
     return write_atomic(path, profiles.dumps(doc), force=force, flag="-o")
 
 
-def _condense(rows: list[dict]) -> list[dict]:
-    """One row per figure over every device (or every pair with the same path and verdict): the median
-    value, the range where the devices differ by more than 1 %, the peak and the median's efficiency."""
-    groups: dict = {}
-    for r in rows:
-        key = (f"link {r['verdict']}" if r.get("verdict") else r["figure"], r["unit"])
-        groups.setdefault(key, []).append(r)
-    out = []
-    for (figure, unit), rs in groups.items():
-        values = [r["value"] for r in rs if r["value"]]
-        alphas = [r["alpha_s"] for r in rs if r.get("alpha_s") is not None]
-        value = statistics.median(values) if values else None
-        peak = rs[0]["peak"]
-        where = rs[0].get("where") or (f"{len(rs)} pair(s)" if rs[0].get("verdict") else
-                                       f"dev{rs[0]['device']}" if len(rs) == 1 else f"{len(rs)} devices")
-        spread = (max(values) - min(values)) / value if values and value else 0.0
-        out.append({"figure": figure, "where": where, "unit": unit, "value": value,
-                    "low": min(values) if spread > 0.01 else None, "high": max(values) if spread > 0.01 else None,
-                    "alpha_s": statistics.median(alphas) if alphas else None, "peak": peak,
-                    "peak_ref": rs[0]["peak_ref"], "efficiency_frac": value / peak if value and peak else None})
-    return out
-
-
 def figure_table(rows: list[dict], group: str | None = None):
-    """The summary's table: one row per figure over every device (``_condense``), against its peak; the rows
+    """The summary's table: one row per figure over every device (``condensed_rows``), against its peak; the rows
     of ``group`` (``decode``: the decode step's terms) only, or (None) the others."""
     table = []
-    for r in _condense([r for r in rows if r.get("group") == group]):
+    for r in condensed_rows([r for r in rows if r.get("group") == group]):
         fmt = {"FLOP/s": format_flops, "s": format_time}.get(r["unit"], format_rate)
         value = fmt(r["value"]) if r["value"] else "-"
         if r["low"] is not None:
