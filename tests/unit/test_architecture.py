@@ -209,7 +209,11 @@ DICT_READS = ('.data[', '.data.get(', '["value"]', ".get(\"value\")", "['value']
 DICT_OWNERS = ("src/gpucal/profiles/io.py", "src/gpucal/profiles/model/")
 # Not profile data: the summary rows of ``calibrate.health.summary_rows`` (the rows ``calibrate --json`` prints,
 # whose median is the key "value"), read as ``r["value"]`` where they are condensed into the table.
-NOT_PROFILE_DATA = {"src/gpucal/commands/calibrate/outputs.py": 'r["value"]'}
+# calibrate's summary rows (``calibrate.health.summary_rows``, condensed there, printed by calibrate and drawn by the
+# report) carry a key ``value``: they are not profile data
+NOT_PROFILE_DATA = {path: 'r["value"]' for path in ("src/gpucal/commands/calibrate/outputs.py",
+                                                     "src/gpucal/calibrate/health.py",
+                                                     "src/gpucal/figures/report.py")}
 
 
 def _dict_reads(path: Path) -> list[str]:
