@@ -50,7 +50,7 @@ def _report(tmp_path: Path, profile: Path | str, name: str) -> Path:
     return out
 
 
-def _probed(page: Path, *, keep_policy: bool = False) -> tuple[dict | None, str, str]:
+def _probed(page: Path) -> tuple[dict | None, str, str]:
     """A copy of the page without its content policy (which would block the probe too) and with the probe added,
     dumped after load: (what the probe saw, the DOM, the browser's log)."""
     text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page.read_text(encoding="utf-8"), count=1)
@@ -98,7 +98,7 @@ def test_a_hostile_profile_runs_nothing_and_renders_no_markup(tmp_path):
         "gpucal report")  # a script run would have made it PWNED
     assert _console(plain.stderr) == [], plain.stderr  # nothing tried to run, so no policy was even violated
     # escaping alone keeps it text: without the page's content policy, in the copy the probe reads
-    seen, dom, log = _probed(page, keep_policy=False)
+    seen, dom, log = _probed(page)
     assert seen is not None, log[-2000:]
     assert seen["title"].startswith("gpucal report") and seen["scripts"] == 1
     assert '<img src="x"' not in dom and "<script>document.title" not in dom

@@ -205,9 +205,7 @@ def _host_link(run: ToolRun | None, d: int, sheet: profiles.Document | None) -> 
         rate = rates.get(d, d) if rates else None
         if rate is None:
             continue
-        lat = run.h2d_latency_s.get(d, d) if run.h2d_latency_s else None
-        alpha = (_figure(run, run.h2d_latency_s, lat) if lat is not None
-                 else quantity(None, "estimate", reason=f"not measured: {run.tool} times no latency of this copy"))
+        alpha = quantity(None, "estimate", reason=f"not measured: {run.tool} times no latency of this copy")
         out[key] = {"alpha_s": alpha, "beta_Bps": _figure(run, rates, rate, LINK_CONVENTION)}
     host = sheet.profile.devices[0].host_link if sheet else None
     if host is not None:

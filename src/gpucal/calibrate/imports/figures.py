@@ -69,9 +69,7 @@ class CollectiveRun:
     algbw_Bps: tuple[float, ...]
     busbw_Bps: tuple[float, ...]
     wrong: tuple[int | None, ...]  # nccl-tests' #wrong per size (None: not checked)
-    method: str
-    statistic: str
-    n: int
+    method: str  # the tool's test and how it timed each size
 
 
 @dataclass
@@ -91,7 +89,6 @@ class ToolRun:
     staged_latency_s: Matrix | None = None
     h2d_Bps: Matrix | None = None  # per device (d, d)
     d2h_Bps: Matrix | None = None
-    h2d_latency_s: Matrix | None = None
     local_dram_Bps: Matrix | None = None  # a device-local copy's DRAM traffic, 2n/t
     hostnames: list[str] = field(default_factory=list)
     collectives: list[CollectiveRun] = field(default_factory=list)
@@ -108,11 +105,9 @@ class ToolRun:
     def named_matrices(self) -> dict[str, Matrix]:
         """Every matrix the run holds, by its field's name (``_Bps``: rates; ``_s``: times)."""
         names = ("p2p_Bps", "staged_Bps", "p2p_bidir_Bps", "staged_bidir_Bps", "p2p_latency_s", "staged_latency_s",
-                 "h2d_Bps", "d2h_Bps", "h2d_latency_s", "local_dram_Bps")
+                 "h2d_Bps", "d2h_Bps", "local_dram_Bps")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def matrices(self) -> list[Matrix]:
-        return [m for m in (self.p2p_Bps, self.staged_Bps, self.p2p_bidir_Bps, self.staged_bidir_Bps,
-                            self.p2p_latency_s, self.staged_latency_s, self.h2d_Bps, self.d2h_Bps,
-                            self.h2d_latency_s, self.local_dram_Bps) if m is not None]
+        return list(self.named_matrices().values())

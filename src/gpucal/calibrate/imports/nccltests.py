@@ -120,8 +120,8 @@ def _tool_run(origin, the_op, ranks, timed, dtype, iters, graphs, library, versi
         algbw_Bps=tuple(t[2] * 1e9 for t in timed), busbw_Bps=tuple(t[3] * 1e9 for t in timed),
         wrong=tuple(t[4] for t in timed),
         method=(f"{'_'.join(the_op.split('-'))}_perf, out of place, {dtype}, {len(ranks)} ranks on {len(hosts)} "
-                f"host(s){', CUDA graphs' if graphs else ''}: the mean time over {iters} iterations per size (one timed loop)"),
-        statistic="mean", n=1)
+                f"host(s){', CUDA graphs' if graphs else ''}: the mean time over {iters} iterations per size "
+                "(one timed loop)"))
     tool = ToolRun("nccl-tests", version, origin, devices=names[:max(per_host.values())], hostnames=hosts,
                    collectives=[run], notes=list(notes))
     if len(hosts) > 1:
